@@ -1,0 +1,803 @@
+//! The configuration file (`/etc/security/idtoken.toml`): its schema, and validation of
+//! every value when the file loads, so the login path only ever sees a config that makes
+//! sense. Every problem is reported with its line; unknown keys are errors.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use jsonwebtoken::Algorithm;
+use serde::Deserialize;
+use toml::Spanned;
+
+use crate::files::{self, FileProblem};
+
+/// The config's default path.
+pub const DEFAULT_PATH: &str = "/etc/security/idtoken.toml";
+/// Where key caches live unless `jwks_cache` says otherwise.
+pub const DEFAULT_CACHE_DIR: &str = "/var/lib/idtoken";
+/// Where `max_uses` is counted unless `state_dir` says otherwise.
+pub const DEFAULT_STATE_DIR: &str = "/var/lib/idtoken/uses";
+/// A config larger than this is refused (it is a few KiB in practice).
+pub const MAX_CONFIG_BYTES: u64 = 1024 * 1024;
+/// Bounds that keep a config from making the per-login cost unbounded.
+pub const MAX_ISSUERS: usize = 64;
+pub const MAX_RULES: usize = 4096;
+
+/// A validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub defaults: Defaults,
+    pub issuers: Vec<Issuer>,
+    pub rules: Vec<Rule>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Defaults {
+    pub leeway: i64,
+    pub max_lifetime: i64,
+    pub min_uid: u32,
+    pub deny_users: Vec<String>,
+    pub max_uses: u32,
+    pub explain: bool,
+    pub state_dir: PathBuf,
+    /// How long a key that vanished from the issuer's endpoint stays trusted (refresh).
+    pub key_grace: i64,
+    /// Age after which `idtoken status` calls a key cache stale.
+    pub stale_after: i64,
+}
+
+#[derive(Debug, Clone)]
+pub struct Issuer {
+    pub name: String,
+    pub url: String,
+    pub audiences: Vec<String>,
+    pub jwks_cache: PathBuf,
+    pub algorithms: Vec<Algorithm>,
+    pub user_claim: String,
+    pub user_map: Option<PathBuf>,
+    pub jwks_url: Option<String>,
+    pub ca_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Rule {
+    pub name: String,
+    pub issuer: Option<String>,
+    pub services: Option<Vec<String>>,
+    pub users: Option<Vec<String>>,
+    pub groups: Option<Vec<String>>,
+    pub local_groups: Option<Vec<String>>,
+    pub login_as: Option<String>,
+    /// Claim name → globs, in the order of the names.
+    pub claims: Vec<(String, Vec<String>)>,
+}
+
+impl Config {
+    /// The issuer whose url equals `iss` byte for byte.
+    pub fn issuer_by_url(&self, iss: &str) -> Option<&Issuer> {
+        self.issuers.iter().find(|i| i.url == iss)
+    }
+
+    pub fn issuer_by_name(&self, name: &str) -> Option<&Issuer> {
+        self.issuers.iter().find(|i| i.name == name)
+    }
+
+    /// Reads and validates the config at `path`, with the file safety checks of the SPEC.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let bytes = files::read_trusted(path, MAX_CONFIG_BYTES).map_err(ConfigError::File)?;
+        let text = String::from_utf8(bytes).map_err(|_| ConfigError::Invalid {
+            path: path.to_path_buf(),
+            problems: vec![Problem::new(None, "the file is not valid UTF-8")],
+        })?;
+        Config::parse(&text).map_err(|problems| ConfigError::Invalid {
+            path: path.to_path_buf(),
+            problems,
+        })
+    }
+
+    /// Parses and validates config text; every problem found is returned, each with its line.
+    pub fn parse(text: &str) -> Result<Config, Vec<Problem>> {
+        let raw: RawConfig = toml::from_str(text).map_err(|e| {
+            let line = e.span().map(|s| line_of(text, s.start));
+            vec![Problem::new(line, e.message().trim())]
+        })?;
+        let mut v = Validator {
+            text,
+            problems: Vec::new(),
+        };
+        let config = v.config(raw);
+        if v.problems.is_empty() {
+            Ok(config)
+        } else {
+            Err(v.problems)
+        }
+    }
+}
+
+/// One problem in a config, with the line it is on when known.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    pub line: Option<usize>,
+    pub message: String,
+}
+
+impl Problem {
+    fn new(line: Option<usize>, message: impl Into<String>) -> Problem {
+        Problem {
+            line,
+            message: message.into(),
+        }
+    }
+}
+
+/// Why a config could not be used.
+#[derive(Debug, Clone)]
+pub enum ConfigError {
+    File(FileProblem),
+    Invalid {
+        path: PathBuf,
+        problems: Vec<Problem>,
+    },
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ConfigError::File(p) => write!(f, "{p}"),
+            ConfigError::Invalid { path, problems } => {
+                let mut first = true;
+                for p in problems {
+                    if !first {
+                        writeln!(f)?;
+                    }
+                    first = false;
+                    match p.line {
+                        Some(line) => write!(f, "{}:{line}: {}", path.display(), p.message)?,
+                        None => write!(f, "{}: {}", path.display(), p.message)?,
+                    }
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// 1-based line number of a byte offset.
+fn line_of(text: &str, offset: usize) -> usize {
+    let end = offset.min(text.len());
+    text.as_bytes()
+        .get(..end)
+        .map_or(0, |b| b.iter().filter(|c| **c == b'\n').count())
+        .saturating_add(1)
+}
+
+// ---- The file as written: every field spanned so that problems can name their line. ----
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    defaults: Option<RawDefaults>,
+    #[serde(default)]
+    issuer: Vec<Spanned<RawIssuer>>,
+    #[serde(default)]
+    rule: Vec<Spanned<RawRule>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDefaults {
+    leeway: Option<Spanned<i64>>,
+    max_lifetime: Option<Spanned<i64>>,
+    min_uid: Option<Spanned<i64>>,
+    deny_users: Option<Spanned<Vec<String>>>,
+    max_uses: Option<Spanned<i64>>,
+    explain: Option<bool>,
+    state_dir: Option<Spanned<String>>,
+    key_grace: Option<Spanned<i64>>,
+    stale_after: Option<Spanned<i64>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawIssuer {
+    name: Option<Spanned<String>>,
+    url: Option<Spanned<String>>,
+    audiences: Option<Spanned<Vec<String>>>,
+    jwks_cache: Option<Spanned<String>>,
+    algorithms: Option<Spanned<Vec<Spanned<String>>>>,
+    user_claim: Option<Spanned<String>>,
+    user_map: Option<Spanned<String>>,
+    jwks_url: Option<Spanned<String>>,
+    ca_file: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRule {
+    name: Option<Spanned<String>>,
+    issuer: Option<Spanned<String>>,
+    services: Option<Spanned<Vec<String>>>,
+    users: Option<Spanned<Vec<String>>>,
+    groups: Option<Spanned<Vec<String>>>,
+    local_groups: Option<Spanned<Vec<String>>>,
+    login_as: Option<Spanned<String>>,
+    claims: Option<BTreeMap<String, Spanned<toml::Value>>>,
+}
+
+struct Validator<'a> {
+    text: &'a str,
+    problems: Vec<Problem>,
+}
+
+impl Validator<'_> {
+    fn line<T>(&self, s: &Spanned<T>) -> Option<usize> {
+        Some(line_of(self.text, s.span().start))
+    }
+
+    fn err(&mut self, line: Option<usize>, message: impl Into<String>) {
+        self.problems.push(Problem::new(line, message));
+    }
+
+    fn config(&mut self, raw: RawConfig) -> Config {
+        let defaults = self.defaults(raw.defaults);
+        if raw.issuer.len() > MAX_ISSUERS {
+            self.err(None, format!("more than {MAX_ISSUERS} [[issuer]] tables"));
+        }
+        if raw.rule.len() > MAX_RULES {
+            self.err(None, format!("more than {MAX_RULES} [[rule]] tables"));
+        }
+        let mut issuers: Vec<Issuer> = Vec::new();
+        for spanned in raw.issuer {
+            let line = self.line(&spanned);
+            if let Some(i) = self.issuer(spanned.into_inner(), line) {
+                if issuers.iter().any(|o| o.name == i.name) {
+                    self.err(
+                        line,
+                        format!(
+                            "issuer name {:?} is used twice; names must be unique",
+                            i.name
+                        ),
+                    );
+                } else if issuers.iter().any(|o| o.url == i.url) {
+                    self.err(
+                        line,
+                        format!(
+                            "issuer url {:?} is used twice; one [[issuer]] per url",
+                            i.url
+                        ),
+                    );
+                }
+                issuers.push(i);
+            }
+        }
+        let mut rules: Vec<Rule> = Vec::new();
+        for spanned in raw.rule {
+            let line = self.line(&spanned);
+            if let Some(r) = self.rule(spanned.into_inner(), line, &issuers) {
+                if rules.iter().any(|o| o.name == r.name) {
+                    self.err(
+                        line,
+                        format!("rule name {:?} is used twice; names must be unique", r.name),
+                    );
+                }
+                rules.push(r);
+            }
+        }
+        Config {
+            defaults,
+            issuers,
+            rules,
+        }
+    }
+
+    fn non_negative(&mut self, v: Option<Spanned<i64>>, key: &str, default: i64) -> i64 {
+        match v {
+            None => default,
+            Some(s) if *s.get_ref() >= 0 => *s.get_ref(),
+            Some(s) => {
+                let line = self.line(&s);
+                self.err(
+                    line,
+                    format!("{key} must be 0 or more, not {}", s.get_ref()),
+                );
+                default
+            }
+        }
+    }
+
+    fn absolute_path(&mut self, s: &Spanned<String>, key: &str) -> PathBuf {
+        let p = PathBuf::from(s.get_ref());
+        if !p.is_absolute() {
+            let line = self.line(s);
+            self.err(
+                line,
+                format!("{key} must be an absolute path, not {:?}", s.get_ref()),
+            );
+        }
+        p
+    }
+
+    fn defaults(&mut self, raw: Option<RawDefaults>) -> Defaults {
+        let Some(raw) = raw else {
+            return Defaults {
+                leeway: 60,
+                max_lifetime: 86400,
+                min_uid: 1000,
+                deny_users: vec!["root".to_string()],
+                max_uses: 0,
+                explain: false,
+                state_dir: PathBuf::from(DEFAULT_STATE_DIR),
+                key_grace: 86400,
+                stale_after: 86400,
+            };
+        };
+        let leeway = self.non_negative(raw.leeway, "leeway", 60);
+        if leeway > 3600 {
+            self.err(
+                None,
+                "leeway over 3600 seconds defeats expiry checks; use at most 300",
+            );
+        }
+        let max_lifetime = self.non_negative(raw.max_lifetime, "max_lifetime", 86400);
+        if max_lifetime == 0 {
+            self.err(
+                None,
+                "max_lifetime = 0 would refuse every token; omit it for the default 86400",
+            );
+        }
+        let min_uid_raw = self.non_negative(raw.min_uid, "min_uid", 1000);
+        let min_uid = u32::try_from(min_uid_raw).unwrap_or_else(|_| {
+            self.err(None, "min_uid is larger than any uid");
+            u32::MAX
+        });
+        let max_uses_raw = self.non_negative(raw.max_uses, "max_uses", 0);
+        let max_uses = match u32::try_from(max_uses_raw) {
+            Ok(n) if n <= crate::uses::MAX_USES_LIMIT => n,
+            _ => {
+                self.err(None, format!("max_uses may be at most {}", crate::uses::MAX_USES_LIMIT));
+                0
+            }
+        };
+        let deny_users = match raw.deny_users {
+            Some(s) => {
+                let line = self.line(&s);
+                let v = s.into_inner();
+                if v.iter().any(|u| u.is_empty()) {
+                    self.err(line, "deny_users has an empty name");
+                }
+                v
+            }
+            None => vec!["root".to_string()],
+        };
+        let state_dir = match raw.state_dir {
+            Some(s) => self.absolute_path(&s, "state_dir"),
+            None => PathBuf::from(DEFAULT_STATE_DIR),
+        };
+        let key_grace = self.non_negative(raw.key_grace, "key_grace", 86400);
+        let stale_after = self.non_negative(raw.stale_after, "stale_after", 86400);
+        Defaults {
+            leeway,
+            max_lifetime,
+            min_uid,
+            deny_users,
+            max_uses,
+            explain: raw.explain.unwrap_or(false),
+            state_dir,
+            key_grace,
+            stale_after,
+        }
+    }
+
+    fn issuer(&mut self, raw: RawIssuer, line: Option<usize>) -> Option<Issuer> {
+        let Some(name) = raw.name else {
+            self.err(line, "[[issuer]] needs a name");
+            return None;
+        };
+        let name_line = self.line(&name);
+        let name = name.into_inner();
+        if name.is_empty()
+            || !name
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
+        {
+            self.err(
+                name_line,
+                format!("issuer name {name:?} must match [a-z0-9_-]+"),
+            );
+        }
+        let url = match raw.url {
+            Some(u) if !u.get_ref().is_empty() && u.get_ref().trim() == u.get_ref() => {
+                u.into_inner()
+            }
+            Some(u) => {
+                let l = self.line(&u);
+                self.err(l, format!("issuer {name:?}: url must be the token's iss exactly, without surrounding spaces"));
+                return None;
+            }
+            None => {
+                self.err(
+                    line,
+                    format!("issuer {name:?} needs a url (the tokens' iss)"),
+                );
+                return None;
+            }
+        };
+        let audiences = match raw.audiences {
+            Some(a) if !a.get_ref().is_empty() && a.get_ref().iter().all(|s| !s.is_empty()) => {
+                a.into_inner()
+            }
+            Some(a) => {
+                let l = self.line(&a);
+                self.err(l, format!("issuer {name:?}: audiences must be a non-empty list of non-empty strings (the aud your jobs request in id_tokens:)"));
+                Vec::new()
+            }
+            None => {
+                self.err(line, format!("issuer {name:?} needs audiences, e.g. audiences = [\"https://login.example.org\"]"));
+                Vec::new()
+            }
+        };
+        let algorithms = match raw.algorithms {
+            None => vec![Algorithm::RS256],
+            Some(list) => {
+                let list_line = self.line(&list);
+                let mut out = Vec::new();
+                let written = list.get_ref().len();
+                for a in list.into_inner() {
+                    let l = self.line(&a);
+                    match parse_algorithm(a.get_ref()) {
+                        Ok(alg) => out.push(alg),
+                        Err(msg) => self.err(l, format!("issuer {name:?}: {msg}")),
+                    }
+                }
+                if written == 0 {
+                    self.err(
+                        list_line,
+                        format!(
+                            "issuer {name:?}: algorithms must not be empty; omit it for [\"RS256\"]"
+                        ),
+                    );
+                }
+                out
+            }
+        };
+        let jwks_cache = match raw.jwks_cache {
+            Some(s) => self.absolute_path(&s, "jwks_cache"),
+            None => Path::new(DEFAULT_CACHE_DIR).join(format!("{name}.jwks.json")),
+        };
+        let user_claim = match raw.user_claim {
+            Some(s) if s.get_ref().is_empty() => {
+                let l = self.line(&s);
+                self.err(l, "user_claim must not be empty");
+                String::new()
+            }
+            Some(s) => s.into_inner(),
+            None => "user_login".to_string(),
+        };
+        let user_map = raw.user_map.map(|s| self.absolute_path(&s, "user_map"));
+        let ca_file = raw.ca_file.map(|s| self.absolute_path(&s, "ca_file"));
+        let jwks_url = raw.jwks_url.map(|s| {
+            if !(s.get_ref().starts_with("https://") || s.get_ref().starts_with("http://")) {
+                let l = self.line(&s);
+                self.err(
+                    l,
+                    format!("issuer {name:?}: jwks_url must be an https:// URL"),
+                );
+            }
+            s.into_inner()
+        });
+        Some(Issuer {
+            name,
+            url,
+            audiences,
+            jwks_cache,
+            algorithms,
+            user_claim,
+            user_map,
+            jwks_url,
+            ca_file,
+        })
+    }
+
+    fn globs(
+        &mut self,
+        v: Option<Spanned<Vec<String>>>,
+        rule: &str,
+        key: &str,
+    ) -> Option<Vec<String>> {
+        let s = v?;
+        let line = self.line(&s);
+        let list = s.into_inner();
+        if list.is_empty() {
+            self.err(line, format!("rule {rule:?}: {key} is an empty list, which nothing matches; remove it or list values"));
+        }
+        for g in &list {
+            if let Some(msg) = glob_problem(g) {
+                self.err(line, format!("rule {rule:?}: {key}: {msg}"));
+            }
+        }
+        Some(list)
+    }
+
+    fn rule(&mut self, raw: RawRule, line: Option<usize>, issuers: &[Issuer]) -> Option<Rule> {
+        let Some(name) = raw.name else {
+            self.err(line, "[[rule]] needs a name");
+            return None;
+        };
+        let name = name.into_inner();
+        if name.is_empty() {
+            self.err(line, "rule name must not be empty");
+        }
+        let issuer = raw.issuer.map(|i| {
+            if !issuers.iter().any(|x| &x.name == i.get_ref()) {
+                let l = self.line(&i);
+                self.err(
+                    l,
+                    format!(
+                        "rule {name:?} names issuer {:?}, which no [[issuer]] defines",
+                        i.get_ref()
+                    ),
+                );
+            }
+            i.into_inner()
+        });
+        let services = self.globs(raw.services, &name, "services");
+        let users = self.globs(raw.users, &name, "users");
+        let groups = self.globs(raw.groups, &name, "groups");
+        let local_groups = self.globs(raw.local_groups, &name, "local_groups");
+        let login_as = raw.login_as.map(|s| {
+            if s.get_ref().is_empty() || s.get_ref().contains(['*', '?']) {
+                let l = self.line(&s);
+                self.err(
+                    l,
+                    format!(
+                        "rule {name:?}: login_as must be one account name, not {:?}",
+                        s.get_ref()
+                    ),
+                );
+            }
+            s.into_inner()
+        });
+        let mut claims = Vec::new();
+        for (claim, value) in raw.claims.unwrap_or_default() {
+            let l = self.line(&value);
+            let globs = match value.into_inner() {
+                toml::Value::Array(items) => items
+                    .into_iter()
+                    .map(claim_glob_text)
+                    .collect::<Option<Vec<_>>>(),
+                one => claim_glob_text(one).map(|g| vec![g]),
+            };
+            match globs {
+                Some(g) if !g.is_empty() => {
+                    for x in &g {
+                        if let Some(msg) = glob_problem(x) {
+                            self.err(l, format!("rule {name:?}: claims.{claim}: {msg}"));
+                        }
+                    }
+                    claims.push((claim, g));
+                }
+                _ => self.err(l, format!("rule {name:?}: claims.{claim} must be a string, number, boolean or a non-empty list of them")),
+            }
+        }
+        Some(Rule {
+            name,
+            issuer,
+            services,
+            users,
+            groups,
+            local_groups,
+            login_as,
+            claims,
+        })
+    }
+}
+
+/// A claim pattern may be written as a string, or as a number or boolean meaning its text.
+fn claim_glob_text(v: toml::Value) -> Option<String> {
+    match v {
+        toml::Value::String(s) => Some(s),
+        toml::Value::Integer(i) => Some(i.to_string()),
+        toml::Value::Boolean(b) => Some(b.to_string()),
+        _ => None,
+    }
+}
+
+/// What is wrong with a glob, if anything: empty globs match only empty values, which is
+/// never what was meant, and control characters can never appear in a sane claim.
+fn glob_problem(g: &str) -> Option<String> {
+    if g.is_empty() {
+        return Some(
+            "an empty pattern matches nothing useful; use \"*\" for any value".to_string(),
+        );
+    }
+    if g.chars().any(char::is_control) {
+        return Some(format!("pattern {g:?} contains control characters"));
+    }
+    None
+}
+
+/// The algorithms the config accepts. `none` and the HMAC family are refused: a shared
+/// secret cannot be published in a JWKS, and accepting HS* with a public key as the secret
+/// is the classic algorithm-confusion forgery.
+pub fn parse_algorithm(name: &str) -> Result<Algorithm, String> {
+    match name {
+        "RS256" => Ok(Algorithm::RS256),
+        "RS384" => Ok(Algorithm::RS384),
+        "RS512" => Ok(Algorithm::RS512),
+        "PS256" => Ok(Algorithm::PS256),
+        "PS384" => Ok(Algorithm::PS384),
+        "PS512" => Ok(Algorithm::PS512),
+        "ES256" => Ok(Algorithm::ES256),
+        "ES384" => Ok(Algorithm::ES384),
+        "EdDSA" => Ok(Algorithm::EdDSA),
+        n if n.eq_ignore_ascii_case("none") => {
+            Err("algorithm \"none\" is refused: unsigned tokens prove nothing".to_string())
+        }
+        n if n.to_ascii_uppercase().starts_with("HS") => Err(format!(
+            "algorithm {n:?} is refused: HMAC needs a shared secret, and ID tokens are signed with public keys"
+        )),
+        n => Err(format!(
+            "unknown algorithm {n:?}; use RS256 (GitLab), or RS384, RS512, PS256, PS384, PS512, ES256, ES384, EdDSA"
+        )),
+    }
+}
+
+/// The JOSE name of an algorithm, for messages and traces.
+pub fn algorithm_name(a: Algorithm) -> &'static str {
+    match a {
+        Algorithm::HS256 => "HS256",
+        Algorithm::HS384 => "HS384",
+        Algorithm::HS512 => "HS512",
+        Algorithm::ES256 => "ES256",
+        Algorithm::ES384 => "ES384",
+        Algorithm::RS256 => "RS256",
+        Algorithm::RS384 => "RS384",
+        Algorithm::RS512 => "RS512",
+        Algorithm::PS256 => "PS256",
+        Algorithm::PS384 => "PS384",
+        Algorithm::PS512 => "PS512",
+        Algorithm::EdDSA => "EdDSA",
+        _ => "unknown",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+[defaults]
+leeway = 30
+
+[[issuer]]
+name = "gitlab"
+url = "https://gitlab.example.org"
+audiences = ["https://login.example.org"]
+
+[[rule]]
+name = "deployers"
+issuer = "gitlab"
+users = ["alice", "b*"]
+[rule.claims]
+ref_protected = "true"
+pipeline_source = ["push", "web"]
+runner_id = 42
+"#;
+
+    fn problems(text: &str) -> Vec<Problem> {
+        Config::parse(text).unwrap_err()
+    }
+
+    #[test]
+    fn good_config_loads_with_defaults() {
+        let c = Config::parse(GOOD).unwrap();
+        assert_eq!(c.defaults.leeway, 30);
+        assert_eq!(c.defaults.max_lifetime, 86400);
+        assert_eq!(c.defaults.min_uid, 1000);
+        assert_eq!(c.defaults.deny_users, vec!["root"]);
+        let i = &c.issuers[0];
+        assert_eq!(i.algorithms, vec![Algorithm::RS256]);
+        assert_eq!(i.user_claim, "user_login");
+        assert_eq!(
+            i.jwks_cache,
+            PathBuf::from("/var/lib/idtoken/gitlab.jwks.json")
+        );
+        let r = &c.rules[0];
+        assert_eq!(
+            r.claims[2],
+            ("runner_id".to_string(), vec!["42".to_string()])
+        );
+    }
+
+    #[test]
+    fn empty_config_is_valid_and_has_nothing() {
+        let c = Config::parse("").unwrap();
+        assert!(c.issuers.is_empty() && c.rules.is_empty());
+    }
+
+    #[test]
+    fn unknown_key_is_reported_with_its_line() {
+        let p = problems("[defaults]\nleeway = 5\nleway = 5\n");
+        assert_eq!(p.len(), 1);
+        assert_eq!(p[0].line, Some(3));
+        assert!(p[0].message.contains("leway"), "{:?}", p[0]);
+        let p = problems(
+            "[[issuer]]\nname = \"a\"\nurl = \"u\"\naudiences = [\"x\"]\naudience = \"y\"\n",
+        );
+        assert_eq!(p[0].line, Some(5), "{p:?}");
+        let p = problems("[[rule]]\nname = \"r\"\n\nuser = [\"a\"]\n");
+        assert_eq!(p[0].line, Some(4), "{p:?}");
+        let p = problems("[default]\n");
+        assert_eq!(p[0].line, Some(1), "{p:?}");
+    }
+
+    #[test]
+    fn refused_algorithms() {
+        for alg in ["none", "HS256", "hs512", "XX1"] {
+            let text = format!(
+                "[[issuer]]\nname = \"a\"\nurl = \"u\"\naudiences = [\"x\"]\nalgorithms = [\"{alg}\"]\n"
+            );
+            let p = problems(&text);
+            assert!(p.iter().any(|x| x.line == Some(5)), "{alg}: {p:?}");
+        }
+    }
+
+    #[test]
+    fn empty_audiences_and_missing_fields() {
+        let p = problems("[[issuer]]\nname = \"a\"\nurl = \"u\"\naudiences = []\n");
+        assert_eq!(p[0].line, Some(4));
+        let p = problems("[[issuer]]\nname = \"a\"\nurl = \"u\"\n");
+        assert!(p[0].message.contains("audiences"));
+        let p = problems("[[issuer]]\nname = \"Bad Name\"\nurl = \"u\"\naudiences = [\"x\"]\n");
+        assert!(p[0].message.contains("[a-z0-9_-]+"));
+    }
+
+    #[test]
+    fn duplicates_and_unknown_issuer_reference() {
+        let text = "[[issuer]]\nname = \"a\"\nurl = \"u\"\naudiences = [\"x\"]\n\
+                    [[issuer]]\nname = \"a\"\nurl = \"v\"\naudiences = [\"x\"]\n\
+                    [[rule]]\nname = \"r\"\nissuer = \"zz\"\n[[rule]]\nname = \"r\"\n";
+        let p = problems(text);
+        assert!(p.iter().any(|x| x.message.contains("issuer name \"a\" is used twice") && x.line == Some(5)), "{p:?}");
+        assert!(
+            p.iter()
+                .any(|x| x.message.contains("no [[issuer]] defines") && x.line == Some(11)),
+            "{p:?}"
+        );
+        assert!(
+            p.iter()
+                .any(|x| x.message.contains("rule name \"r\" is used twice") && x.line == Some(12)),
+            "{p:?}"
+        );
+    }
+
+    #[test]
+    fn bad_globs_and_claims() {
+        let p = problems("[[rule]]\nname = \"r\"\nusers = [\"\"]\n");
+        assert!(p[0].message.contains("empty pattern"));
+        let p = problems("[[rule]]\nname = \"r\"\nusers = []\n");
+        assert!(p[0].message.contains("empty list"));
+        let p = problems("[[rule]]\nname = \"r\"\n[rule.claims]\nx = { a = 1 }\n");
+        assert_eq!(p[0].line, Some(4));
+        let p = problems("[[rule]]\nname = \"r\"\nlogin_as = \"a*\"\n");
+        assert!(p[0].message.contains("login_as"));
+    }
+
+    #[test]
+    fn negative_numbers_and_relative_paths() {
+        let p = problems("[defaults]\nleeway = -1\nstate_dir = \"rel\"\n");
+        assert_eq!(p.len(), 2);
+        assert_eq!(p[0].line, Some(2));
+        assert_eq!(p[1].line, Some(3));
+    }
+
+    #[test]
+    fn every_problem_is_reported_not_just_the_first() {
+        let text =
+            "[[issuer]]\nname = \"a\"\nurl = \"u\"\naudiences = []\nalgorithms = [\"none\"]\n";
+        assert_eq!(problems(text).len(), 2);
+    }
+}

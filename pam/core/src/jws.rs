@@ -1,0 +1,186 @@
+//! Compact JWS parsing (RFC 7515 §7.1): three base64url parts, JSON-object header and
+//! payload. Nothing here is trusted yet: this only gives the later steps something to check.
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use serde_json::{Map, Value};
+
+use crate::MAX_TOKEN_BYTES;
+
+/// A token that parsed, but whose signature has not been checked.
+#[derive(Debug, Clone)]
+pub struct UnverifiedToken {
+    pub header: Map<String, Value>,
+    pub claims: Map<String, Value>,
+    /// `base64url(header) "." base64url(payload)`: what the signature covers.
+    pub signing_input: String,
+    /// The third part, still base64url.
+    pub signature: String,
+}
+
+impl UnverifiedToken {
+    pub fn alg(&self) -> Option<&str> {
+        self.header.get("alg").and_then(Value::as_str)
+    }
+
+    pub fn kid(&self) -> Option<&str> {
+        self.header.get("kid").and_then(Value::as_str)
+    }
+
+    pub fn claim_str(&self, name: &str) -> Option<&str> {
+        self.claims.get(name).and_then(Value::as_str)
+    }
+}
+
+/// True when `answer` looks like a compact JWS at all: three non-empty base64url runs
+/// separated by dots. The PAM module uses this to tell a token from a password.
+pub fn looks_like_jws(answer: &str) -> bool {
+    let answer = answer.trim();
+    let mut parts = 0usize;
+    for part in answer.split('.') {
+        parts = parts.saturating_add(1);
+        if part.is_empty() || !part.bytes().all(is_base64url_byte) {
+            return false;
+        }
+    }
+    parts == 3
+}
+
+fn is_base64url_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b == b'-' || b == b'_'
+}
+
+/// Parses a compact JWS. Surrounding whitespace is stripped first; the error is a short
+/// description for the trace (never containing the token).
+pub fn parse(raw: &str) -> Result<UnverifiedToken, String> {
+    if raw.len() > MAX_TOKEN_BYTES {
+        return Err(format!(
+            "token is {} bytes, over the {MAX_TOKEN_BYTES}-byte limit",
+            raw.len()
+        ));
+    }
+    let token = raw.trim();
+    let mut parts = token.split('.');
+    let (Some(h), Some(p), Some(s), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err(format!(
+            "expected 3 dot-separated parts, found {}",
+            token.split('.').count()
+        ));
+    };
+    let header = decode_object(h, "header")?;
+    let claims = decode_object(p, "payload")?;
+    if s.is_empty() {
+        return Err("the signature part is empty".to_string());
+    }
+    URL_SAFE_NO_PAD
+        .decode(s)
+        .map_err(|_| "the signature part is not base64url".to_string())?;
+    if header.contains_key("crit") {
+        return Err(
+            "header has crit: no JWS extension is understood, so the token is refused".to_string(),
+        );
+    }
+    match header.get("alg") {
+        Some(Value::String(_)) => {}
+        Some(_) => return Err("header alg is not a string".to_string()),
+        None => return Err("header has no alg".to_string()),
+    }
+    let signing_input = format!("{h}.{p}");
+    Ok(UnverifiedToken {
+        header,
+        claims,
+        signing_input,
+        signature: s.to_string(),
+    })
+}
+
+fn decode_object(part: &str, what: &str) -> Result<Map<String, Value>, String> {
+    let bytes = URL_SAFE_NO_PAD
+        .decode(part)
+        .map_err(|_| format!("the {what} is not base64url"))?;
+    // serde_json refuses nesting deeper than 128 levels: no unbounded recursion.
+    match serde_json::from_slice::<Value>(&bytes) {
+        Ok(Value::Object(m)) => Ok(m),
+        Ok(_) => Err(format!("the {what} is JSON but not an object")),
+        Err(_) => Err(format!("the {what} is not JSON")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn b64(s: &str) -> String {
+        URL_SAFE_NO_PAD.encode(s)
+    }
+
+    fn token(h: &str, p: &str) -> String {
+        format!("{}.{}.{}", b64(h), b64(p), b64("sig"))
+    }
+
+    #[test]
+    fn parses_and_strips_whitespace() {
+        let t = format!(
+            "  {}\n",
+            token(r#"{"alg":"RS256","kid":"k"}"#, r#"{"iss":"x"}"#)
+        );
+        let u = parse(&t).unwrap();
+        assert_eq!(u.alg(), Some("RS256"));
+        assert_eq!(u.kid(), Some("k"));
+        assert_eq!(u.claim_str("iss"), Some("x"));
+        assert!(looks_like_jws(&t));
+    }
+
+    #[test]
+    fn refuses_shapes() {
+        assert!(parse("a.b").is_err());
+        assert!(parse("a.b.c.d").is_err());
+        assert!(
+            parse(&token("[1]", "{}"))
+                .unwrap_err()
+                .contains("not an object")
+        );
+        assert!(
+            parse(&token(r#"{"alg":"RS256"}"#, "\"s\""))
+                .unwrap_err()
+                .contains("not an object")
+        );
+        assert!(
+            parse(&token(r#"{"alg":"RS256"}"#, "{"))
+                .unwrap_err()
+                .contains("not JSON")
+        );
+        assert!(
+            parse(&token(r#"{"alg":"RS256","crit":["b64"]}"#, "{}"))
+                .unwrap_err()
+                .contains("crit")
+        );
+        assert!(parse(&token(r#"{"alg":1}"#, "{}")).is_err());
+        assert!(parse(&token(r#"{}"#, "{}")).is_err());
+        let padded = format!("{}=.{}.{}", b64("{\"alg\":\"RS256\"}"), b64("{}"), b64("s"));
+        assert!(parse(&padded).is_err());
+        assert!(parse(&format!("{}.{}.", b64(r#"{"alg":"RS256"}"#), b64("{}"))).is_err());
+    }
+
+    #[test]
+    fn refuses_oversize() {
+        let big = "a".repeat(MAX_TOKEN_BYTES + 1);
+        assert!(parse(&big).unwrap_err().contains("limit"));
+    }
+
+    #[test]
+    fn refuses_deep_nesting_without_crashing() {
+        let deep = format!("{{\"a\":{}1{}}}", "[".repeat(10000), "]".repeat(10000));
+        assert!(parse(&token(r#"{"alg":"RS256"}"#, &deep)).is_err());
+    }
+
+    #[test]
+    fn password_is_not_jws_shaped() {
+        assert!(!looks_like_jws("hunter2"));
+        assert!(!looks_like_jws("a.b"));
+        assert!(!looks_like_jws("a..c"));
+        assert!(!looks_like_jws("my pass.word.x y"));
+    }
+}

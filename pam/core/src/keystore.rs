@@ -1,0 +1,85 @@
+//! Where the decision gets an issuer's keys and user map. The trait lets tests hand in
+//! keys directly; [`DiskIssuerData`] reads the files the SPEC names, with its safety rules.
+
+use std::fmt;
+
+use crate::config::Issuer;
+use crate::files::{self, FileProblem};
+use crate::jwks::{self, KeySet};
+use crate::usermap::{self, UserMap};
+
+/// The issuer data the decision needs, loaded on demand: only the token's issuer's files
+/// are ever read.
+pub trait IssuerData {
+    fn keys(&self, issuer: &Issuer) -> Result<KeySet, DataProblem>;
+    fn user_map(&self, issuer: &Issuer) -> Result<Option<UserMap>, DataProblem>;
+}
+
+/// Why a key cache or user map could not be used: the decision cannot be made
+/// (`PAM_AUTHINFO_UNAVAIL`, exit 2), rather than the token being bad.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DataProblem {
+    File(FileProblem),
+    Invalid { path: String, why: String },
+}
+
+impl fmt::Display for DataProblem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DataProblem::File(p) => write!(f, "{p}"),
+            DataProblem::Invalid { path, why } => write!(f, "{path}: {why}"),
+        }
+    }
+}
+
+/// Reads `jwks_cache` and `user_map` from disk.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct DiskIssuerData;
+
+impl IssuerData for DiskIssuerData {
+    fn keys(&self, issuer: &Issuer) -> Result<KeySet, DataProblem> {
+        load_key_cache(issuer)
+    }
+
+    fn user_map(&self, issuer: &Issuer) -> Result<Option<UserMap>, DataProblem> {
+        let Some(path) = &issuer.user_map else {
+            return Ok(None);
+        };
+        let bytes =
+            files::read_trusted(path, usermap::MAX_USER_MAP_BYTES).map_err(DataProblem::File)?;
+        usermap::parse(&bytes)
+            .map(Some)
+            .map_err(|why| DataProblem::Invalid {
+                path: path.display().to_string(),
+                why,
+            })
+    }
+}
+
+/// Reads and parses an issuer's key cache; a cache without one usable key is a problem.
+pub fn load_key_cache(issuer: &Issuer) -> Result<KeySet, DataProblem> {
+    let path = &issuer.jwks_cache;
+    let bytes = files::read_trusted(path, jwks::MAX_JWKS_BYTES).map_err(DataProblem::File)?;
+    let invalid = |why: String| DataProblem::Invalid {
+        path: path.display().to_string(),
+        why,
+    };
+    let set = jwks::parse(&bytes).map_err(|e| {
+        invalid(format!(
+            "{e}; run `idtoken refresh --issuer {}`",
+            issuer.name
+        ))
+    })?;
+    if set.keys.is_empty() {
+        return Err(invalid(format!(
+            "no usable signing key ({}); run `idtoken refresh --issuer {}`",
+            if set.skipped.is_empty() {
+                "the key set is empty".to_string()
+            } else {
+                set.skipped.join("; ")
+            },
+            issuer.name
+        )));
+    }
+    Ok(set)
+}

@@ -1,0 +1,253 @@
+//! The site's rules: which verified tokens may log in, and as which account.
+//!
+//! A rule first matches the token (issuer, services, users, groups, claims); a matching
+//! rule then grants one account (`login_as`, or the user claim through `user_map`), and
+//! `local_groups` finally asks NSS whether that account is in one of the listed groups.
+//! Every step says why it failed, for the decision trace.
+
+use serde_json::{Map, Value};
+
+use crate::audit::clean;
+use crate::claims::match_texts;
+use crate::config::{Issuer, Rule};
+use crate::glob;
+use crate::usermap::UserMap;
+
+/// What the rules look at in a verified token.
+#[derive(Debug, Clone, Copy)]
+pub struct TokenFacts<'a> {
+    pub issuer: &'a Issuer,
+    pub claims: &'a Map<String, Value>,
+    /// The issuer's user claim, already known to be a string.
+    pub user: &'a str,
+    pub service: &'a str,
+}
+
+/// The groups claim GitLab sends, when it sends it.
+pub const GROUPS_CLAIM: &str = "groups_direct";
+
+/// Checks the rule's token conditions in a fixed order; the error is the first that fails.
+pub fn token_conditions(rule: &Rule, t: &TokenFacts) -> Result<(), String> {
+    if let Some(want) = &rule.issuer
+        && *want != t.issuer.name
+    {
+        return Err(format!(
+            "issuer: token is from issuer {:?}, rule wants {want:?}",
+            t.issuer.name
+        ));
+    }
+    if let Some(services) = &rule.services
+        && !glob::any_matches(services, t.service)
+    {
+        return Err(format!(
+            "services: PAM service {:?} matches none of {services:?}",
+            clean(t.service)
+        ));
+    }
+    if let Some(users) = &rule.users
+        && !glob::any_matches(users, t.user)
+    {
+        return Err(format!(
+            "users: {} {:?} matches none of {users:?}",
+            t.issuer.user_claim,
+            clean(t.user)
+        ));
+    }
+    if let Some(groups) = &rule.groups {
+        groups_condition(groups, t.claims.get(GROUPS_CLAIM))?;
+    }
+    for (name, globs) in &rule.claims {
+        claim_condition(name, globs, t.claims.get(name))?;
+    }
+    Ok(())
+}
+
+fn groups_condition(globs: &[String], claim: Option<&Value>) -> Result<(), String> {
+    let Some(claim) = claim else {
+        return Err(format!(
+            "groups: token has no {GROUPS_CLAIM} claim (GitLab sends it only when the instance \
+             enables it, and never above 200 groups)"
+        ));
+    };
+    let Value::Array(items) = claim else {
+        return Err(format!("groups: {GROUPS_CLAIM} is not a list"));
+    };
+    let texts = match_texts(claim);
+    if texts.iter().any(|g| glob::any_matches(globs, g)) {
+        Ok(())
+    } else {
+        Err(format!(
+            "groups: none of the token's {} {GROUPS_CLAIM} entries matches {globs:?}",
+            items.len()
+        ))
+    }
+}
+
+fn claim_condition(name: &str, globs: &[String], claim: Option<&Value>) -> Result<(), String> {
+    let Some(claim) = claim else {
+        return Err(format!("claims.{name}: token has no {name} claim"));
+    };
+    let texts = match_texts(claim);
+    if texts.iter().any(|v| glob::any_matches(globs, v)) {
+        Ok(())
+    } else {
+        Err(format!(
+            "claims.{name}: {} matches none of {globs:?}",
+            clean(&crate::claims::display_text(claim))
+        ))
+    }
+}
+
+/// The account a matching rule grants: `login_as`, else the user claim translated through
+/// the issuer's user map (when it has one; an unmapped user then gets no default grant).
+pub fn grant(rule: &Rule, user: &str, map: Option<&UserMap>) -> Result<String, String> {
+    if let Some(account) = &rule.login_as {
+        return Ok(account.clone());
+    }
+    match map {
+        None => Ok(user.to_string()),
+        Some(map) => map.get(user).map(str::to_string).ok_or_else(|| {
+            format!(
+                "grant: {:?} is not in the issuer's user_map, so no default grant",
+                clean(user)
+            )
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+    use serde_json::json;
+
+    fn setup(rule: &str) -> (Config, Map<String, Value>) {
+        let text = format!(
+            "[[issuer]]\nname = \"gitlab\"\nurl = \"https://g\"\naudiences = [\"a\"]\n\
+             [[issuer]]\nname = \"other\"\nurl = \"https://o\"\naudiences = [\"a\"]\n[[rule]]\nname = \"r\"\n{rule}"
+        );
+        let c = Config::parse(&text).unwrap();
+        let claims = json!({
+            "user_login": "alice", "project_path": "hpc/app", "ref_protected": "true",
+            "runner_id": 42, "flag": true, "groups_direct": ["hpc", "hpc/ci"], "tags": ["x", "y"]
+        });
+        (c, claims.as_object().unwrap().clone())
+    }
+
+    fn check(rule: &str) -> Result<(), String> {
+        let (c, claims) = setup(rule);
+        let facts = TokenFacts {
+            issuer: &c.issuers[0],
+            claims: &claims,
+            user: "alice",
+            service: "sshd",
+        };
+        token_conditions(&c.rules[0], &facts)
+    }
+
+    #[test]
+    fn empty_rule_matches_everything() {
+        assert_eq!(check(""), Ok(()));
+    }
+
+    #[test]
+    fn issuer_condition() {
+        assert_eq!(check("issuer = \"gitlab\""), Ok(()));
+        assert!(
+            check("issuer = \"other\"")
+                .unwrap_err()
+                .starts_with("issuer:")
+        );
+    }
+
+    #[test]
+    fn services_condition() {
+        assert_eq!(check("services = [\"ssh*\"]"), Ok(()));
+        assert!(
+            check("services = [\"su\"]")
+                .unwrap_err()
+                .starts_with("services:")
+        );
+    }
+
+    #[test]
+    fn users_condition() {
+        assert_eq!(check("users = [\"bob\", \"a*\"]"), Ok(()));
+        assert!(
+            check("users = [\"bob\"]")
+                .unwrap_err()
+                .starts_with("users: user_login \"alice\"")
+        );
+    }
+
+    #[test]
+    fn groups_condition_any_entry() {
+        assert_eq!(check("groups = [\"hpc/*\"]"), Ok(()));
+        assert!(
+            check("groups = [\"other/*\"]")
+                .unwrap_err()
+                .contains("none of the token's 2")
+        );
+    }
+
+    #[test]
+    fn groups_absent_explains_gitlab() {
+        let (c, mut claims) = setup("groups = [\"hpc\"]");
+        claims.remove("groups_direct");
+        let facts = TokenFacts {
+            issuer: &c.issuers[0],
+            claims: &claims,
+            user: "alice",
+            service: "sshd",
+        };
+        let e = token_conditions(&c.rules[0], &facts).unwrap_err();
+        assert!(
+            e.contains("no groups_direct claim") && e.contains("200 groups"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn claims_numbers_booleans_arrays_missing() {
+        assert_eq!(check("[rule.claims]\nrunner_id = \"4?\""), Ok(()));
+        assert_eq!(check("[rule.claims]\nrunner_id = 42"), Ok(()));
+        assert_eq!(check("[rule.claims]\nflag = \"true\""), Ok(()));
+        assert_eq!(check("[rule.claims]\nflag = true"), Ok(()));
+        assert_eq!(
+            check("[rule.claims]\nref_protected = true"),
+            Ok(()),
+            "string \"true\" matches bool text"
+        );
+        assert_eq!(check("[rule.claims]\ntags = \"y\""), Ok(()));
+        assert!(check("[rule.claims]\ntags = \"z\"").is_err());
+        assert!(
+            check("[rule.claims]\nnope = \"*\"")
+                .unwrap_err()
+                .contains("token has no nope claim")
+        );
+        assert!(check("[rule.claims]\nproject_path = [\"hpc/other\", \"x\"]").is_err());
+        assert_eq!(
+            check("[rule.claims]\nproject_path = [\"hpc/other\", \"hpc/*\"]"),
+            Ok(())
+        );
+    }
+
+    #[test]
+    fn all_conditions_must_hold() {
+        assert!(check("users = [\"alice\"]\n[rule.claims]\nref_protected = \"false\"").is_err());
+    }
+
+    #[test]
+    fn grants() {
+        let (c, _) = setup("login_as = \"svc\"");
+        assert_eq!(grant(&c.rules[0], "alice", None), Ok("svc".to_string()));
+        let (c, _) = setup("");
+        assert_eq!(grant(&c.rules[0], "alice", None), Ok("alice".to_string()));
+        let map = crate::usermap::parse(b"alice asmith\n").unwrap();
+        assert_eq!(
+            grant(&c.rules[0], "alice", Some(&map)),
+            Ok("asmith".to_string())
+        );
+        assert!(grant(&c.rules[0], "bob", Some(&map)).is_err());
+    }
+}
