@@ -357,7 +357,10 @@ impl Validator<'_> {
         let max_uses = match u32::try_from(max_uses_raw) {
             Ok(n) if n <= crate::uses::MAX_USES_LIMIT => n,
             _ => {
-                self.err(None, format!("max_uses may be at most {}", crate::uses::MAX_USES_LIMIT));
+                self.err(
+                    None,
+                    format!("max_uses may be at most {}", crate::uses::MAX_USES_LIMIT),
+                );
                 0
             }
         };

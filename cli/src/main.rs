@@ -1,0 +1,72 @@
+//! `idtoken`: the admin command of pam_idtoken. Each subcommand lives in its own file;
+//! this one only parses arguments and maps outcomes to the SPEC's exit codes.
+
+mod askpass;
+mod check;
+mod config_check;
+mod inspect;
+mod token_input;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "idtoken",
+    version,
+    about = "Log in to this host with CI ID tokens: key cache, status, policy checks"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Decide a token as the PAM module would, with a trace of every step and rule.
+    Check(check::Args),
+    /// Show a token's header and claims, decoded and UNVERIFIED.
+    Inspect(inspect::Args),
+    /// Validate the configuration.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
+    /// SSH_ASKPASS helper: print the part of $IDTOKEN that PROMPT asks for.
+    Askpass(askpass::Args),
+}
+
+#[derive(Subcommand)]
+enum ConfigCommand {
+    /// Validate the config file; every problem is printed with its line.
+    Check {
+        #[arg(long, default_value = idtoken_core::config::DEFAULT_PATH)]
+        config: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = e.print();
+            // --help and --version are not errors; bad arguments are "could not decide".
+            return if e.use_stderr() {
+                ExitCode::from(2)
+            } else {
+                ExitCode::SUCCESS
+            };
+        }
+    };
+    let code = match cli.command {
+        Command::Check(args) => check::run(&args),
+        Command::Inspect(args) => inspect::run(&args),
+        Command::Config {
+            command: ConfigCommand::Check { config },
+        } => config_check::run(&config),
+        Command::Askpass(args) => askpass::run(&args),
+    };
+    ExitCode::from(code)
+}
