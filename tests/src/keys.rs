@@ -1,0 +1,138 @@
+//! Test keys (tests/fixtures/keys) and token minting.
+
+use std::path::PathBuf;
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use jsonwebtoken::{Algorithm, EncodingKey};
+use serde_json::{Value, json};
+
+pub fn fixtures() -> PathBuf {
+    crate::workspace_root().join("tests/fixtures")
+}
+
+/// A test key: `a`, `b`, `small`, `4096` (RSA) or `ec` (P-256).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Key {
+    A,
+    B,
+    Small,
+    Rsa4096,
+    Ec,
+}
+
+impl Key {
+    fn stem(self) -> &'static str {
+        match self {
+            Key::A => "a",
+            Key::B => "b",
+            Key::Small => "small",
+            Key::Rsa4096 => "4096",
+            Key::Ec => "ec",
+        }
+    }
+
+    pub fn kid(self) -> String {
+        format!("test-{}", self.stem())
+    }
+
+    pub fn pem(self) -> Vec<u8> {
+        let file = match self {
+            Key::Ec => "ec-p256.pem".to_string(),
+            k => format!("rsa-{}.pem", k.stem()),
+        };
+        std::fs::read(fixtures().join("keys").join(file)).unwrap_or_default()
+    }
+
+    pub fn encoding_key(self) -> EncodingKey {
+        let pem = self.pem();
+        let k = match self {
+            Key::Ec => EncodingKey::from_ec_pem(&pem),
+            _ => EncodingKey::from_rsa_pem(&pem),
+        };
+        k.unwrap_or_else(|e| panic!("test key {}: {e}", self.stem()))
+    }
+
+    /// The public JWK, as a JSON object.
+    pub fn jwk(self) -> Value {
+        let text = std::fs::read_to_string(fixtures().join("keys/public-jwks-members.json")).unwrap_or_default();
+        let all: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+        all.get(self.stem()).cloned().unwrap_or(Value::Null)
+    }
+}
+
+/// A JWKS document holding these keys.
+pub fn jwks(keys: &[Key]) -> Value {
+    json!({"keys": keys.iter().map(|k| k.jwk()).collect::<Vec<_>>()})
+}
+
+pub fn b64(bytes: &[u8]) -> String {
+    URL_SAFE_NO_PAD.encode(bytes)
+}
+
+/// Signs `header` and `claims` (both JSON objects) with `key` under `alg`: the header is
+/// used as given, so tests can forge any header they like.
+pub fn sign_raw(header: &Value, claims: &Value, key: Key, alg: Algorithm) -> String {
+    let input = format!("{}.{}", b64(header.to_string().as_bytes()), b64(claims.to_string().as_bytes()));
+    let sig = jsonwebtoken::crypto::sign(input.as_bytes(), &key.encoding_key(), alg)
+        .unwrap_or_else(|e| panic!("signing failed: {e}"));
+    format!("{input}.{sig}")
+}
+
+/// An RS256 token signed with key A, header `{alg, kid, typ}`.
+pub fn mint(claims: &Value) -> String {
+    mint_with(claims, Key::A)
+}
+
+pub fn mint_with(claims: &Value, key: Key) -> String {
+    let alg = if key == Key::Ec { Algorithm::ES256 } else { Algorithm::RS256 };
+    let alg_name = if key == Key::Ec { "ES256" } else { "RS256" };
+    sign_raw(&json!({"alg": alg_name, "kid": key.kid(), "typ": "JWT"}), claims, key, alg)
+}
+
+/// The default test issuer url and audience.
+pub const ISSUER: &str = "https://gitlab.test.example";
+pub const AUDIENCE: &str = "https://login.test.example";
+/// A fixed "now" for tests: 2026-01-01 00:00:00 UTC.
+pub const NOW: i64 = 1_767_225_600;
+
+/// GitLab-shaped ID token claims, issued at NOW, valid 300 s, for `user`.
+pub fn gitlab_claims(user: &str) -> Value {
+    json!({
+        "iss": ISSUER,
+        "aud": AUDIENCE,
+        "sub": "project_path:hpc/app:ref_type:branch:ref:main",
+        "iat": NOW,
+        "nbf": NOW - 5,
+        "exp": NOW + 300,
+        "jti": format!("jti-{user}-{NOW}"),
+        "namespace_id": "7",
+        "namespace_path": "hpc",
+        "project_id": "42",
+        "project_path": "hpc/app",
+        "user_id": "1001",
+        "user_login": user,
+        "user_email": format!("{user}@example.org"),
+        "pipeline_id": "5001",
+        "pipeline_source": "push",
+        "job_id": "9001",
+        "ref": "main",
+        "ref_type": "branch",
+        "ref_protected": "true",
+        "runner_id": 12,
+        "runner_environment": "self-hosted",
+        "groups_direct": ["hpc", "hpc/ci"]
+    })
+}
+
+/// `claims` with `key` set to `value` (Null removes it).
+pub fn with(mut claims: Value, key: &str, value: Value) -> Value {
+    if let Some(m) = claims.as_object_mut() {
+        if value.is_null() {
+            m.remove(key);
+        } else {
+            m.insert(key.to_string(), value);
+        }
+    }
+    claims
+}
