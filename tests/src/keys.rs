@@ -55,7 +55,8 @@ impl Key {
 
     /// The public JWK, as a JSON object.
     pub fn jwk(self) -> Value {
-        let text = std::fs::read_to_string(fixtures().join("keys/public-jwks-members.json")).unwrap_or_default();
+        let text = std::fs::read_to_string(fixtures().join("keys/public-jwks-members.json"))
+            .unwrap_or_default();
         let all: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
         all.get(self.stem()).cloned().unwrap_or(Value::Null)
     }
@@ -73,7 +74,11 @@ pub fn b64(bytes: &[u8]) -> String {
 /// Signs `header` and `claims` (both JSON objects) with `key` under `alg`: the header is
 /// used as given, so tests can forge any header they like.
 pub fn sign_raw(header: &Value, claims: &Value, key: Key, alg: Algorithm) -> String {
-    let input = format!("{}.{}", b64(header.to_string().as_bytes()), b64(claims.to_string().as_bytes()));
+    let input = format!(
+        "{}.{}",
+        b64(header.to_string().as_bytes()),
+        b64(claims.to_string().as_bytes())
+    );
     let sig = jsonwebtoken::crypto::sign(input.as_bytes(), &key.encoding_key(), alg)
         .unwrap_or_else(|e| panic!("signing failed: {e}"));
     format!("{input}.{sig}")
@@ -85,9 +90,18 @@ pub fn mint(claims: &Value) -> String {
 }
 
 pub fn mint_with(claims: &Value, key: Key) -> String {
-    let alg = if key == Key::Ec { Algorithm::ES256 } else { Algorithm::RS256 };
+    let alg = if key == Key::Ec {
+        Algorithm::ES256
+    } else {
+        Algorithm::RS256
+    };
     let alg_name = if key == Key::Ec { "ES256" } else { "RS256" };
-    sign_raw(&json!({"alg": alg_name, "kid": key.kid(), "typ": "JWT"}), claims, key, alg)
+    sign_raw(
+        &json!({"alg": alg_name, "kid": key.kid(), "typ": "JWT"}),
+        claims,
+        key,
+        alg,
+    )
 }
 
 /// The default test issuer url and audience.

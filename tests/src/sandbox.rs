@@ -61,7 +61,10 @@ impl Sandbox {
     /// issuer log in as its own user_login.
     pub fn standard(&self) -> PathBuf {
         self.key_cache(&[Key::A]);
-        self.config("", "[[rule]]\nname = \"own-account\"\nissuer = \"gitlab\"\n")
+        self.config(
+            "",
+            "[[rule]]\nname = \"own-account\"\nissuer = \"gitlab\"\n",
+        )
     }
 
     /// Writes a token to a file (0600) and returns its path.
@@ -94,5 +97,6 @@ fn unique() -> u64 {
 pub fn last_json_line(stdout: &[u8]) -> Value {
     let text = String::from_utf8_lossy(stdout);
     let line = text.lines().last().unwrap_or_default();
-    serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line:?}\nfull output:\n{text}"))
+    serde_json::from_str(line)
+        .unwrap_or_else(|e| panic!("not JSON ({e}): {line:?}\nfull output:\n{text}"))
 }

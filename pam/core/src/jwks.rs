@@ -15,6 +15,12 @@ pub const MIN_RSA_BITS: usize = 2048;
 pub const MAX_KEYS: usize = 64;
 pub const MAX_JWKS_BYTES: u64 = 1024 * 1024;
 
+/// A member `idtoken refresh` adds to a cached key that vanished from the issuer's
+/// endpoint: when (seconds since the epoch) it was first seen missing. Such a key is
+/// trusted for `key_grace` seconds more, so a refresh racing a rotation never locks CI out,
+/// and a withdrawn key does not live forever. Other JWKS readers ignore unknown members.
+pub const RETIRED_AT: &str = "x-idtoken-retired-at";
+
 /// The family of algorithms a key can verify.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum KeyKind {
@@ -53,6 +59,8 @@ pub struct VerifyKey {
     pub kind: KeyKind,
     /// The JWK's own `alg`, when it names one: the key is then used for that alone.
     pub alg: Option<String>,
+    /// Set when the issuer no longer publishes the key (see [`RETIRED_AT`]).
+    pub retired_at: Option<i64>,
     pub key: DecodingKey,
 }
 
@@ -62,6 +70,7 @@ impl std::fmt::Debug for VerifyKey {
             .field("kid", &self.kid)
             .field("kind", &self.kind)
             .field("alg", &self.alg)
+            .field("retired_at", &self.retired_at)
             .finish()
     }
 }
@@ -161,10 +170,18 @@ fn parse_key(jwk: &Value) -> Result<VerifyKey, String> {
         Some(other) => return Err(format!("kid {kid:?}: unsupported key type {other:?}")),
         None => return Err(format!("kid {kid:?}: no kty")),
     };
+    let retired_at = match jwk.get(RETIRED_AT) {
+        None => None,
+        Some(v) => Some(
+            v.as_i64()
+                .ok_or(format!("kid {kid:?}: {RETIRED_AT} is not a number"))?,
+        ),
+    };
     Ok(VerifyKey {
         kid: kid.to_string(),
         kind,
         alg,
+        retired_at,
         key,
     })
 }
