@@ -234,6 +234,20 @@ pub fn evaluate(env: &Env, req: &Request) -> Decision {
             );
         }
     };
+    if let Some(retired) = key.retired_at
+        && now_past(req.now, retired, env.config.defaults.key_grace)
+    {
+        return d.fail(
+            "key",
+            Reason::UnknownKey,
+            format!(
+                "key {:?} was withdrawn by the issuer at {} and key_grace ({} s) has passed",
+                key.kid,
+                crate::timefmt::utc(retired),
+                env.config.defaults.key_grace
+            ),
+        );
+    }
     d.pass(
         "key",
         format!("kid {:?} ({})", key.kid, key.kind.describe()),
@@ -551,6 +565,11 @@ fn apply_rules(
             ),
         ))),
     }
+}
+
+/// now > t + grace, without overflow.
+fn now_past(now: i64, t: i64, grace: i64) -> bool {
+    now > t.saturating_add(grace)
 }
 
 fn facts_of(token: &UnverifiedToken) -> Facts {
