@@ -150,3 +150,31 @@ pub fn with(mut claims: Value, key: &str, value: Value) -> Value {
     }
     claims
 }
+
+fn b64_len(n: usize) -> usize {
+    (4 * n).div_ceil(3)
+}
+
+/// An RS256 token (key A) of exactly `len` characters, padded with a `pad` claim and a
+/// header member: for testing the part-by-part prompts at exact boundaries.
+pub fn mint_exact_len(claims: &Value, len: usize) -> String {
+    let sig_len = b64_len(256); // RSA-2048
+    for header_pad in 0..4 {
+        let header = json!({"alg": "RS256", "kid": Key::A.kid(), "typ": "JWT", "x-pad": "h".repeat(header_pad)});
+        let h = b64_len(header.to_string().len());
+        let base = with(claims.clone(), "pad", json!("")).to_string().len();
+        for pad in 0..70_000 {
+            let total = h + 1 + b64_len(base + pad) + 1 + sig_len;
+            if total == len {
+                let c = with(claims.clone(), "pad", json!("p".repeat(pad)));
+                let t = sign_raw(&header, &c, Key::A, Algorithm::RS256);
+                assert_eq!(t.len(), len);
+                return t;
+            }
+            if total > len {
+                break;
+            }
+        }
+    }
+    panic!("no token of length {len} can be made from these claims");
+}

@@ -4,8 +4,12 @@
 //! The tests drive the real binaries (`target/<profile>/idtoken`, `libpam_idtoken.so`);
 //! `tests/run-all` builds the workspace before running them.
 
+pub mod accounts;
+pub mod https;
 pub mod keys;
+pub mod pam;
 pub mod sandbox;
+pub mod syslog;
 
 use std::path::PathBuf;
 

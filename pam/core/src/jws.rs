@@ -32,18 +32,15 @@ impl UnverifiedToken {
     }
 }
 
-/// True when `answer` looks like a compact JWS at all: three non-empty base64url runs
-/// separated by dots. The PAM module uses this to tell a token from a password.
+/// True when `answer` is a token attempt rather than a password: it starts like a JWS
+/// header (`eyJ`, base64url of `{"`), holds a dot, and has only base64url characters and
+/// dots. A token cut short by a client still counts, so it is refused as a token (with a
+/// hint) instead of being passed on to the next module as a password.
 pub fn looks_like_jws(answer: &str) -> bool {
     let answer = answer.trim();
-    let mut parts = 0usize;
-    for part in answer.split('.') {
-        parts = parts.saturating_add(1);
-        if part.is_empty() || !part.bytes().all(is_base64url_byte) {
-            return false;
-        }
-    }
-    parts == 3
+    answer.starts_with("eyJ")
+        && answer.contains('.')
+        && answer.bytes().all(|b| b == b'.' || is_base64url_byte(b))
 }
 
 fn is_base64url_byte(b: u8) -> bool {
@@ -179,8 +176,16 @@ mod tests {
     #[test]
     fn password_is_not_jws_shaped() {
         assert!(!looks_like_jws("hunter2"));
-        assert!(!looks_like_jws("a.b"));
-        assert!(!looks_like_jws("a..c"));
+        assert!(!looks_like_jws("a.b.c"));
+        assert!(!looks_like_jws("eyJhbGciOi"));
+        assert!(!looks_like_jws("eyJ pass.word"));
         assert!(!looks_like_jws("my pass.word.x y"));
+    }
+
+    #[test]
+    fn a_cut_token_is_still_a_token_attempt() {
+        let t = token(r#"{"alg":"RS256"}"#, r#"{"iss":"x"}"#);
+        assert!(looks_like_jws(&t[..t.len() - 5]));
+        assert!(looks_like_jws(&t[..20]));
     }
 }

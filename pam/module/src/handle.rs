@@ -1,0 +1,94 @@
+//! What a hook needs from the PAM handle, as a small trait: the real handle implements it
+//! through pamsm, and the hook tests implement it with a scripted fake.
+
+use std::ffi::{CStr, CString};
+
+use pamsm::{LogLvl, Pam, PamLibExt};
+
+use crate::collect::Prompter;
+use crate::conversation;
+
+/// Severity of a log line (mapped to syslog levels, facility authpriv).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Level {
+    Error,
+    Notice,
+    Debug,
+}
+
+pub trait Session: Prompter {
+    /// PAM_USER (asking the application for it if unset).
+    fn user(&mut self) -> Option<String>;
+    fn service(&self) -> Option<String>;
+    fn rhost(&self) -> Option<String>;
+    /// PAM_AUTHTOK when an earlier module set it.
+    fn cached_authtok(&self) -> Option<Vec<u8>>;
+    /// Hands the answer on to later modules (pam_unix try_first_pass).
+    fn set_authtok(&mut self, authtok: &[u8]);
+    fn error_message(&mut self, text: &str);
+    fn putenv(&mut self, name: &str, value: &str);
+    fn log(&self, level: Level, message: &str);
+}
+
+/// The real handle.
+pub struct PamSession<'a> {
+    pub pamh: &'a Pam,
+}
+
+fn text(item: Result<Option<&CStr>, pamsm::PamError>) -> Option<String> {
+    item.ok()
+        .flatten()
+        .map(|c| c.to_string_lossy().into_owned())
+}
+
+impl Prompter for PamSession<'_> {
+    fn prompt(&mut self, text: &str) -> Option<Vec<u8>> {
+        conversation::prompt_echo_off(self.pamh, text)
+    }
+}
+
+impl Session for PamSession<'_> {
+    fn user(&mut self) -> Option<String> {
+        text(self.pamh.get_user(None))
+    }
+
+    fn service(&self) -> Option<String> {
+        text(self.pamh.get_service())
+    }
+
+    fn rhost(&self) -> Option<String> {
+        text(self.pamh.get_rhost())
+    }
+
+    fn cached_authtok(&self) -> Option<Vec<u8>> {
+        self.pamh
+            .get_cached_authtok()
+            .ok()
+            .flatten()
+            .map(|c| c.to_bytes().to_vec())
+            .filter(|b| !b.is_empty())
+    }
+
+    fn set_authtok(&mut self, authtok: &[u8]) {
+        if let Ok(c) = CString::new(authtok) {
+            let _ = self.pamh.set_authtok(&c);
+        }
+    }
+
+    fn error_message(&mut self, text: &str) {
+        conversation::error_message(self.pamh, text);
+    }
+
+    fn putenv(&mut self, name: &str, value: &str) {
+        let _ = self.pamh.putenv(&format!("{name}={value}"));
+    }
+
+    fn log(&self, level: Level, message: &str) {
+        let lvl = match level {
+            Level::Error => LogLvl::ERR,
+            Level::Notice => LogLvl::NOTICE,
+            Level::Debug => LogLvl::DEBUG,
+        };
+        let _ = self.pamh.syslog(lvl, message);
+    }
+}

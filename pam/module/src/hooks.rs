@@ -1,0 +1,230 @@
+//! The hooks: arguments → config → token → core decision → audit line → PAM answer.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use idtoken_core::accounts::Nss;
+use idtoken_core::audit::{self, clean};
+use idtoken_core::config::Config;
+use idtoken_core::decision::{self, Decision, Env, Request, UseMode, Verdict};
+use idtoken_core::jws::looks_like_jws;
+use idtoken_core::keystore::DiskIssuerData;
+use idtoken_core::uses::DiskLedger;
+use pamsm::{Pam, PamError};
+
+use crate::args::{self, ModuleArgs};
+use crate::collect::{self, Collected};
+use crate::handle::{Level, PamSession, Session};
+
+/// The one line a refused client sees when the site does not set `explain`.
+pub const GENERIC_REFUSAL: &str = "ID token refused.";
+
+pub fn authenticate(pamh: &Pam, args: &[String]) -> PamError {
+    let mut session = PamSession { pamh };
+    authenticate_session(&mut session, args, now())
+}
+
+pub fn setcred(_pamh: &Pam, _args: &[String]) -> PamError {
+    // Nothing to establish, but PAM_SUCCESS: sshd fails the login if setcred errs.
+    PamError::SUCCESS
+}
+
+pub fn ignore(_pamh: &Pam, _args: &[String]) -> PamError {
+    PamError::IGNORE
+}
+
+fn now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+/// The authenticate hook over any session: what the tests drive with a fake.
+pub fn authenticate_session(session: &mut dyn Session, raw_args: &[String], now: i64) -> PamError {
+    let args = match args::parse(raw_args) {
+        Ok(a) => a,
+        Err(why) => {
+            session.log(
+                Level::Error,
+                &format!("{why}; refusing until the PAM stack is fixed"),
+            );
+            return PamError::AUTHINFO_UNAVAIL;
+        }
+    };
+    inject_panic(&args);
+    let config = match Config::load(&args.config) {
+        Ok(c) => c,
+        Err(e) => {
+            let lines = e.to_string().replace('\n', "; ");
+            session.log(
+                Level::Error,
+                &format!("config unusable, every token refused: {lines}"),
+            );
+            return PamError::AUTHINFO_UNAVAIL;
+        }
+    };
+    let Some(account) = session.user().filter(|u| !u.is_empty()) else {
+        session.log(Level::Error, "no user name for this login");
+        return PamError::USER_UNKNOWN;
+    };
+    let first = session.cached_authtok();
+    let Some(collected) = collect::collect(first, session) else {
+        session.log(
+            Level::Notice,
+            &format!(
+                "no answer to the ID token prompt for account {}",
+                clean(&account)
+            ),
+        );
+        return PamError::CONV_ERR;
+    };
+    let Some(token) = std::str::from_utf8(&collected.token)
+        .ok()
+        .filter(|t| looks_like_jws(t))
+    else {
+        // Not a token: most likely a password for the next module.
+        if args.debug {
+            session.log(
+                Level::Debug,
+                "answer is not JWT-shaped; passing it on (PAM_IGNORE)",
+            );
+        }
+        session.set_authtok(&collected.token);
+        return PamError::IGNORE;
+    };
+    let service = session.service().unwrap_or_default();
+    let rhost = session.rhost();
+    let decision = decide(&config, token, &account, &service, now);
+    report(
+        session,
+        &args,
+        &config,
+        &decision,
+        &collected,
+        rhost.as_deref(),
+    );
+    answer(session, &decision)
+}
+
+fn decide(config: &Config, token: &str, account: &str, service: &str, now: i64) -> Decision {
+    let ledger = DiskLedger {
+        dir: config.defaults.state_dir.clone(),
+        keep_after_exp: config.defaults.leeway,
+    };
+    let env = Env {
+        config,
+        issuer_data: &DiskIssuerData,
+        accounts: &Nss,
+        uses: &ledger,
+    };
+    decision::evaluate(
+        &env,
+        &Request {
+            token,
+            account,
+            service,
+            now,
+            uses: UseMode::Record,
+        },
+    )
+}
+
+/// The audit line, and the client's view of a refusal.
+fn report(
+    session: &mut dyn Session,
+    args: &ModuleArgs,
+    config: &Config,
+    d: &Decision,
+    collected: &Collected,
+    rhost: Option<&str>,
+) {
+    let level = match d.verdict {
+        Verdict::Unavailable(_) => Level::Error,
+        _ => Level::Notice,
+    };
+    session.log(level, &audit::line(d, rhost));
+    if args.debug {
+        for s in &d.steps {
+            session.log(
+                Level::Debug,
+                &format!(
+                    "step {} {}: {}",
+                    s.name,
+                    if s.ok { "ok" } else { "FAILED" },
+                    s.detail
+                ),
+            );
+        }
+        for r in &d.rules {
+            session.log(
+                Level::Debug,
+                &format!(
+                    "rule {:?}: matched={} granted={} {}",
+                    r.rule,
+                    r.matched,
+                    r.granted,
+                    r.failed.as_deref().unwrap_or("")
+                ),
+            );
+        }
+    }
+    if d.allowed() {
+        return;
+    }
+    let cut = collect::looks_cut(collected);
+    if cut {
+        session.log(
+            Level::Notice,
+            "the answer was exactly 1023 characters: an OpenSSH client most likely cut a longer token; \
+             send it in parts with SSH_ASKPASS=idtoken-askpass (see pam_idtoken(8))",
+        );
+    }
+    let to_client = match (&d.verdict, config.defaults.explain) {
+        (Verdict::Deny(r), true) => {
+            let hint = if cut {
+                "the token was cut at 1023 characters; send it in parts (idtoken askpass)"
+            } else {
+                r.client_hint()
+            };
+            format!("{GENERIC_REFUSAL} Reason: {r}: {hint}")
+        }
+        _ => GENERIC_REFUSAL.to_string(),
+    };
+    session.error_message(&to_client);
+}
+
+fn answer(session: &mut dyn Session, d: &Decision) -> PamError {
+    match &d.verdict {
+        Verdict::Allow => {
+            set_environment(session, d);
+            PamError::SUCCESS
+        }
+        Verdict::Deny(_) => PamError::AUTH_ERR,
+        Verdict::Unavailable(_) => PamError::AUTHINFO_UNAVAIL,
+    }
+}
+
+fn set_environment(session: &mut dyn Session, d: &Decision) {
+    let vars = [
+        ("IDTOKEN_ISSUER", d.issuer.as_deref()),
+        ("IDTOKEN_PROJECT_PATH", d.facts.project_path.as_deref()),
+        ("IDTOKEN_PIPELINE_ID", d.facts.pipeline_id.as_deref()),
+        ("IDTOKEN_JOB_ID", d.facts.job_id.as_deref()),
+    ];
+    for (name, value) in vars {
+        if let Some(v) = value {
+            session.putenv(name, &clean(v));
+        }
+    }
+}
+
+#[cfg(feature = "panic-injection")]
+#[allow(clippy::panic)] // the point of this test-only feature
+fn inject_panic(args: &ModuleArgs) {
+    if args.test_panic {
+        panic!("injected by the test_panic module argument");
+    }
+}
+
+#[cfg(not(feature = "panic-injection"))]
+fn inject_panic(_args: &ModuleArgs) {}

@@ -1,0 +1,189 @@
+//! Driving the built module through the real libpam: a service directory naming the
+//! module by absolute path (`pam_start_confdir`), `pam-drive` as the application, run in
+//! `isolate` with the test accounts and the syslog socket.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use serde_json::{Map, Value};
+
+use crate::accounts;
+use crate::sandbox::{Sandbox, last_json_line, set_mode};
+use crate::syslog::Syslog;
+
+/// Linux-PAM return codes the tests look for.
+pub const PAM_SUCCESS: i64 = 0;
+pub const PAM_PERM_DENIED: i64 = 6;
+pub const PAM_AUTH_ERR: i64 = 7;
+pub const PAM_AUTHINFO_UNAVAIL: i64 = 9;
+pub const PAM_CONV_ERR: i64 = 19;
+
+/// The module under test: `IDTOKEN_TEST_MODULE` (e.g. the packaged one) or the built one.
+pub fn module_path() -> PathBuf {
+    std::env::var_os("IDTOKEN_TEST_MODULE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| crate::artifact("libpam_idtoken.so"))
+}
+
+/// The module built with the `panic-injection` feature (tests/run-all builds it into
+/// target/panic-injection).
+pub fn panic_module_path() -> PathBuf {
+    let p = crate::workspace_root().join("target/panic-injection/debug/libpam_idtoken.so");
+    assert!(
+        p.exists(),
+        "{} is not built: cargo build -p pam-idtoken --features panic-injection --target-dir target/panic-injection",
+        p.display()
+    );
+    p
+}
+
+pub fn isolate_script() -> PathBuf {
+    crate::workspace_root().join("tests/support/isolate")
+}
+
+/// Whether this process can make mount namespaces (root).
+pub fn can_isolate() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// What one `pam-drive` run saw.
+#[derive(Debug, Clone)]
+pub struct Drive {
+    pub rc: i64,
+    pub rc_name: String,
+    pub setcred: i64,
+    pub prompts: Vec<String>,
+    pub messages: Vec<String>,
+    pub env: Map<String, Value>,
+}
+
+/// A sandbox with test accounts, a syslog socket and a PAM service directory.
+pub struct PamHarness {
+    pub sandbox: Sandbox,
+    pub syslog: Syslog,
+    pub etc: PathBuf,
+    pub confdir: PathBuf,
+}
+
+impl PamHarness {
+    pub fn new(tag: &str) -> PamHarness {
+        let sandbox = Sandbox::new(tag);
+        let syslog = Syslog::start(&sandbox.dir);
+        let etc = accounts::write_etc(&sandbox.dir);
+        let confdir = sandbox.path("pam.d");
+        let _ = std::fs::create_dir_all(&confdir);
+        set_mode(&confdir, 0o755);
+        PamHarness {
+            sandbox,
+            syslog,
+            etc,
+            confdir,
+        }
+    }
+
+    /// Writes the service `name` with these lines (`MODULE` stands for the module's path).
+    pub fn service(&self, name: &str, lines: &str) -> &Self {
+        self.service_with(name, lines, &module_path())
+    }
+
+    pub fn service_with(&self, name: &str, lines: &str, module: &Path) -> &Self {
+        let text = lines.replace("MODULE", &module.display().to_string());
+        let p = self.confdir.join(name);
+        std::fs::write(&p, text).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+        set_mode(&p, 0o644);
+        self
+    }
+
+    /// The usual test stack: the module alone, `required`, with the sandbox's config.
+    pub fn module_only(&self, name: &str, extra_args: &str) -> &Self {
+        let config = self.sandbox.path("idtoken.toml");
+        self.service(
+            name,
+            &format!(
+                "auth required MODULE config={} {extra_args}\naccount required pam_permit.so\n",
+                config.display()
+            ),
+        )
+    }
+
+    /// Runs pam-drive for `user` on `service`, answering prompts with `answers` in order
+    /// (`None`: the client gives up at that prompt).
+    pub fn drive(
+        &self,
+        service: &str,
+        user: &str,
+        answers: &[Option<&str>],
+        extra: &[&str],
+    ) -> Drive {
+        let answers_file = self.sandbox.path("answers");
+        let text: String = answers
+            .iter()
+            .map(|a| format!("{}\n", a.unwrap_or("<NO-ANSWER>")))
+            .collect();
+        std::fs::write(&answers_file, text).unwrap_or_else(|e| panic!("answers: {e}"));
+        set_mode(&answers_file, 0o600);
+        let out = Command::new(isolate_script())
+            .arg("--log")
+            .arg(&self.syslog.path)
+            .arg("--etc")
+            .arg(&self.etc)
+            .arg("--")
+            .arg(crate::artifact("pam-drive"))
+            .arg("--confdir")
+            .arg(&self.confdir)
+            .args(["--service", service, "--user", user, "--answers-file"])
+            .arg(&answers_file)
+            .args(extra)
+            .output()
+            .unwrap_or_else(|e| panic!("isolate: {e}"));
+        assert!(
+            out.status.success(),
+            "pam-drive failed: {}\nstderr: {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let v = last_json_line(&out.stdout);
+        let strings = |k: &str| {
+            v.get(k)
+                .and_then(Value::as_array)
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|x| x.as_str().map(str::to_string))
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+        Drive {
+            rc: v.get("rc").and_then(Value::as_i64).unwrap_or(-1),
+            rc_name: v
+                .get("rc_name")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_string(),
+            setcred: v.get("setcred").and_then(Value::as_i64).unwrap_or(-1),
+            prompts: strings("prompts"),
+            messages: strings("messages"),
+            env: v
+                .get("env")
+                .and_then(Value::as_object)
+                .cloned()
+                .unwrap_or_default(),
+        }
+    }
+
+    /// Waits briefly for `n` audit lines and returns them.
+    pub fn audit(&self, n: usize) -> Vec<String> {
+        self.syslog
+            .wait_for("decision=", n, std::time::Duration::from_secs(3))
+    }
+}
+
+/// The token cut into the parts the module asks for (1000 characters each).
+pub fn parts(token: &str) -> Vec<String> {
+    token
+        .as_bytes()
+        .chunks(1000)
+        .map(|c| String::from_utf8_lossy(c).into_owned())
+        .collect()
+}
