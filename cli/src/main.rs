@@ -1,10 +1,21 @@
 //! `idtoken`: the admin command of pam_idtoken. Each subcommand lives in its own file;
 //! this one only parses arguments and maps outcomes to the SPEC's exit codes.
+//!
+//! Outside tests nothing here may panic: every failure is a message and an exit code.
+#![cfg_attr(
+    not(test),
+    deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
+)]
 
 mod askpass;
+mod atomic_file;
 mod check;
 mod config_check;
+mod http;
 mod inspect;
+mod refresh;
+mod rotation;
+mod status;
 mod token_input;
 
 use std::path::PathBuf;
@@ -29,6 +40,10 @@ enum Command {
     Check(check::Args),
     /// Show a token's header and claims, decoded and UNVERIFIED.
     Inspect(inspect::Args),
+    /// Fetch each issuer's keys over HTTPS and atomically replace its key cache.
+    Refresh(refresh::Args),
+    /// Show each issuer's key cache: path, age, keys, and any problem.
+    Status(status::Args),
     /// Validate the configuration.
     Config {
         #[command(subcommand)]
@@ -63,6 +78,8 @@ fn main() -> ExitCode {
     let code = match cli.command {
         Command::Check(args) => check::run(&args),
         Command::Inspect(args) => inspect::run(&args),
+        Command::Refresh(args) => refresh::run(&args),
+        Command::Status(args) => status::run(&args),
         Command::Config {
             command: ConfigCommand::Check { config },
         } => config_check::run(&config),

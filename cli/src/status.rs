@@ -1,0 +1,312 @@
+//! `idtoken status`: per issuer, the key cache the login path would read, its age, its
+//! keys, and anything that stops it from being used or trusted. The file checks are the
+//! core's (`files::read_trusted`), so status and the PAM module never disagree about a
+//! cache. Exit 0 when every issuer's cache is usable and fresh, 1 otherwise, 2 when the
+//! config cannot be used.
+
+use std::os::unix::fs::MetadataExt;
+use std::path::PathBuf;
+
+use idtoken_core::audit::clean;
+use idtoken_core::config::{Config, DEFAULT_PATH, Defaults, Issuer};
+use idtoken_core::files::{self, FileProblem, FileProblemKind};
+use idtoken_core::jwks::{self, KeySet, MAX_JWKS_BYTES};
+use idtoken_core::timefmt;
+use serde_json::{Value, json};
+
+use crate::token_input;
+
+#[derive(clap::Args)]
+pub struct Args {
+    #[arg(long, default_value = DEFAULT_PATH)]
+    config: PathBuf,
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn run(args: &Args) -> u8 {
+    let config = match Config::load(&args.config) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("idtoken status: {e}");
+            if args.json {
+                println!(
+                    "{}",
+                    json!({"ok": false, "error": e.to_string(), "issuers": []})
+                );
+            }
+            return 2;
+        }
+    };
+    let now = token_input::now();
+    let all: Vec<CacheStatus> = config
+        .issuers
+        .iter()
+        .map(|i| CacheStatus::of(i, &config.defaults, now))
+        .collect();
+    let ok = all.iter().all(|s| s.problems.is_empty());
+    if args.json {
+        let issuers: Vec<Value> = all.iter().map(CacheStatus::to_json).collect();
+        println!(
+            "{}",
+            json!({"ok": ok, "config": args.config.display().to_string(), "now": now, "issuers": issuers})
+        );
+    } else if all.is_empty() {
+        println!(
+            "{}: no [[issuer]] is configured, so every token is refused",
+            args.config.display()
+        );
+    } else {
+        for (n, s) in all.iter().enumerate() {
+            if n > 0 {
+                println!();
+            }
+            s.print();
+        }
+    }
+    u8::from(!ok)
+}
+
+/// One thing wrong with a cache; `code` is stable for monitoring.
+struct Problem {
+    code: &'static str,
+    message: String,
+}
+
+struct KeyInfo {
+    kid: String,
+    kind: String,
+    alg: Option<String>,
+    retired_at: Option<i64>,
+    trusted_until: Option<i64>,
+    /// Retired longer than key_grace ago: the login path refuses it.
+    expired: bool,
+}
+
+struct CacheStatus {
+    issuer: String,
+    url: String,
+    path: PathBuf,
+    modified: Option<i64>,
+    age: Option<i64>,
+    keys: Vec<KeyInfo>,
+    skipped: Vec<String>,
+    problems: Vec<Problem>,
+    notes: Vec<String>,
+}
+
+impl CacheStatus {
+    fn of(issuer: &Issuer, defaults: &Defaults, now: i64) -> CacheStatus {
+        let path = issuer.jwks_cache.clone();
+        let modified = std::fs::symlink_metadata(&path).ok().map(|m| m.mtime());
+        let mut s = CacheStatus {
+            issuer: issuer.name.clone(),
+            url: issuer.url.clone(),
+            path,
+            modified,
+            age: modified.map(|m| now.saturating_sub(m).max(0)),
+            keys: Vec::new(),
+            skipped: Vec::new(),
+            problems: Vec::new(),
+            notes: Vec::new(),
+        };
+        match files::read_trusted(&s.path, MAX_JWKS_BYTES) {
+            Err(p) => s.problem(code_of(&p), p.to_string()),
+            Ok(bytes) => match jwks::parse(&bytes) {
+                Err(e) => s.problem(
+                    "invalid",
+                    format!(
+                        "{}: {}; run `idtoken refresh --issuer {}`",
+                        s.path.display(),
+                        clean(&e),
+                        issuer.name
+                    ),
+                ),
+                Ok(set) => s.add_keys(&set, issuer, defaults.key_grace, now),
+            },
+        }
+        s.check_age(defaults.stale_after);
+        s
+    }
+
+    fn problem(&mut self, code: &'static str, message: String) {
+        self.problems.push(Problem { code, message });
+    }
+
+    fn add_keys(&mut self, set: &KeySet, issuer: &Issuer, grace: i64, now: i64) {
+        self.skipped = set.skipped.iter().map(|s| clean(s)).collect();
+        self.keys = set
+            .keys
+            .iter()
+            .map(|k| {
+                let until = k.retired_at.map(|t| t.saturating_add(grace));
+                KeyInfo {
+                    kid: clean(&k.kid),
+                    kind: k.kind.describe(),
+                    alg: k.alg.as_deref().map(clean),
+                    retired_at: k.retired_at,
+                    trusted_until: until,
+                    expired: until.is_some_and(|u| now > u),
+                }
+            })
+            .collect();
+        if self.keys.iter().all(|k| k.expired) {
+            let why = if self.keys.is_empty() {
+                "holds no usable signing key"
+            } else {
+                "holds only keys the issuer withdrew longer than key_grace ago"
+            };
+            self.problem(
+                "no_usable_key",
+                format!(
+                    "{}: {why}; every token of this issuer is refused: run `idtoken refresh --issuer {}`",
+                    self.path.display(),
+                    issuer.name
+                ),
+            );
+        } else if self.keys.iter().any(|k| k.expired) {
+            self.notes.push(
+                "keys marked expired are refused already; the next refresh removes them"
+                    .to_string(),
+            );
+        }
+    }
+
+    /// Stale: not rewritten for `stale_after` seconds (0 turns the check off, for
+    /// air-gapped hosts whose cache is copied in by hand). Refresh rewrites the cache on
+    /// every success, so the age is the time since the last good refresh.
+    fn check_age(&mut self, stale_after: i64) {
+        let Some(age) = self.age else { return };
+        if stale_after > 0 && age > stale_after && self.problems.is_empty() {
+            self.problem(
+                "stale",
+                format!(
+                    "{}: last written {} ago, more than stale_after ({}); check the refresh \
+                     timer (`systemctl status idtoken-refresh.timer`, `journalctl -u \
+                     idtoken-refresh`) or run `idtoken refresh`",
+                    self.path.display(),
+                    duration(age),
+                    duration(stale_after)
+                ),
+            );
+        }
+    }
+
+    fn print(&self) {
+        let verdict = if self.problems.is_empty() {
+            "OK"
+        } else {
+            "PROBLEM"
+        };
+        println!("{}: {verdict}  ({})", self.issuer, self.url);
+        println!("  cache    {}", self.path.display());
+        if let (Some(age), Some(m)) = (self.age, self.modified) {
+            println!("  age      {} (written {})", duration(age), timefmt::utc(m));
+        }
+        for (n, k) in self.keys.iter().enumerate() {
+            let label = if n == 0 { "keys" } else { "" };
+            println!("  {label:<8} {}", k.describe());
+        }
+        if self.keys.is_empty() && self.problems.iter().all(|p| p.code == "no_usable_key") {
+            println!("  keys     (none usable)");
+        }
+        for s in &self.skipped {
+            println!("  skipped  {s}");
+        }
+        for p in &self.problems {
+            println!("  problem  [{}] {}", p.code, p.message);
+        }
+        for n in &self.notes {
+            println!("  note     {n}");
+        }
+    }
+
+    fn to_json(&self) -> Value {
+        json!({
+            "issuer": self.issuer,
+            "url": self.url,
+            "cache": self.path.display().to_string(),
+            "modified": self.modified,
+            "age_seconds": self.age,
+            "usable": self.problems.iter().all(|p| p.code == "stale"),
+            "keys": self.keys.iter().map(|k| json!({
+                "kid": k.kid,
+                "type": k.kind,
+                "alg": k.alg,
+                "retired_at": k.retired_at,
+                "trusted_until": k.trusted_until,
+                "expired": k.expired,
+            })).collect::<Vec<_>>(),
+            "skipped": self.skipped,
+            "problems": self.problems.iter().map(|p| json!({"code": p.code, "message": p.message})).collect::<Vec<_>>(),
+        })
+    }
+}
+
+impl KeyInfo {
+    fn describe(&self) -> String {
+        let alg = self
+            .alg
+            .as_deref()
+            .map(|a| format!(", {a}"))
+            .unwrap_or_default();
+        match (self.retired_at, self.trusted_until) {
+            (Some(at), Some(until)) => format!(
+                "{} ({}{alg}), retired {}, {} {}",
+                self.kid,
+                self.kind,
+                timefmt::utc(at),
+                if self.expired {
+                    "EXPIRED, refused since"
+                } else {
+                    "trusted until"
+                },
+                timefmt::utc(until)
+            ),
+            _ => format!("{} ({}{alg})", self.kid, self.kind),
+        }
+    }
+}
+
+/// The stable code of a file problem, for `--json` and monitoring.
+fn code_of(p: &FileProblem) -> &'static str {
+    match p.kind {
+        FileProblemKind::Missing => "missing",
+        FileProblemKind::Symlink => "symlink",
+        FileProblemKind::NotRegular => "not_regular",
+        FileProblemKind::UnsafeOwner { .. } => "unsafe_owner",
+        FileProblemKind::UnsafeMode { .. } => "unsafe_mode",
+        FileProblemKind::TooLarge { .. } => "too_large",
+        FileProblemKind::Unreadable(_) => "unreadable",
+    }
+}
+
+/// `3d 4h`, `5h 2m`, `12m 3s`, `45s`.
+fn duration(secs: i64) -> String {
+    let s = secs.max(0);
+    let (d, h, m, sec) = (s / 86_400, (s % 86_400) / 3600, (s % 3600) / 60, s % 60);
+    if d > 0 {
+        format!("{d}d {h}h")
+    } else if h > 0 {
+        format!("{h}h {m}m")
+    } else if m > 0 {
+        format!("{m}m {sec}s")
+    } else {
+        format!("{sec}s")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(duration(45), "45s");
+        assert_eq!(duration(723), "12m 3s");
+        assert_eq!(duration(5 * 3600 + 120), "5h 2m");
+        assert_eq!(duration(3 * 86_400 + 4 * 3600 + 5), "3d 4h");
+        assert_eq!(duration(-5), "0s");
+    }
+}
