@@ -87,6 +87,8 @@ pub struct Reply {
     pub status: u16,
     pub body: Vec<u8>,
     pub delay: Duration,
+    /// A `Location` header, for redirects.
+    pub location: Option<String>,
 }
 
 impl Reply {
@@ -99,6 +101,15 @@ impl Reply {
             status,
             body: body.into(),
             delay: Duration::ZERO,
+            location: None,
+        }
+    }
+
+    /// A 302 to `location`.
+    pub fn redirect(location: &str) -> Reply {
+        Reply {
+            location: Some(location.to_string()),
+            ..Reply::raw(302, "")
         }
     }
 
@@ -265,8 +276,13 @@ fn serve(
     while Instant::now() < until && !stop.load(Ordering::SeqCst) {
         std::thread::sleep(Duration::from_millis(20));
     }
+    let location = reply
+        .location
+        .as_deref()
+        .map(|l| format!("Location: {l}\r\n"))
+        .unwrap_or_default();
     let head = format!(
-        "HTTP/1.1 {} {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        "HTTP/1.1 {} {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n{location}Connection: close\r\n\r\n",
         reply.status,
         if reply.status < 400 { "OK" } else { "Error" },
         reply.body.len()

@@ -1,0 +1,965 @@
+//! `idtoken check --json` against tokens minted in the tests: every SPEC reason code, an
+//! adversarial suite, the GitHub Actions shape, and the exit codes. Accounts come from NSS
+//! through libnss-wrapper.
+
+use idtoken_core::uses::{DiskLedger, TokenId, UseLedger};
+use idtoken_e2e::cli::{self, check};
+use idtoken_e2e::keys::{
+    self, AUDIENCE, ISSUER, Key, NOW, b64, gitlab_claims, mint, mint_with, sign_raw, with,
+};
+use idtoken_e2e::require;
+use idtoken_e2e::sandbox::{Sandbox, set_mode};
+use jsonwebtoken::{Algorithm, EncodingKey};
+use serde_json::{Value, json};
+
+fn header(kid: &str) -> Value {
+    json!({"alg": "RS256", "kid": kid, "typ": "JWT"})
+}
+
+/// One adversarial or ordinary case: the token, the account asked for, the expected reason
+/// (None: allow).
+struct Case {
+    name: &'static str,
+    token: String,
+    user: &'static str,
+    expect: Option<&'static str>,
+}
+
+fn case(
+    name: &'static str,
+    token: String,
+    user: &'static str,
+    expect: Option<&'static str>,
+) -> Case {
+    Case {
+        name,
+        token,
+        user,
+        expect,
+    }
+}
+
+fn cases() -> Vec<Case> {
+    let good = gitlab_claims("alice");
+    let good_token = mint(&good);
+    let (h, p, s) = {
+        let mut it = good_token.split('.');
+        (
+            it.next().unwrap().to_string(),
+            it.next().unwrap().to_string(),
+            it.next().unwrap().to_string(),
+        )
+    };
+    let a_jwk = Key::A.jwk();
+    let a_modulus = a_jwk["n"].as_str().unwrap().to_string();
+    let b_jwk = Key::B.jwk();
+    let payload_bob = b64(with(good.clone(), "user_login", json!("bob"))
+        .to_string()
+        .as_bytes());
+    let hs_with_public_key = {
+        let input = format!(
+            "{}.{}",
+            b64(json!({"alg": "HS256", "kid": "test-a"})
+                .to_string()
+                .as_bytes()),
+            p
+        );
+        let key = EncodingKey::from_secret(a_modulus.as_bytes());
+        format!(
+            "{input}.{}",
+            jsonwebtoken::crypto::sign(input.as_bytes(), &key, Algorithm::HS256).unwrap()
+        )
+    };
+    vec![
+        case("valid token", good_token.clone(), "alice", None),
+        case(
+            "valid token with surrounding whitespace",
+            format!("  \n{good_token}\n\t"),
+            "alice",
+            None,
+        ),
+        case(
+            "alg none, empty signature",
+            format!("{}.{}.", b64(br#"{"alg":"none"}"#), p),
+            "alice",
+            Some("malformed"),
+        ),
+        case(
+            "alg none with a signature",
+            format!("{}.{}.{}", b64(br#"{"alg":"none","kid":"test-a"}"#), p, s),
+            "alice",
+            Some("alg_not_allowed"),
+        ),
+        case(
+            "HS256 signed with the RSA public key",
+            hs_with_public_key,
+            "alice",
+            Some("alg_not_allowed"),
+        ),
+        case(
+            "PS256 when only RS256 is allowed",
+            sign_raw(
+                &json!({"alg":"PS256","kid":"test-a"}),
+                &good,
+                Key::A,
+                Algorithm::PS256,
+            ),
+            "alice",
+            Some("alg_not_allowed"),
+        ),
+        case(
+            "ES256 token",
+            mint_with(&good, Key::Ec),
+            "alice",
+            Some("alg_not_allowed"),
+        ),
+        case(
+            "kid not in the cache",
+            sign_raw(&header("nope"), &good, Key::A, Algorithm::RS256),
+            "alice",
+            Some("unknown_key"),
+        ),
+        case(
+            "kid with path characters",
+            sign_raw(
+                &header("../../../../etc/passwd"),
+                &good,
+                Key::A,
+                Algorithm::RS256,
+            ),
+            "alice",
+            Some("unknown_key"),
+        ),
+        case(
+            "no kid",
+            sign_raw(&json!({"alg":"RS256"}), &good, Key::A, Algorithm::RS256),
+            "alice",
+            Some("unknown_key"),
+        ),
+        case(
+            "jku pointing elsewhere, attacker kid",
+            sign_raw(
+                &json!({"alg":"RS256","kid":"test-b","jku":"https://evil.example/jwks"}),
+                &good,
+                Key::B,
+                Algorithm::RS256,
+            ),
+            "alice",
+            Some("unknown_key"),
+        ),
+        case(
+            "jku pointing elsewhere, real kid",
+            sign_raw(
+                &json!({"alg":"RS256","kid":"test-a","jku":"https://evil.example/jwks"}),
+                &good,
+                Key::B,
+                Algorithm::RS256,
+            ),
+            "alice",
+            Some("bad_signature"),
+        ),
+        case(
+            "embedded jwk header",
+            sign_raw(
+                &json!({"alg":"RS256","kid":"test-b","jwk": b_jwk}),
+                &good,
+                Key::B,
+                Algorithm::RS256,
+            ),
+            "alice",
+            Some("unknown_key"),
+        ),
+        case(
+            "x5u and x5c headers",
+            sign_raw(
+                &json!({"alg":"RS256","kid":"test-a","x5u":"https://evil.example/c","x5c":["AAAA"]}),
+                &good,
+                Key::B,
+                Algorithm::RS256,
+            ),
+            "alice",
+            Some("bad_signature"),
+        ),
+        case(
+            "signature from another key under the right kid",
+            sign_raw(&header("test-a"), &good, Key::B, Algorithm::RS256),
+            "alice",
+            Some("bad_signature"),
+        ),
+        case(
+            "payload swapped under a good signature",
+            format!("{h}.{payload_bob}.{s}"),
+            "bob",
+            Some("bad_signature"),
+        ),
+        case(
+            "1024-bit key (refused in the cache)",
+            sign_raw(&header("test-small"), &good, Key::Small, Algorithm::RS256),
+            "alice",
+            Some("unknown_key"),
+        ),
+        case(
+            "4096-bit key",
+            sign_raw(&header("test-4096"), &good, Key::Rsa4096, Algorithm::RS256),
+            "alice",
+            None,
+        ),
+        case(
+            "expired",
+            mint(&with(good.clone(), "exp", json!(NOW - 61))),
+            "alice",
+            Some("expired"),
+        ),
+        case(
+            "expired inside the leeway",
+            mint(&with(good.clone(), "exp", json!(NOW - 59))),
+            "alice",
+            None,
+        ),
+        case(
+            "nbf in the future",
+            mint(&with(good.clone(), "nbf", json!(NOW + 61))),
+            "alice",
+            Some("not_yet_valid"),
+        ),
+        case(
+            "iat in the future",
+            mint(&with(
+                with(good.clone(), "iat", json!(NOW + 120)),
+                "nbf",
+                Value::Null,
+            )),
+            "alice",
+            Some("not_yet_valid"),
+        ),
+        case(
+            "iat in the future inside the leeway",
+            mint(&with(
+                with(good.clone(), "iat", json!(NOW + 30)),
+                "nbf",
+                Value::Null,
+            )),
+            "alice",
+            None,
+        ),
+        case(
+            "wrong aud",
+            mint(&with(good.clone(), "aud", json!("https://other.example"))),
+            "alice",
+            Some("wrong_audience"),
+        ),
+        case(
+            "missing aud",
+            mint(&with(good.clone(), "aud", Value::Null)),
+            "alice",
+            Some("wrong_audience"),
+        ),
+        case(
+            "aud array with ours",
+            mint(&with(good.clone(), "aud", json!(["x", AUDIENCE]))),
+            "alice",
+            None,
+        ),
+        case(
+            "aud array without ours",
+            mint(&with(good.clone(), "aud", json!(["x", "y"]))),
+            "alice",
+            Some("wrong_audience"),
+        ),
+        case(
+            "aud as a number",
+            mint(&with(good.clone(), "aud", json!(7))),
+            "alice",
+            Some("wrong_audience"),
+        ),
+        case(
+            "iss with a trailing slash",
+            mint(&with(good.clone(), "iss", json!(format!("{ISSUER}/")))),
+            "alice",
+            Some("unknown_issuer"),
+        ),
+        case(
+            "iss missing",
+            mint(&with(good.clone(), "iss", Value::Null)),
+            "alice",
+            Some("unknown_issuer"),
+        ),
+        case(
+            "iss not a string",
+            mint(&with(
+                good.clone(),
+                "iss",
+                json!(["https://gitlab.test.example"]),
+            )),
+            "alice",
+            Some("unknown_issuer"),
+        ),
+        case(
+            "oversized token",
+            format!("{h}.{}.{s}", "A".repeat(70_000)),
+            "alice",
+            Some("malformed"),
+        ),
+        case(
+            "bad base64 in the header",
+            format!("{}+/.{p}.{s}", &h[..h.len() - 2]),
+            "alice",
+            Some("malformed"),
+        ),
+        case(
+            "padded base64",
+            format!("{h}=.{p}.{s}"),
+            "alice",
+            Some("malformed"),
+        ),
+        case(
+            "payload is a JSON array",
+            format!("{h}.{}.{s}", b64(b"[1,2]")),
+            "alice",
+            Some("malformed"),
+        ),
+        case(
+            "payload is not JSON",
+            format!("{h}.{}.{s}", b64(b"not json")),
+            "alice",
+            Some("malformed"),
+        ),
+        case(
+            "four parts",
+            format!("{good_token}.AAAA"),
+            "alice",
+            Some("malformed"),
+        ),
+        case("empty input", String::new(), "alice", Some("malformed")),
+        case(
+            "crit header",
+            sign_raw(
+                &json!({"alg":"RS256","kid":"test-a","crit":["exp"]}),
+                &good,
+                Key::A,
+                Algorithm::RS256,
+            ),
+            "alice",
+            Some("malformed"),
+        ),
+        case(
+            "deeply nested payload",
+            format!(
+                "{h}.{}.{s}",
+                b64(format!("{{\"a\":{}{}}}", "[".repeat(500), "]".repeat(500)).as_bytes())
+            ),
+            "alice",
+            Some("malformed"),
+        ),
+        case(
+            "exp as a string",
+            mint(&with(good.clone(), "exp", json!(format!("{}", NOW + 300)))),
+            "alice",
+            Some("missing_claim"),
+        ),
+        case(
+            "exp missing",
+            mint(&with(good.clone(), "exp", Value::Null)),
+            "alice",
+            Some("missing_claim"),
+        ),
+        case(
+            "iat missing",
+            mint(&with(good.clone(), "iat", Value::Null)),
+            "alice",
+            Some("missing_claim"),
+        ),
+        case(
+            "user claim missing",
+            mint(&with(good.clone(), "user_login", Value::Null)),
+            "alice",
+            Some("missing_claim"),
+        ),
+        case(
+            "user claim a number",
+            mint(&with(good.clone(), "user_login", json!(2001))),
+            "alice",
+            Some("missing_claim"),
+        ),
+        case(
+            "lifetime too long",
+            mint(&with(good.clone(), "exp", json!(NOW + 90_000))),
+            "alice",
+            Some("lifetime_too_long"),
+        ),
+        case(
+            "unicode look-alike user name",
+            mint(&with(good.clone(), "user_login", json!("\u{0430}lice"))),
+            "alice",
+            Some("user_mismatch"),
+        ),
+        case(
+            "token of another user",
+            mint(&gitlab_claims("bob")),
+            "alice",
+            Some("user_mismatch"),
+        ),
+        case(
+            "root",
+            mint(&gitlab_claims("root")),
+            "root",
+            Some("account_invalid"),
+        ),
+        case(
+            "uid under min_uid",
+            mint(&gitlab_claims("lowuid")),
+            "lowuid",
+            Some("account_invalid"),
+        ),
+        case(
+            "nonexistent account",
+            mint(&gitlab_claims("ghost")),
+            "ghost",
+            Some("account_invalid"),
+        ),
+    ]
+}
+
+fn standard(tag: &str) -> (Sandbox, std::path::PathBuf) {
+    let s = Sandbox::new(tag);
+    s.key_cache(&[Key::A, Key::Small, Key::Rsa4096]);
+    let config = s.config(
+        "",
+        "[[rule]]\nname = \"own-account\"\nissuer = \"gitlab\"\n",
+    );
+    (s, config)
+}
+
+#[test]
+fn adversarial_suite() {
+    require!(
+        cli::nss_wrapper().is_some(),
+        "libnss-wrapper is not installed (apt-get install libnss-wrapper)"
+    );
+    let (s, config) = standard("adversarial");
+    let cases = cases();
+    assert!(cases.len() >= 30);
+    let mut failures = Vec::new();
+    for c in &cases {
+        let (code, json, out) = check(&s, &config, &c.token, c.user, NOW, &[]);
+        let reason = json["reason"].as_str();
+        let ok = match c.expect {
+            None => code == 0 && json["decision"] == "allow" && reason.is_none(),
+            Some(r) => code == 1 && json["decision"] == "deny" && reason == Some(r),
+        };
+        if !ok {
+            failures.push(format!(
+                "{}: want {:?}, got exit {code} {json}\nstderr: {}",
+                c.name,
+                c.expect,
+                String::from_utf8_lossy(&out.stderr)
+            ));
+        }
+        // Never the token in any output.
+        let sig = c.token.trim().rsplit('.').next().unwrap_or_default();
+        if sig.len() > 20 {
+            let all = format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+            assert!(!all.contains(sig), "{}: token text in the output", c.name);
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} of {} cases failed:\n{}",
+        failures.len(),
+        cases.len(),
+        failures.join("\n")
+    );
+}
+
+#[test]
+fn every_reason_code_through_the_cli() {
+    require!(
+        cli::nss_wrapper().is_some(),
+        "libnss-wrapper is not installed"
+    );
+    let (s, config) = standard("reasons");
+    let mut seen: std::collections::BTreeSet<String> = Default::default();
+    for c in cases() {
+        let (_, json, _) = check(&s, &config, &c.token, c.user, NOW, &[]);
+        if let Some(r) = json["reason"].as_str() {
+            seen.insert(r.to_string());
+        }
+    }
+    // policy_denied: a rule that matches nothing of this token.
+    let s2 = Sandbox::new("policy");
+    s2.key_cache(&[Key::A]);
+    let c2 = s2.config(
+        "",
+        "[[rule]]\nname = \"main-only\"\n[rule.claims]\nref = \"release\"\n",
+    );
+    let (code, json, _) = check(&s2, &c2, &mint(&gitlab_claims("alice")), "alice", NOW, &[]);
+    assert_eq!((code, json["reason"].as_str()), (1, Some("policy_denied")));
+    let trace = json["rules"][0]["failed"].as_str().unwrap_or_default();
+    assert!(trace.contains("claims.ref"), "{json}");
+    seen.insert("policy_denied".into());
+    // replayed: max_uses = 1 and one use already recorded on this host.
+    let s3 = Sandbox::new("replay");
+    s3.key_cache(&[Key::A]);
+    let c3 = s3.config("max_uses = 1", "[[rule]]\nname = \"own\"\n");
+    let claims = gitlab_claims("alice");
+    let token = mint(&claims);
+    let (code, _, _) = check(&s3, &c3, &token, "alice", NOW, &[]);
+    assert_eq!(code, 0, "not yet used");
+    let ledger = DiskLedger {
+        dir: s3.path("uses"),
+        keep_after_exp: 60,
+    };
+    let id = TokenId::new(ISSUER, claims["jti"].as_str().unwrap(), NOW + 300);
+    assert!(ledger.record(&id, 1, NOW).unwrap());
+    let (code, json, _) = check(&s3, &c3, &token, "alice", NOW, &[]);
+    assert_eq!(
+        (code, json["reason"].as_str()),
+        (1, Some("replayed")),
+        "{json}"
+    );
+    let (code, _, _) = check(&s3, &c3, &token, "alice", NOW, &[]);
+    assert_eq!(
+        code, 1,
+        "check never records a use, but still sees the recorded one"
+    );
+    assert_eq!(ledger.count(&id, 1).unwrap(), 1, "check recorded nothing");
+    seen.insert("replayed".into());
+    let all: Vec<&str> = idtoken_core::reason::Reason::ALL
+        .iter()
+        .map(|r| r.code())
+        .collect();
+    let missing: Vec<&&str> = all.iter().filter(|r| !seen.contains(**r)).collect();
+    assert!(
+        missing.is_empty(),
+        "reason codes never produced: {missing:?}"
+    );
+}
+
+#[test]
+fn json_has_the_spec_fields_and_a_trace() {
+    require!(
+        cli::nss_wrapper().is_some(),
+        "libnss-wrapper is not installed"
+    );
+    let (s, config) = standard("fields");
+    let (code, json, _) = check(
+        &s,
+        &config,
+        &mint(&gitlab_claims("alice")),
+        "alice",
+        NOW,
+        &[],
+    );
+    assert_eq!(code, 0);
+    assert_eq!(json["decision"], "allow");
+    assert_eq!(json["reason"], Value::Null);
+    assert_eq!(json["rule"], "own-account");
+    assert_eq!(json["issuer"], "gitlab");
+    assert_eq!(json["user"], "alice");
+    assert_eq!(json["account"], "alice");
+    assert!(json["steps"].as_array().unwrap().len() >= 10);
+    assert_eq!(json["rules"][0]["granted"], true);
+}
+
+#[test]
+fn groups_rule_without_groups_direct_explains_why() {
+    require!(
+        cli::nss_wrapper().is_some(),
+        "libnss-wrapper is not installed"
+    );
+    let s = Sandbox::new("groups");
+    s.key_cache(&[Key::A]);
+    let config = s.config(
+        "",
+        "[[rule]]\nname = \"hpc-groups\"\ngroups = [\"hpc/*\"]\n",
+    );
+    let with_groups = mint(&gitlab_claims("alice"));
+    assert_eq!(check(&s, &config, &with_groups, "alice", NOW, &[]).0, 0);
+    let without = mint(&with(gitlab_claims("alice"), "groups_direct", Value::Null));
+    let (code, json, out) = check(&s, &config, &without, "alice", NOW, &[]);
+    assert_eq!((code, json["reason"].as_str()), (1, Some("policy_denied")));
+    let failed = json["rules"][0]["failed"].as_str().unwrap_or_default();
+    assert!(
+        failed.contains("no groups_direct claim") && failed.contains("200 groups"),
+        "{failed}"
+    );
+    // The human output carries the same trace.
+    let mut cmd = cli::idtoken(&s);
+    let human = cmd
+        .args([
+            "check",
+            "--user",
+            "alice",
+            "--at",
+            &NOW.to_string(),
+            "--config",
+        ])
+        .arg(&config)
+        .arg("--token-file")
+        .arg(s.token_file("t", &without))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&human.stdout);
+    assert!(
+        text.contains("DENY: policy_denied") && text.contains("no groups_direct claim"),
+        "{text}"
+    );
+    drop(out);
+}
+
+#[test]
+fn login_as_local_groups_and_user_map() {
+    require!(
+        cli::nss_wrapper().is_some(),
+        "libnss-wrapper is not installed"
+    );
+    let s = Sandbox::new("grants");
+    s.key_cache(&[Key::A]);
+    let map = s.write(
+        "users.map",
+        b"# gitlab name -> local account\nalice.gitlab alice\n",
+    );
+    let _ = map;
+    let config = s.config(
+        "",
+        "[[rule]]\nname = \"deploy\"\nusers = [\"alice\", \"carol\"]\nlogin_as = \"svc-deploy\"\nlocal_groups = [\"hpc-ci\"]\n\
+         [[rule]]\nname = \"own\"\nusers = [\"alice\"]\n",
+    );
+    // alice may be alice; svc-deploy is granted but only to hpc-ci members: svc-deploy is not one.
+    assert_eq!(
+        check(
+            &s,
+            &config,
+            &mint(&gitlab_claims("alice")),
+            "alice",
+            NOW,
+            &[]
+        )
+        .0,
+        0
+    );
+    let (code, json, _) = check(
+        &s,
+        &config,
+        &mint(&gitlab_claims("alice")),
+        "svc-deploy",
+        NOW,
+        &[],
+    );
+    assert_eq!(
+        (code, json["reason"].as_str()),
+        (1, Some("user_mismatch")),
+        "{json}"
+    );
+    assert!(
+        json["rules"][0]["failed"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("local_groups"),
+        "{json}"
+    );
+    // carol's token may not be carol (no rule grants it), but is granted svc-deploy?
+    // local_groups checks the granted account, svc-deploy, which is not in hpc-ci.
+    let (code, _, _) = check(
+        &s,
+        &config,
+        &mint(&gitlab_claims("carol")),
+        "carol",
+        NOW,
+        &[],
+    );
+    assert_eq!(code, 1);
+    // A rule granting carol herself with local_groups: carol is in hpc-ci.
+    let config2 = s.config(
+        "",
+        "[[rule]]\nname = \"ci-members\"\nlocal_groups = [\"hpc-ci\"]\n",
+    );
+    assert_eq!(
+        check(
+            &s,
+            &config2,
+            &mint(&gitlab_claims("carol")),
+            "carol",
+            NOW,
+            &[]
+        )
+        .0,
+        0
+    );
+    assert_eq!(
+        check(
+            &s,
+            &config2,
+            &mint(&gitlab_claims("alice")),
+            "alice",
+            NOW,
+            &[]
+        )
+        .0,
+        1
+    );
+    // user_map translates the user claim for the default grant.
+    let text = std::fs::read_to_string(&config2).unwrap().replace(
+        "jwks_cache",
+        &format!(
+            "user_map = \"{}\"\njwks_cache",
+            s.path("users.map").display()
+        ),
+    );
+    let config3 = s.write("mapped.toml", text.as_bytes());
+    let mapped = mint(&gitlab_claims("alice.gitlab"));
+    let (code, json, _) = check(&s, &config3, &mapped, "alice", NOW, &[]);
+    assert_eq!(code, 1, "alice is not in hpc-ci: {json}");
+    let config4 = s.write(
+        "mapped2.toml",
+        std::fs::read_to_string(&config3)
+            .unwrap()
+            .replace("local_groups = [\"hpc-ci\"]\n", "")
+            .as_bytes(),
+    );
+    assert_eq!(check(&s, &config4, &mapped, "alice", NOW, &[]).0, 0);
+    let (code, json, _) = check(
+        &s,
+        &config4,
+        &mint(&gitlab_claims("unmapped")),
+        "unmapped",
+        NOW,
+        &[],
+    );
+    assert_eq!(
+        (code, json["reason"].as_str()),
+        (1, Some("user_mismatch")),
+        "{json}"
+    );
+}
+
+#[test]
+fn github_actions_tokens_work_under_the_same_rules() {
+    require!(
+        cli::nss_wrapper().is_some(),
+        "libnss-wrapper is not installed"
+    );
+    let s = Sandbox::new("github");
+    s.write(
+        "github.jwks.json",
+        keys::jwks(&[Key::B]).to_string().as_bytes(),
+    );
+    let config = s.write(
+        "github.toml",
+        format!(
+            "[[issuer]]\nname = \"github\"\nurl = \"https://token.actions.githubusercontent.com\"\n\
+             audiences = [\"https://login.test.example\"]\nuser_claim = \"actor\"\njwks_cache = \"{}\"\n\n\
+             [[rule]]\nname = \"deploy-from-main\"\nissuer = \"github\"\nlogin_as = \"svc-deploy\"\n\
+             [rule.claims]\nrepository = \"hpc-org/*\"\nref = \"refs/heads/main\"\nenvironment = \"production\"\n",
+            s.path("github.jwks.json").display()
+        )
+        .as_bytes(),
+    );
+    let claims = json!({
+        "iss": "https://token.actions.githubusercontent.com", "aud": AUDIENCE,
+        "sub": "repo:hpc-org/app:environment:production", "iat": NOW, "nbf": NOW, "exp": NOW + 300,
+        "jti": "gh-1", "actor": "alice", "repository": "hpc-org/app", "ref": "refs/heads/main",
+        "environment": "production", "run_id": "123", "repository_owner": "hpc-org"
+    });
+    let token = mint_with(&claims, Key::B);
+    let (code, json, _) = check(&s, &config, &token, "svc-deploy", NOW, &[]);
+    assert_eq!(code, 0, "{json}");
+    assert_eq!(json["user"], "alice");
+    let (code, json, _) = check(
+        &s,
+        &config,
+        &mint_with(&with(claims, "environment", json!("staging")), Key::B),
+        "svc-deploy",
+        NOW,
+        &[],
+    );
+    assert_eq!((code, json["reason"].as_str()), (1, Some("policy_denied")));
+}
+
+#[test]
+fn real_gitlab_tokens_from_the_fixtures() {
+    require!(
+        cli::nss_wrapper().is_some(),
+        "libnss-wrapper is not installed"
+    );
+    let fixtures = keys::fixtures().join("gitlab-real");
+    let read = |f: &str| std::fs::read_to_string(fixtures.join(f)).unwrap();
+    let s = Sandbox::new("real");
+    s.write(
+        "rgl.jwks.json",
+        read("selfhosted_rgl_id_token_v2.jwks.json").as_bytes(),
+    );
+    s.write(
+        "gitlabcom.jwks.json",
+        read("gitlabcom.jwks.json").as_bytes(),
+    );
+    let config = s.write(
+        "real.toml",
+        format!(
+            "[[issuer]]\nname = \"rgl\"\nurl = \"https://gitlab.example.com\"\naudiences = [\"https://example.com\"]\njwks_cache = \"{d}/rgl.jwks.json\"\n\n\
+             [[issuer]]\nname = \"gitlabcom-v1\"\nurl = \"gitlab.com\"\naudiences = [\"https://login.test.example\"]\njwks_cache = \"{d}/gitlabcom.jwks.json\"\n\n\
+             [[issuer]]\nname = \"gitlabcom\"\nurl = \"https://gitlab.com\"\naudiences = [\"pypi\"]\njwks_cache = \"{d}/gitlabcom.jwks.json\"\n\n\
+             [[rule]]\nname = \"validate-jwt\"\nlogin_as = \"alice\"\n[rule.claims]\nproject_path = \"example/gitlab-ci-validate-jwt\"\n",
+            d = s.dir.display()
+        )
+        .as_bytes(),
+    );
+    // Evaluated one minute after each token's iat.
+    let (code, json, _) = check(
+        &s,
+        &config,
+        &read("selfhosted_rgl_id_token_v2.jwt"),
+        "alice",
+        1_677_188_547 + 60,
+        &[],
+    );
+    assert_eq!(
+        (code, json["decision"].as_str(), json["rule"].as_str()),
+        (0, Some("allow"), Some("validate-jwt")),
+        "{json}"
+    );
+    let (code, json, _) = check(
+        &s,
+        &config,
+        &read("gitlabcom_ci_job_jwt_v1_2021_cgrotz.jwt"),
+        "alice",
+        1_626_701_104 + 60,
+        &[],
+    );
+    assert_eq!(
+        (code, json["reason"].as_str()),
+        (1, Some("wrong_audience")),
+        "{json}"
+    );
+    assert!(
+        json["steps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|st| st["step"] == "signature" && st["ok"] == true),
+        "its signature is good: {json}"
+    );
+    let forged = read("forged_gitlabcom_kid.jwt");
+    let iat = {
+        let out = cli::idtoken(&s)
+            .args(["inspect", "--json", "--token-file"])
+            .arg(fixtures.join("forged_gitlabcom_kid.jwt"))
+            .output()
+            .unwrap();
+        let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+        v["claims"]["iat"].as_i64().unwrap()
+    };
+    let (code, json, _) = check(&s, &config, &forged, "alice", iat + 60, &[]);
+    assert_eq!(
+        (code, json["reason"].as_str()),
+        (1, Some("bad_signature")),
+        "{json}"
+    );
+}
+
+#[test]
+fn exit_code_2_when_the_decision_cannot_be_made() {
+    require!(
+        cli::nss_wrapper().is_some(),
+        "libnss-wrapper is not installed"
+    );
+    let (s, config) = standard("exit2");
+    let token = mint(&gitlab_claims("alice"));
+    let cache = s.path("gitlab.jwks.json");
+    set_mode(&cache, 0o666);
+    let (code, json, _) = check(&s, &config, &token, "alice", NOW, &[]);
+    assert_eq!(code, 2, "world-writable cache: {json}");
+    assert!(
+        json["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("chmod go-w"),
+        "{json}"
+    );
+    set_mode(&cache, 0o644);
+    std::fs::write(&cache, b"{\"keys\":[]}").unwrap();
+    assert_eq!(
+        check(&s, &config, &token, "alice", NOW, &[]).0,
+        2,
+        "no usable key"
+    );
+    let bad = s.write("bad.toml", b"[defaults]\nleway = 3\n");
+    let (code, json, out) = check(&s, &bad, &token, "alice", NOW, &[]);
+    assert_eq!(code, 2);
+    assert_eq!(json["decision"], "unavailable");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("bad.toml:2"),
+        "the line is named"
+    );
+    let out = cli::idtoken(&s)
+        .args(["check", "--bogus"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "bad arguments");
+}
+
+#[test]
+fn config_check_and_inspect() {
+    let s = Sandbox::new("cfg");
+    let good = s.config("", "[[rule]]\nname = \"r\"\n");
+    let out = cli::idtoken(&s)
+        .args(["config", "check", "--config"])
+        .arg(&good)
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let bad = s.write("bad.toml", b"[[issuer]]\nname = \"x\"\nurl = \"u\"\naudiences = []\nalgorithms = [\"HS256\"]\n\n[[rule]]\nname = \"r\"\nissuer = \"nope\"\nfoo = 1\n");
+    let out = cli::idtoken(&s)
+        .args(["config", "check", "--config"])
+        .arg(&bad)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("bad.toml:10") && err.contains("foo"),
+        "unknown key with its line: {err}"
+    );
+    let semantic = s.write("sem.toml", b"[[issuer]]\nname = \"x\"\nurl = \"u\"\naudiences = []\nalgorithms = [\"HS256\"]\n\n[[rule]]\nname = \"r\"\nissuer = \"nope\"\n");
+    let out = cli::idtoken(&s)
+        .args(["config", "check", "--config"])
+        .arg(&semantic)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("sem.toml:4") && err.contains("sem.toml:5") && err.contains("sem.toml:9"),
+        "every problem with its line: {err}"
+    );
+    // inspect: decoded, marked UNVERIFIED, dates readable; 2 for a non-JWT.
+    let t = s.token_file("t", &mint(&gitlab_claims("alice")));
+    let out = cli::idtoken(&s)
+        .args(["inspect", "--token-file"])
+        .arg(&t)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0));
+    assert!(
+        text.contains("UNVERIFIED")
+            && text.contains("2026-01-01 00:05:00 UTC")
+            && text.contains("hpc/app"),
+        "{text}"
+    );
+    let junk = s.token_file("junk", "not a token");
+    let out = cli::idtoken(&s)
+        .args(["inspect", "--token-file"])
+        .arg(&junk)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+}
