@@ -41,9 +41,13 @@ pub fn run(args: &Args) -> u8 {
     0
 }
 
-/// 1 for `ID token: `, N for `ID token (part N): `, None for any other prompt.
+/// 1 for `ID token: `, N for `ID token (part N): `, None for any other prompt. OpenSSH
+/// (8.x+) puts `(user@host) ` before keyboard-interactive prompts; that prefix is skipped.
 pub fn part_number(prompt: &str) -> Option<usize> {
-    let p = prompt.trim();
+    let mut p = prompt.trim();
+    if p.starts_with('(') {
+        p = p.split_once(") ").map_or(p, |(_, rest)| rest.trim_start());
+    }
     let rest = p.strip_prefix("ID token")?;
     let rest = rest.trim_start();
     if rest.starts_with(':') {
@@ -80,6 +84,9 @@ mod tests {
         assert_eq!(part_number("Password: "), None);
         assert_eq!(part_number("alice@host's password: "), None);
         assert_eq!(part_number("ID token (part 0): "), None);
+        assert_eq!(part_number("(alice@127.0.0.1) ID token:"), Some(1));
+        assert_eq!(part_number("(alice@login1) ID token (part 3):"), Some(3));
+        assert_eq!(part_number("(alice@login1) Password:"), None);
     }
 
     #[test]

@@ -10,6 +10,7 @@ pub mod https;
 pub mod keys;
 pub mod pam;
 pub mod sandbox;
+pub mod sshd;
 pub mod syslog;
 
 use std::path::PathBuf;

@@ -68,7 +68,19 @@ pub fn authenticate_session(session: &mut dyn Session, raw_args: &[String], now:
         return PamError::USER_UNKNOWN;
     };
     let first = session.cached_authtok();
-    let Some(collected) = collect::collect(first, session) else {
+    if first
+        .as_ref()
+        .is_some_and(|f| f.len() == collect::OPENSSH_CUT)
+    {
+        log_cut_hint(session);
+    }
+    let mut watched = CutWatch {
+        session,
+        answers: 0,
+    };
+    let collected = collect::collect(first, &mut watched);
+    let session = watched.session;
+    let Some(collected) = collected else {
         session.log(
             Level::Notice,
             &format!(
@@ -172,13 +184,6 @@ fn report(
         return;
     }
     let cut = collect::looks_cut(collected);
-    if cut {
-        session.log(
-            Level::Notice,
-            "the answer was exactly 1023 characters: an OpenSSH client most likely cut a longer token; \
-             send it in parts with SSH_ASKPASS=idtoken-askpass (see pam_idtoken(8))",
-        );
-    }
     let to_client = match (&d.verdict, config.defaults.explain) {
         (Verdict::Deny(r), true) => {
             let hint = if cut {
@@ -191,6 +196,38 @@ fn report(
         _ => GENERIC_REFUSAL.to_string(),
     };
     session.error_message(&to_client);
+}
+
+/// Watches the answers for one of exactly the OpenSSH cut length. The hint is logged at
+/// once, not with the decision: a client that cut the token usually hangs up at the part 2
+/// prompt, and sshd then ends the PAM process before any decision is made.
+struct CutWatch<'a> {
+    session: &'a mut dyn Session,
+    answers: usize,
+}
+
+impl collect::Prompter for CutWatch<'_> {
+    fn prompt(&mut self, text: &str) -> Option<Vec<u8>> {
+        let answer = self.session.prompt(text);
+        if self.answers == 0
+            && answer
+                .as_ref()
+                .is_some_and(|a| a.len() == collect::OPENSSH_CUT)
+        {
+            log_cut_hint(self.session);
+        }
+        self.answers = self.answers.saturating_add(1);
+        answer
+    }
+}
+
+fn log_cut_hint(session: &mut dyn Session) {
+    session.log(
+        Level::Notice,
+        "the first answer is exactly 1023 characters: OpenSSH clients cut longer answers there, so this \
+         is likely a cut token; asking for part 2 (clients must send long tokens in parts with \
+         SSH_ASKPASS and `idtoken askpass`, see pam_idtoken(8))",
+    );
 }
 
 fn answer(session: &mut dyn Session, d: &Decision) -> PamError {

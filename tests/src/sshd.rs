@@ -1,0 +1,228 @@
+//! A throwaway OpenSSH sshd on 127.0.0.1 with the module in its PAM stack, inside a mount
+//! namespace (`isolate`) that holds the test accounts, the test PAM stack as /etc/pam.d
+//! and the syslog socket as /dev/log; and the stock `ssh` client to log in to it.
+
+use std::net::{TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::pam::{self, PamHarness};
+use crate::sandbox::set_mode;
+
+pub const SSHD: &str = "/usr/sbin/sshd";
+
+/// Whether a real sshd test can run here: root (mount namespaces, sshd), sshd and ssh.
+pub fn available() -> Result<(), String> {
+    if !pam::can_isolate() {
+        return Err("sshd tests need root".into());
+    }
+    if !std::path::Path::new(SSHD).exists() {
+        return Err(format!(
+            "{SSHD} is missing (apt-get install openssh-server)"
+        ));
+    }
+    if which("ssh").is_none() {
+        return Err("ssh is missing (apt-get install openssh-client)".into());
+    }
+    Ok(())
+}
+
+pub fn which(cmd: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|p| p.join(cmd))
+            .find(|p| p.is_file())
+    })
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap_or_else(|e| panic!("no free port: {e}"))
+}
+
+pub struct Sshd {
+    pub pam: PamHarness,
+    pub port: u16,
+    pub log: PathBuf,
+    child: Child,
+}
+
+impl Sshd {
+    /// Starts sshd whose PAM service `sshd` is `auth_lines` (with `MODULE` and `CONFIG`
+    /// standing for the module's and the sandbox config's paths), account/session permit.
+    pub fn start(pam: PamHarness, auth_lines: &str) -> Sshd {
+        let sb = &pam.sandbox;
+        let auth = auth_lines.replace("CONFIG", &sb.path("idtoken.toml").display().to_string());
+        pam.service(
+            "sshd",
+            &format!("{auth}\naccount required pam_permit.so\nsession required pam_permit.so\npassword required pam_deny.so\n"),
+        );
+        let hostkey = sb.path("ssh_host_ed25519_key");
+        let status = Command::new("ssh-keygen")
+            .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+            .arg(&hostkey)
+            .status()
+            .unwrap_or_else(|e| panic!("ssh-keygen: {e}"));
+        assert!(status.success());
+        let port = free_port();
+        let config = sb.write(
+            "sshd_config",
+            format!(
+                "Port {port}\nListenAddress 127.0.0.1\nHostKey {}\nPidFile {}\nUsePAM yes\n\
+                 KbdInteractiveAuthentication yes\nPasswordAuthentication no\nPubkeyAuthentication no\n\
+                 AuthenticationMethods keyboard-interactive\nPermitRootLogin no\nUseDNS no\n\
+                 StrictModes no\nLogLevel VERBOSE\nMaxAuthTries 3\nLoginGraceTime 30\n",
+                hostkey.display(),
+                sb.path("sshd.pid").display()
+            )
+            .as_bytes(),
+        );
+        set_mode(&hostkey, 0o600);
+        // sshd's privilege separation directory (Debian creates it at boot).
+        let _ = std::fs::create_dir_all("/run/sshd");
+        set_mode(std::path::Path::new("/run/sshd"), 0o755);
+        let log = sb.path("sshd.log");
+        let child = Command::new(pam::isolate_script())
+            .arg("--log")
+            .arg(&pam.syslog.path)
+            .arg("--etc")
+            .arg(&pam.etc)
+            .arg("--pamd")
+            .arg(&pam.confdir)
+            .arg("--")
+            .arg(SSHD)
+            .args(["-D", "-e", "-f"])
+            .arg(&config)
+            .arg("-E")
+            .arg(&log)
+            .stdin(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("sshd: {e}"));
+        let sshd = Sshd {
+            pam,
+            port,
+            log,
+            child,
+        };
+        sshd.wait_ready();
+        sshd
+    }
+
+    fn wait_ready(&self) {
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(10) {
+            if TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!(
+            "sshd did not start; its log:\n{}",
+            std::fs::read_to_string(&self.log).unwrap_or_default()
+        );
+    }
+
+    /// The `ssh` command line for `user`, keyboard-interactive only, one attempt.
+    pub fn ssh(&self, user: &str, remote_command: &str) -> Command {
+        let mut c = Command::new("ssh");
+        c.args(["-F", "/dev/null", "-p", &self.port.to_string()])
+            .args([
+                "-o",
+                "StrictHostKeyChecking=no",
+                "-o",
+                "UserKnownHostsFile=/dev/null",
+            ])
+            .args([
+                "-o",
+                "PreferredAuthentications=keyboard-interactive",
+                "-o",
+                "PubkeyAuthentication=no",
+            ])
+            .args(["-o", "NumberOfPasswordPrompts=1", "-o", "ConnectTimeout=10"])
+            .arg(format!("{user}@127.0.0.1"))
+            .arg(remote_command)
+            .stdin(Stdio::null())
+            .env_remove("SSH_AUTH_SOCK")
+            .env_remove("DISPLAY");
+        c
+    }
+
+    /// Logs in as `user` the way a CI job does: `SSH_ASKPASS` answering the part prompts
+    /// from `$IDTOKEN`.
+    pub fn login_with_askpass(&self, user: &str, token: &str, remote_command: &str) -> Output {
+        let askpass = self.askpass_script();
+        run_bounded(
+            self.ssh(user, remote_command)
+                .env("SSH_ASKPASS", askpass)
+                .env("SSH_ASKPASS_REQUIRE", "force")
+                .env("IDTOKEN", token),
+        )
+    }
+
+    /// Logs in with `sshpass -P 'ID token'`: one answer to one prompt.
+    pub fn login_with_sshpass(&self, user: &str, answer: &str, remote_command: &str) -> Output {
+        let mut ssh = self.ssh(user, remote_command);
+        let mut c = Command::new("sshpass");
+        c.args(["-P", "ID token", "-e"])
+            .env("SSHPASS", answer)
+            .arg(ssh.get_program())
+            .args(ssh.get_args())
+            .stdin(Stdio::null());
+        let _ = &mut ssh;
+        run_bounded(&mut c)
+    }
+
+    /// What CI images use: the askpass helper (`idtoken askpass`) behind a one-line script.
+    fn askpass_script(&self) -> PathBuf {
+        let p = self.pam.sandbox.path("askpass");
+        if !p.exists() {
+            std::fs::write(
+                &p,
+                format!(
+                    "#!/bin/sh\nexec {} askpass \"$1\"\n",
+                    crate::idtoken_bin().display()
+                ),
+            )
+            .unwrap_or_else(|e| panic!("askpass: {e}"));
+            set_mode(&p, 0o755);
+        }
+        p
+    }
+
+    pub fn sshd_log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+/// Runs a client command with a time bound, so a hung login fails the test, not CI.
+pub fn run_bounded(cmd: &mut Command) -> Output {
+    let child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{:?}: {e}", cmd.get_program()));
+    let pid = child.id();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        if rx.recv_timeout(Duration::from_secs(60)).is_err() {
+            // SAFETY: kill(2) on the child we started.
+            unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+        }
+    });
+    let out = child
+        .wait_with_output()
+        .unwrap_or_else(|e| panic!("wait: {e}"));
+    let _ = tx.send(());
+    out
+}
+
+impl Drop for Sshd {
+    fn drop(&mut self) {
+        // SAFETY: signalling the sshd we started.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let _ = self.child.wait();
+    }
+}

@@ -1,0 +1,277 @@
+//! A real OpenSSH sshd on 127.0.0.1 with pam_idtoken.so in its stack, and the stock `ssh`
+//! client: tokens in parts through SSH_ASKPASS, short tokens through sshpass, refusals,
+//! fall-through of a plain password, and the audit lines in a captured syslog.
+//!
+//! `IDTOKEN_TEST_MODULE=/path/pam_idtoken.so` runs the same tests against an installed
+//! module (the packaging test does).
+
+use std::process::Output;
+use std::time::Duration;
+
+use idtoken_e2e::accounts::PASSWORD;
+use idtoken_e2e::keys::{self, mint, mint_exact_len, with};
+use idtoken_e2e::pam::PamHarness;
+use idtoken_e2e::require;
+use idtoken_e2e::sshd::{self, Sshd};
+use serde_json::json;
+
+const REMOTE: &str = "echo LOGIN-OK; id -un; env | grep ^IDTOKEN_ | sort";
+
+/// The documented stack: a token logs in or is refused; anything else goes to pam_unix.
+const STACK: &str = "auth [success=done ignore=ignore default=die] MODULE config=CONFIG\nauth required pam_unix.so try_first_pass";
+
+fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+fn claims(user: &str, tag: &str) -> serde_json::Value {
+    let n = now();
+    let c = keys::gitlab_claims(user);
+    let c = with(c, "iat", json!(n));
+    let c = with(c, "nbf", json!(n - 5));
+    let c = with(c, "exp", json!(n + 300));
+    with(
+        c,
+        "jti",
+        json!(format!("ssh-{tag}-{n}-{}", std::process::id())),
+    )
+}
+
+/// Claims small enough for a token under 1000 characters (one part).
+fn short_claims(user: &str, tag: &str) -> serde_json::Value {
+    let c = claims(user, tag);
+    json!({
+        "iss": c["iss"], "aud": c["aud"], "iat": c["iat"], "nbf": c["nbf"], "exp": c["exp"], "jti": c["jti"],
+        "user_login": user, "project_path": "hpc/app", "pipeline_id": "5001", "job_id": "9001"
+    })
+}
+
+fn start(tag: &str, defaults: &str) -> Sshd {
+    let pam = PamHarness::new(tag);
+    pam.sandbox.key_cache(&[keys::Key::A]);
+    pam.sandbox.config(
+        defaults,
+        "[[rule]]\nname = \"own-account\"\nissuer = \"gitlab\"\n",
+    );
+    Sshd::start(pam, STACK)
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+fn assert_logged_in(o: &Output, sshd: &Sshd, user: &str) {
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        o.status.success() && out.contains("LOGIN-OK") && out.contains(&format!("\n{user}\n")),
+        "login failed: {}\n{}\nsshd log:\n{}",
+        o.status,
+        text(o),
+        sshd.sshd_log()
+    );
+}
+
+fn assert_refused(o: &Output) {
+    assert!(
+        !o.status.success() && !String::from_utf8_lossy(&o.stdout).contains("LOGIN-OK"),
+        "{}",
+        text(o)
+    );
+}
+
+/// Waits for the n-th audit line and returns it.
+fn nth_audit(s: &Sshd, n: usize) -> String {
+    let lines = s
+        .pam
+        .syslog
+        .wait_for("decision=", n, Duration::from_secs(5));
+    assert_eq!(lines.len(), n, "audit lines: {lines:?}");
+    lines.last().cloned().unwrap_or_default()
+}
+
+fn assert_no_token(s: &Sshd, token: &str) {
+    let sig = token.rsplit('.').next().unwrap_or_default();
+    for l in s.pam.syslog.lines() {
+        assert!(!l.contains(sig), "token in syslog: {l}");
+    }
+    assert!(!s.sshd_log().contains(sig), "token in the sshd log");
+}
+
+#[test]
+fn ssh_logins_with_tokens_and_refusals() {
+    require!(
+        sshd::available().is_ok(),
+        "{}",
+        sshd::available().err().unwrap_or_default()
+    );
+    require!(
+        sshd::which("sshpass").is_some(),
+        "sshpass is missing (apt-get install sshpass)"
+    );
+    let s = start("ssh", "");
+
+    // A ~2 KB token through SSH_ASKPASS in parts.
+    let long = mint_exact_len(&claims("alice", "long"), 2100);
+    let o = s.login_with_askpass("alice", &long, REMOTE);
+    assert_logged_in(&o, &s, "alice");
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        out.contains("IDTOKEN_PROJECT_PATH=hpc/app") && out.contains("IDTOKEN_JOB_ID=9001"),
+        "{out}"
+    );
+    let line = nth_audit(&s, 1);
+    assert!(
+        line.contains("decision=allow")
+            && line.contains("service=sshd")
+            && line.contains("rhost=127.0.0.1"),
+        "{line}"
+    );
+
+    // A short token through sshpass.
+    let short = mint(&short_claims("alice", "short"));
+    assert!(short.len() < 1000);
+    assert_logged_in(&s.login_with_sshpass("alice", &short, REMOTE), &s, "alice");
+    assert!(nth_audit(&s, 2).contains("decision=allow"));
+
+    // Refusals, each with its reason.
+    let o = s.login_with_askpass(
+        "bob",
+        &mint_exact_len(&claims("alice", "wrong-account"), 1900),
+        REMOTE,
+    );
+    assert_refused(&o);
+    assert!(nth_audit(&s, 3).contains("reason=user_mismatch"));
+    let expired = mint(&with(
+        short_claims("alice", "expired"),
+        "exp",
+        json!(now() - 3600),
+    ));
+    assert_refused(&s.login_with_sshpass("alice", &expired, REMOTE));
+    assert!(nth_audit(&s, 4).contains("reason=expired"));
+    let wrong_aud = mint_exact_len(
+        &with(
+            claims("alice", "aud"),
+            "aud",
+            json!("https://elsewhere.example"),
+        ),
+        1500,
+    );
+    assert_refused(&s.login_with_askpass("alice", &wrong_aud, REMOTE));
+    assert!(nth_audit(&s, 5).contains("reason=wrong_audience"));
+
+    // A 1.6 KB token through sshpass: ssh cuts it to 1023 and cannot answer part 2. sshpass
+    // hangs up at that prompt and sshd ends the PAM process, so the module's record of the
+    // attempt is the hint it logs on seeing the 1023-character answer.
+    let cut = mint_exact_len(&claims("alice", "cut"), 1600);
+    assert_refused(&s.login_with_sshpass("alice", &cut, REMOTE));
+    let hint = s
+        .pam
+        .syslog
+        .wait_for("exactly 1023 characters", 1, Duration::from_secs(5));
+    assert_eq!(hint.len(), 1, "{:?}", s.pam.syslog.lines());
+    std::thread::sleep(Duration::from_millis(300));
+    let audit = s.pam.syslog.audit_lines();
+    assert!(
+        audit.len() == 5 || (audit.len() == 6 && audit[5].contains("decision=deny")),
+        "{audit:?}"
+    );
+
+    for t in [&long, &short, &expired, &wrong_aud, &cut] {
+        assert_no_token(&s, t);
+    }
+    assert!(
+        audit[..5].iter().all(|l| l.contains("decision=")),
+        "one audit line per decided attempt"
+    );
+}
+
+#[test]
+fn a_password_falls_through_to_pam_unix_but_a_bad_token_does_not() {
+    require!(
+        sshd::available().is_ok(),
+        "{}",
+        sshd::available().err().unwrap_or_default()
+    );
+    require!(sshd::which("sshpass").is_some(), "sshpass is missing");
+    let s = start("fallthrough", "");
+    assert_logged_in(
+        &s.login_with_sshpass("alice", PASSWORD, REMOTE),
+        &s,
+        "alice",
+    );
+    assert_refused(&s.login_with_sshpass("alice", "not-the-password", REMOTE));
+    // A bad token ends the stack: pam_unix never sees it (one audit line, no unix failure).
+    let forged = keys::mint_with(&short_claims("alice", "forged"), keys::Key::B);
+    assert_refused(&s.login_with_sshpass("alice", &forged, REMOTE));
+    let line = nth_audit(&s, 1);
+    assert!(line.contains("reason=unknown_key"), "{line}");
+    let unix_failures = s
+        .pam
+        .syslog
+        .lines()
+        .iter()
+        .filter(|l| l.contains("pam_unix(sshd:auth): authentication failure"))
+        .count();
+    assert_eq!(
+        unix_failures,
+        1,
+        "only the wrong password reached pam_unix: {:?}",
+        s.pam.syslog.lines()
+    );
+}
+
+#[test]
+fn a_missing_config_refuses_even_the_right_password() {
+    require!(
+        sshd::available().is_ok(),
+        "{}",
+        sshd::available().err().unwrap_or_default()
+    );
+    require!(sshd::which("sshpass").is_some(), "sshpass is missing");
+    let s = start("noconfig", "");
+    std::fs::remove_file(s.pam.sandbox.path("idtoken.toml")).unwrap();
+    assert_refused(&s.login_with_askpass("alice", &mint(&claims("alice", "noconfig")), REMOTE));
+    assert_refused(&s.login_with_sshpass("alice", PASSWORD, REMOTE));
+    let errors = s
+        .pam
+        .syslog
+        .wait_for("config unusable", 1, Duration::from_secs(5));
+    assert!(!errors.is_empty(), "{:?}", s.pam.syslog.lines());
+}
+
+#[test]
+fn explain_shows_the_refused_client_why() {
+    require!(
+        sshd::available().is_ok(),
+        "{}",
+        sshd::available().err().unwrap_or_default()
+    );
+    let s = start("explain", "explain = true");
+    let expired = mint_exact_len(
+        &with(claims("alice", "explain"), "exp", json!(now() - 3600)),
+        1300,
+    );
+    let o = s.login_with_askpass("alice", &expired, REMOTE);
+    assert_refused(&o);
+    assert!(
+        text(&o).contains("Reason: expired"),
+        "the client is told the reason: {}",
+        text(&o)
+    );
+    // Without explain, one generic line and no reason.
+    let s = start("no-explain", "");
+    let o = s.login_with_askpass("alice", &expired, REMOTE);
+    assert_refused(&o);
+    assert!(
+        text(&o).contains("ID token refused.") && !text(&o).contains("expired"),
+        "{}",
+        text(&o)
+    );
+}
