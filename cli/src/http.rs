@@ -129,10 +129,11 @@ impl Client {
             ureq::Error::RequireHttpsOnly(url) => {
                 format!("refused to follow a redirect to {url}: keys are fetched over https only")
             }
-            ureq::Error::Rustls(t) => format!(
-                "TLS failed: {t}; if the server's certificate comes from a private CA, set \
-                 ca_file for this issuer"
-            ),
+            ureq::Error::Rustls(t) => tls_failed(t),
+            // rustls errors met while reading arrive wrapped in an io::Error.
+            ureq::Error::Io(io) if io.get_ref().is_some_and(|e| e.is::<rustls::Error>()) => {
+                tls_failed(io)
+            }
             ureq::Error::HostNotFound => "the host name does not resolve".to_string(),
             ureq::Error::ConnectionFailed => {
                 "could not connect (is the server up and reachable from here?)".to_string()
@@ -141,6 +142,13 @@ impl Client {
             other => other.to_string(),
         }
     }
+}
+
+fn tls_failed(e: &dyn std::fmt::Display) -> String {
+    format!(
+        "TLS failed: {e}; if the server's certificate comes from a private CA, set ca_file \
+         for this issuer to that CA's PEM certificate"
+    )
 }
 
 /// What kind of URL a fetch may go to.

@@ -589,14 +589,15 @@ fn concurrent_checks_never_see_a_partial_cache() {
                     &[],
                 );
                 let rc = code(&out);
-                if rc != 0 && rc != 1 {
-                    if let Ok(mut f) = failures.lock() {
-                        f.push(format!(
-                            "reader {n}: check exited {rc}: {}{}",
-                            String::from_utf8_lossy(&out.stdout),
-                            stderr(&out)
-                        ));
-                    }
+                if rc != 0
+                    && rc != 1
+                    && let Ok(mut f) = failures.lock()
+                {
+                    f.push(format!(
+                        "reader {n}: check exited {rc}: {}{}",
+                        String::from_utf8_lossy(&out.stdout),
+                        stderr(&out)
+                    ));
                 }
                 checks += 1;
             }
@@ -611,13 +612,11 @@ fn concurrent_checks_never_see_a_partial_cache() {
                 let bytes = std::fs::read(&cache).unwrap_or_default();
                 let whole = serde_json::from_slice::<Value>(&bytes)
                     .is_ok_and(|v| v["keys"].as_array().is_some_and(|k| !k.is_empty()));
-                if !whole {
-                    if let Ok(mut f) = failures.lock() {
-                        f.push(format!(
-                            "raw read {reads}: {} bytes, not a whole JWKS",
-                            bytes.len()
-                        ));
-                    }
+                if !whole && let Ok(mut f) = failures.lock() {
+                    f.push(format!(
+                        "raw read {reads}: {} bytes, not a whole JWKS",
+                        bytes.len()
+                    ));
                 }
                 reads += 1;
             }
