@@ -1,0 +1,124 @@
+//! A real `su` (util-linux, setuid root) from an unprivileged account to the token's
+//! account, through a pty made by `script`, with pam_idtoken.so as su's PAM stack inside a
+//! mount namespace (the host's /etc/pam.d/su is untouched).
+
+use std::io::{Read, Write};
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use idtoken_e2e::accounts::USERS;
+use idtoken_e2e::keys::{self, mint, mint_exact_len, with};
+use idtoken_e2e::pam::{self, PamHarness};
+use idtoken_e2e::require;
+use idtoken_e2e::sshd::which;
+use serde_json::json;
+
+fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+fn claims(user: &str, tag: &str) -> serde_json::Value {
+    let n = now();
+    let c = keys::gitlab_claims(user);
+    let c = with(with(with(c, "iat", json!(n)), "nbf", json!(n - 5)), "exp", json!(n + 300));
+    with(c, "jti", json!(format!("su-{tag}-{n}")))
+}
+
+/// Runs `su TARGET -c ...` as the unprivileged `runner` account in a pty, answers the
+/// `ID token: ` prompt with `token`, and returns (exit code, everything the pty showed).
+fn su(h: &PamHarness, target: &str, token: &str) -> (i32, String) {
+    let runner_uid = USERS.iter().find(|(n, _)| *n == "runner").map(|(_, u)| *u).unwrap_or(2005);
+    let inner = format!("su {target} -c 'echo SU-OK; id -un; env | grep ^IDTOKEN_ | sort'");
+    let mut child = Command::new(pam::isolate_script())
+        .arg("--log")
+        .arg(&h.syslog.path)
+        .arg("--etc")
+        .arg(&h.etc)
+        .arg("--pamd")
+        .arg(&h.confdir)
+        .arg("--")
+        .args(["setpriv", &format!("--reuid={runner_uid}"), &format!("--regid={runner_uid}"), "--clear-groups", "--"])
+        .args(["script", "-qefc", &inner, "/dev/null"])
+        .env("HOME", "/")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("isolate/su: {e}"));
+    let mut stdout = child.stdout.take().unwrap();
+    let (tx, rx) = mpsc::channel::<Vec<u8>>();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = stdout.read(&mut buf) {
+            if n == 0 || tx.send(buf[..n].to_vec()).is_err() {
+                break;
+            }
+        }
+    });
+    let mut seen = Vec::new();
+    let start = Instant::now();
+    let mut answered = false;
+    let mut stdin = child.stdin.take();
+    loop {
+        match rx.recv_timeout(Duration::from_millis(100)) {
+            Ok(chunk) => seen.extend(chunk),
+            Err(mpsc::RecvTimeoutError::Disconnected) => break,
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
+        }
+        if !answered && String::from_utf8_lossy(&seen).contains("ID token: ") {
+            if let Some(mut s) = stdin.take() {
+                s.write_all(format!("{token}\n").as_bytes()).unwrap();
+                // Keep the pty's input open until su is done reading.
+                stdin = Some(s);
+            }
+            answered = true;
+        }
+        if start.elapsed() > Duration::from_secs(30) {
+            let _ = child.kill();
+            panic!("su did not finish; the pty showed: {}", String::from_utf8_lossy(&seen));
+        }
+    }
+    drop(stdin);
+    let status = child.wait().unwrap();
+    let mut err = String::new();
+    let _ = child.stderr.take().map(|mut e| e.read_to_string(&mut err));
+    (status.code().unwrap_or(-1), format!("{}{err}", String::from_utf8_lossy(&seen)))
+}
+
+#[test]
+fn su_to_the_tokens_account_from_an_unprivileged_account() {
+    require!(pam::can_isolate(), "the su test needs root (mount namespaces, setpriv)");
+    require!(which("su").is_some() && which("script").is_some() && which("setpriv").is_some(), "su, script and setpriv (util-linux) are needed");
+    let h = PamHarness::new("su");
+    h.sandbox.key_cache(&[keys::Key::A]);
+    h.sandbox.config("", "[[rule]]\nname = \"own-account\"\nservices = [\"su\", \"su-l\"]\n");
+    let config = h.sandbox.path("idtoken.toml");
+    h.service(
+        "su",
+        &format!(
+            "auth sufficient MODULE config={}\nauth required pam_deny.so\naccount required pam_permit.so\nsession required pam_permit.so\n",
+            config.display()
+        ),
+    );
+
+    // A long token typed whole at one prompt (a tty has no 1023-character cut).
+    let token = mint_exact_len(&claims("alice", "ok"), 1500);
+    let (code, screen) = su(&h, "alice", &token);
+    assert_eq!(code, 0, "{screen}");
+    assert!(screen.contains("SU-OK") && screen.contains("\nalice"), "{screen}");
+    assert!(screen.contains("IDTOKEN_PROJECT_PATH=hpc/app"), "su passes the PAM environment on: {screen}");
+    assert!(!screen.contains(&token[token.len() - 30..]), "echo is off: the token is not shown");
+    let audit = h.syslog.wait_for("decision=", 1, Duration::from_secs(3));
+    assert!(audit.len() == 1 && audit[0].contains("decision=allow") && audit[0].contains("service=su"), "{audit:?}");
+
+    // The token of alice does not open bob's account.
+    let (code, screen) = su(&h, "bob", &mint(&claims("alice", "bob")));
+    assert_ne!(code, 0, "{screen}");
+    assert!(!screen.contains("SU-OK"), "{screen}");
+    let audit = h.syslog.wait_for("decision=", 2, Duration::from_secs(3));
+    assert!(audit.len() == 2 && audit[1].contains("reason=user_mismatch"), "{audit:?}");
+}
