@@ -802,3 +802,21 @@ fn issuer_selection_and_exit_codes() {
     );
     assert_eq!(code(&out), 2);
 }
+
+/// The HTTP client lives in `idtoken` only: the PAM module must not link it. Crate paths
+/// (panic locations, symbols) betray a linked crate; the command's own binary proves the
+/// probe finds them when they are there.
+#[test]
+fn the_module_does_not_link_an_http_client() {
+    let module = std::fs::read(idtoken_e2e::artifact("libpam_idtoken.so")).expect("module");
+    let command = std::fs::read(idtoken_bin()).expect("idtoken");
+    let has =
+        |bytes: &[u8], marker: &str| bytes.windows(marker.len()).any(|w| w == marker.as_bytes());
+    for marker in ["/ureq-", "ureq::", "/rustls-", "rustls::"] {
+        assert!(
+            has(&command, marker),
+            "probe {marker:?} not found in idtoken"
+        );
+        assert!(!has(&module, marker), "the PAM module links {marker:?}");
+    }
+}
