@@ -820,3 +820,75 @@ fn the_module_does_not_link_an_http_client() {
         assert!(!has(&module, marker), "the PAM module links {marker:?}");
     }
 }
+
+fn real_fixture(name: &str) -> Value {
+    let p = keys::fixtures().join("gitlab-real").join(name);
+    let text = std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+    serde_json::from_str(&text).expect("fixture JSON")
+}
+
+/// Real GitLab documents: gitlab.com's discovery document (its issuer and jwks_uri pointed
+/// at the test server) and JWKS, and a self-hosted instance's JWKS whose real token then
+/// verifies from the refreshed cache.
+#[test]
+fn real_gitlab_documents_refresh_and_verify() {
+    let site = Site::new("refresh-real");
+    let mut discovery = real_fixture("gitlabcom.openid-configuration.json");
+    discovery["issuer"] = json!(site.url());
+    discovery["jwks_uri"] = json!(format!("{}{KEYS_PATH}", site.url()));
+    site.server.set(DISCOVERY_PATH, Reply::json(&discovery));
+    site.server
+        .set(KEYS_PATH, Reply::json(&real_fixture("gitlabcom.jwks.json")));
+    let out = refresh(&site.config());
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let cached: Vec<String> = kids(&site.cache_doc()).into_iter().map(|k| k.0).collect();
+    assert_eq!(
+        cached,
+        [
+            "kewiQq9jiC84CvSsJYOB-N6A8WFLSV20Mb-y7IlWDSQ",
+            "4i3sFE7sxqNPOT7FdvcGA1ZVGGI_r-tsDXnEuYT4ZqE"
+        ]
+    );
+
+    // The self-hosted instance: its keys through jwks_url, then its real token.
+    site.server.set(
+        "/selfhosted/keys",
+        Reply::json(&real_fixture("selfhosted_rgl_id_token_v2.jwks.json")),
+    );
+    let text = format!(
+        "[defaults]\nstate_dir = \"{state}\"\n\n[[issuer]]\nname = \"gitlab\"\n\
+         url = \"https://gitlab.example.com\"\naudiences = [\"https://example.com\"]\n\
+         jwks_cache = \"{cache}\"\nca_file = \"{ca}\"\njwks_url = \"{url}/selfhosted/keys\"\n\n\
+         [[rule]]\nname = \"any\"\nlogin_as = \"nobody-idtoken-test\"\n",
+        state = site.sb.path("uses").display(),
+        cache = site.cache().display(),
+        ca = site.sb.path("ca.pem").display(),
+        url = site.url(),
+    );
+    let config = site.sb.write("idtoken.toml", text.as_bytes());
+    let out = refresh(&config);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let token = std::fs::read_to_string(
+        keys::fixtures().join("gitlab-real/selfhosted_rgl_id_token_v2.jwt"),
+    )
+    .expect("token");
+    let tf = site.sb.token_file("real.jwt", token.trim());
+    let out = idtoken(
+        &[
+            "check",
+            "--json",
+            "--user",
+            "nobody-idtoken-test",
+            "--at",
+            "1677188607",
+            "--config",
+            &config.display().to_string(),
+            "--token-file",
+            &tf.display().to_string(),
+        ],
+        &[],
+    );
+    let d = last_json_line(&out.stdout);
+    assert!(code(&out) == 0 || code(&out) == 1, "{d}");
+    assert_eq!(d["verified"], true, "{d}");
+}
