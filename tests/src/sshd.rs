@@ -162,6 +162,18 @@ impl Sshd {
         )
     }
 
+    /// Logs in with the POSIX sh askpass of the README (packaging/gitlab-ci/idtoken-askpass.sh),
+    /// for CI images without `idtoken`.
+    pub fn login_with_sh_askpass(&self, user: &str, token: &str, remote_command: &str) -> Output {
+        let askpass = crate::workspace_root().join("packaging/gitlab-ci/idtoken-askpass.sh");
+        run_bounded(
+            self.ssh(user, remote_command)
+                .env("SSH_ASKPASS", askpass)
+                .env("SSH_ASKPASS_REQUIRE", "force")
+                .env("IDTOKEN", token),
+        )
+    }
+
     /// Logs in with `sshpass -P 'ID token'`: one answer to one prompt.
     pub fn login_with_sshpass(&self, user: &str, answer: &str, remote_command: &str) -> Output {
         let mut ssh = self.ssh(user, remote_command);

@@ -134,11 +134,16 @@ fn ssh_logins_with_tokens_and_refusals() {
         "{line}"
     );
 
+    // The same through the README's POSIX sh askpass (CI images without idtoken).
+    let long2 = mint_exact_len(&claims("alice", "long-sh"), 2600);
+    assert_logged_in(&s.login_with_sh_askpass("alice", &long2, REMOTE), &s, "alice");
+    assert!(nth_audit(&s, 2).contains("decision=allow"));
+
     // A short token through sshpass.
     let short = mint(&short_claims("alice", "short"));
     assert!(short.len() < 1000);
     assert_logged_in(&s.login_with_sshpass("alice", &short, REMOTE), &s, "alice");
-    assert!(nth_audit(&s, 2).contains("decision=allow"));
+    assert!(nth_audit(&s, 3).contains("decision=allow"));
 
     // Refusals, each with its reason.
     let o = s.login_with_askpass(
@@ -147,14 +152,14 @@ fn ssh_logins_with_tokens_and_refusals() {
         REMOTE,
     );
     assert_refused(&o);
-    assert!(nth_audit(&s, 3).contains("reason=user_mismatch"));
+    assert!(nth_audit(&s, 4).contains("reason=user_mismatch"));
     let expired = mint(&with(
         short_claims("alice", "expired"),
         "exp",
         json!(now() - 3600),
     ));
     assert_refused(&s.login_with_sshpass("alice", &expired, REMOTE));
-    assert!(nth_audit(&s, 4).contains("reason=expired"));
+    assert!(nth_audit(&s, 5).contains("reason=expired"));
     let wrong_aud = mint_exact_len(
         &with(
             claims("alice", "aud"),
@@ -164,7 +169,7 @@ fn ssh_logins_with_tokens_and_refusals() {
         1500,
     );
     assert_refused(&s.login_with_askpass("alice", &wrong_aud, REMOTE));
-    assert!(nth_audit(&s, 5).contains("reason=wrong_audience"));
+    assert!(nth_audit(&s, 6).contains("reason=wrong_audience"));
 
     // A 1.6 KB token through sshpass: ssh cuts it to 1023 and cannot answer part 2. sshpass
     // hangs up at that prompt and sshd ends the PAM process, so the module's record of the
@@ -183,7 +188,7 @@ fn ssh_logins_with_tokens_and_refusals() {
         "{audit:?}"
     );
 
-    for t in [&long, &short, &expired, &wrong_aud, &cut] {
+    for t in [&long, &long2, &short, &expired, &wrong_aud, &cut] {
         assert_no_token(&s, t);
     }
     assert!(
