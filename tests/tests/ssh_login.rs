@@ -136,7 +136,11 @@ fn ssh_logins_with_tokens_and_refusals() {
 
     // The same through the README's POSIX sh askpass (CI images without idtoken).
     let long2 = mint_exact_len(&claims("alice", "long-sh"), 2600);
-    assert_logged_in(&s.login_with_sh_askpass("alice", &long2, REMOTE), &s, "alice");
+    assert_logged_in(
+        &s.login_with_sh_askpass("alice", &long2, REMOTE),
+        &s,
+        "alice",
+    );
     assert!(nth_audit(&s, 2).contains("decision=allow"));
 
     // A short token through sshpass.

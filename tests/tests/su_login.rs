@@ -24,14 +24,22 @@ fn now() -> i64 {
 fn claims(user: &str, tag: &str) -> serde_json::Value {
     let n = now();
     let c = keys::gitlab_claims(user);
-    let c = with(with(with(c, "iat", json!(n)), "nbf", json!(n - 5)), "exp", json!(n + 300));
+    let c = with(
+        with(with(c, "iat", json!(n)), "nbf", json!(n - 5)),
+        "exp",
+        json!(n + 300),
+    );
     with(c, "jti", json!(format!("su-{tag}-{n}")))
 }
 
 /// Runs `su TARGET -c ...` as the unprivileged `runner` account in a pty, answers the
 /// `ID token: ` prompt with `token`, and returns (exit code, everything the pty showed).
 fn su(h: &PamHarness, target: &str, token: &str) -> (i32, String) {
-    let runner_uid = USERS.iter().find(|(n, _)| *n == "runner").map(|(_, u)| *u).unwrap_or(2005);
+    let runner_uid = USERS
+        .iter()
+        .find(|(n, _)| *n == "runner")
+        .map(|(_, u)| *u)
+        .unwrap_or(2005);
     let inner = format!("su {target} -c 'echo SU-OK; id -un; env | grep ^IDTOKEN_ | sort'");
     let mut child = Command::new(pam::isolate_script())
         .arg("--log")
@@ -41,7 +49,13 @@ fn su(h: &PamHarness, target: &str, token: &str) -> (i32, String) {
         .arg("--pamd")
         .arg(&h.confdir)
         .arg("--")
-        .args(["setpriv", &format!("--reuid={runner_uid}"), &format!("--regid={runner_uid}"), "--clear-groups", "--"])
+        .args([
+            "setpriv",
+            &format!("--reuid={runner_uid}"),
+            &format!("--regid={runner_uid}"),
+            "--clear-groups",
+            "--",
+        ])
         .args(["script", "-qefc", &inner, "/dev/null"])
         .env("HOME", "/")
         .stdin(Stdio::piped())
@@ -79,23 +93,38 @@ fn su(h: &PamHarness, target: &str, token: &str) -> (i32, String) {
         }
         if start.elapsed() > Duration::from_secs(30) {
             let _ = child.kill();
-            panic!("su did not finish; the pty showed: {}", String::from_utf8_lossy(&seen));
+            panic!(
+                "su did not finish; the pty showed: {}",
+                String::from_utf8_lossy(&seen)
+            );
         }
     }
     drop(stdin);
     let status = child.wait().unwrap();
     let mut err = String::new();
     let _ = child.stderr.take().map(|mut e| e.read_to_string(&mut err));
-    (status.code().unwrap_or(-1), format!("{}{err}", String::from_utf8_lossy(&seen)))
+    (
+        status.code().unwrap_or(-1),
+        format!("{}{err}", String::from_utf8_lossy(&seen)),
+    )
 }
 
 #[test]
 fn su_to_the_tokens_account_from_an_unprivileged_account() {
-    require!(pam::can_isolate(), "the su test needs root (mount namespaces, setpriv)");
-    require!(which("su").is_some() && which("script").is_some() && which("setpriv").is_some(), "su, script and setpriv (util-linux) are needed");
+    require!(
+        pam::can_isolate(),
+        "the su test needs root (mount namespaces, setpriv)"
+    );
+    require!(
+        which("su").is_some() && which("script").is_some() && which("setpriv").is_some(),
+        "su, script and setpriv (util-linux) are needed"
+    );
     let h = PamHarness::new("su");
     h.sandbox.key_cache(&[keys::Key::A]);
-    h.sandbox.config("", "[[rule]]\nname = \"own-account\"\nservices = [\"su\", \"su-l\"]\n");
+    h.sandbox.config(
+        "",
+        "[[rule]]\nname = \"own-account\"\nservices = [\"su\", \"su-l\"]\n",
+    );
     let config = h.sandbox.path("idtoken.toml");
     h.service(
         "su",
@@ -109,16 +138,31 @@ fn su_to_the_tokens_account_from_an_unprivileged_account() {
     let token = mint_exact_len(&claims("alice", "ok"), 1500);
     let (code, screen) = su(&h, "alice", &token);
     assert_eq!(code, 0, "{screen}");
-    assert!(screen.contains("SU-OK") && screen.contains("\nalice"), "{screen}");
-    assert!(screen.contains("IDTOKEN_PROJECT_PATH=hpc/app"), "su passes the PAM environment on: {screen}");
-    assert!(!screen.contains(&token[token.len() - 30..]), "echo is off: the token is not shown");
+    assert!(
+        screen.contains("SU-OK") && screen.contains("\nalice"),
+        "{screen}"
+    );
+    assert!(
+        screen.contains("IDTOKEN_PROJECT_PATH=hpc/app"),
+        "su passes the PAM environment on: {screen}"
+    );
+    assert!(
+        !screen.contains(&token[token.len() - 30..]),
+        "echo is off: the token is not shown"
+    );
     let audit = h.syslog.wait_for("decision=", 1, Duration::from_secs(3));
-    assert!(audit.len() == 1 && audit[0].contains("decision=allow") && audit[0].contains("service=su"), "{audit:?}");
+    assert!(
+        audit.len() == 1 && audit[0].contains("decision=allow") && audit[0].contains("service=su"),
+        "{audit:?}"
+    );
 
     // The token of alice does not open bob's account.
     let (code, screen) = su(&h, "bob", &mint(&claims("alice", "bob")));
     assert_ne!(code, 0, "{screen}");
     assert!(!screen.contains("SU-OK"), "{screen}");
     let audit = h.syslog.wait_for("decision=", 2, Duration::from_secs(3));
-    assert!(audit.len() == 2 && audit[1].contains("reason=user_mismatch"), "{audit:?}");
+    assert!(
+        audit.len() == 2 && audit[1].contains("reason=user_mismatch"),
+        "{audit:?}"
+    );
 }

@@ -14,7 +14,10 @@ use serde_json::json;
 fn show(title: &str, o: &Output) {
     println!("\n== {title}");
     println!("   exit status: {}", o.status.code().unwrap_or(-1));
-    for l in String::from_utf8_lossy(&o.stdout).lines().chain(String::from_utf8_lossy(&o.stderr).lines()) {
+    for l in String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .chain(String::from_utf8_lossy(&o.stderr).lines())
+    {
         if !l.starts_with("Warning: Permanently added") {
             println!("   | {l}");
         }
@@ -36,8 +39,14 @@ fn main() {
         pam,
         "auth [success=done ignore=ignore default=die] MODULE config=CONFIG\nauth required pam_unix.so try_first_pass",
     );
-    println!("== pam_idtoken demo: sshd on 127.0.0.1:{} with this auth stack:", s.port);
-    println!("   auth [success=done ignore=ignore default=die] pam_idtoken.so config={}", config.display());
+    println!(
+        "== pam_idtoken demo: sshd on 127.0.0.1:{} with this auth stack:",
+        s.port
+    );
+    println!(
+        "   auth [success=done ignore=ignore default=die] pam_idtoken.so config={}",
+        config.display()
+    );
     println!("   auth required pam_unix.so try_first_pass");
     println!("\n== the config ({}):", config.display());
     for l in std::fs::read_to_string(&config).unwrap_or_default().lines() {
@@ -48,9 +57,16 @@ fn main() {
         .map(|d| d.as_secs() as i64)
         .unwrap_or(0);
     let claims = keys::gitlab_claims("alice");
-    let claims = with(with(with(claims, "iat", json!(now)), "nbf", json!(now - 5)), "exp", json!(now + 300));
+    let claims = with(
+        with(with(claims, "iat", json!(now)), "nbf", json!(now - 5)),
+        "exp",
+        json!(now + 300),
+    );
     let token = mint_exact_len(&with(claims, "jti", json!(format!("demo-{now}"))), 2100);
-    println!("\n== a GitLab-shaped ID token for user_login=alice, project hpc/app, {} characters", token.len());
+    println!(
+        "\n== a GitLab-shaped ID token for user_login=alice, project hpc/app, {} characters",
+        token.len()
+    );
     println!("   (too long for one OpenSSH answer: SSH_ASKPASS sends it in parts of 1000)");
 
     let remote = "echo \"logged in as $(id -un)\"; env | grep ^IDTOKEN_ | sort";
@@ -62,10 +78,18 @@ fn main() {
         "2. the same token asks for another account, bob: refused (explain = true tells the client why)",
         &s.login_with_askpass("bob", &token, remote),
     );
-    let lines = s.pam.syslog.wait_for("decision=", 2, Duration::from_secs(5));
+    let lines = s
+        .pam
+        .syslog
+        .wait_for("decision=", 2, Duration::from_secs(5));
     println!("\n== 3. the audit lines pam_idtoken wrote (syslog, facility authpriv):");
     for l in lines {
-        println!("   | {}", l.split_once("pam_idtoken(").map(|(_, r)| format!("pam_idtoken({r}")).unwrap_or(l));
+        println!(
+            "   | {}",
+            l.split_once("pam_idtoken(")
+                .map(|(_, r)| format!("pam_idtoken({r}"))
+                .unwrap_or(l)
+        );
     }
     let token_file = s.pam.sandbox.token_file("token", &token);
     let out = idtoken_e2e::cli::idtoken(&s.pam.sandbox)
@@ -75,5 +99,8 @@ fn main() {
         .arg(&token_file)
         .output()
         .unwrap_or_else(|e| panic!("idtoken: {e}"));
-    show("4. the sysadmin asks why: idtoken check --user bob --token-file token", &out);
+    show(
+        "4. the sysadmin asks why: idtoken check --user bob --token-file token",
+        &out,
+    );
 }
