@@ -116,19 +116,42 @@ impl PamHarness {
         answers: &[Option<&str>],
         extra: &[&str],
     ) -> Drive {
-        let answers_file = self.sandbox.path("answers");
+        self.drive_as(None, service, user, answers, extra)
+    }
+
+    /// As [`drive`](Self::drive), with pam-drive running as `uid` (gid the same) when
+    /// given: for files a root process could read anyway.
+    pub fn drive_as(
+        &self,
+        uid: Option<u32>,
+        service: &str,
+        user: &str,
+        answers: &[Option<&str>],
+        extra: &[&str],
+    ) -> Drive {
+        let answers_file = self.sandbox.path(&format!("answers-{}", unique()));
         let text: String = answers
             .iter()
             .map(|a| format!("{}\n", a.unwrap_or("<NO-ANSWER>")))
             .collect();
         std::fs::write(&answers_file, text).unwrap_or_else(|e| panic!("answers: {e}"));
-        set_mode(&answers_file, 0o600);
+        set_mode(&answers_file, 0o644);
         let out = Command::new(isolate_script())
             .arg("--log")
             .arg(&self.syslog.path)
             .arg("--etc")
             .arg(&self.etc)
             .arg("--")
+            .args(match uid {
+                Some(u) => vec![
+                    "setpriv".to_string(),
+                    format!("--reuid={u}"),
+                    format!("--regid={u}"),
+                    "--clear-groups".to_string(),
+                    "--".to_string(),
+                ],
+                None => Vec::new(),
+            })
             .arg(crate::artifact("pam-drive"))
             .arg("--confdir")
             .arg(&self.confdir)
@@ -186,4 +209,10 @@ pub fn parts(token: &str) -> Vec<String> {
         .chunks(1000)
         .map(|c| String::from_utf8_lossy(c).into_owned())
         .collect()
+}
+
+fn unique() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    N.fetch_add(1, Ordering::Relaxed)
 }

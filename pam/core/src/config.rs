@@ -98,6 +98,15 @@ impl Config {
 
     /// Parses and validates config text; every problem found is returned, each with its line.
     pub fn parse(text: &str) -> Result<Config, Vec<Problem>> {
+        // An empty file is a truncated or half-written one far more often than a choice: a
+        // config that deliberately has no issuer says so in comments (as the shipped one does).
+        if text.trim().is_empty() {
+            return Err(vec![Problem::new(
+                None,
+                "the file is empty (truncated?); restore it, or write a config with no [[issuer]] \
+                 (every token refused) as a commented file",
+            )]);
+        }
         let raw: RawConfig = toml::from_str(text).map_err(|e| {
             let line = e.span().map(|s| line_of(text, s.start));
             vec![Problem::new(line, e.message().trim())]
@@ -716,9 +725,17 @@ runner_id = 42
     }
 
     #[test]
-    fn empty_config_is_valid_and_has_nothing() {
-        let c = Config::parse("").unwrap();
+    fn config_without_issuers_is_valid_and_has_nothing() {
+        let c = Config::parse("# nothing configured yet\n").unwrap();
         assert!(c.issuers.is_empty() && c.rules.is_empty());
+        let c = Config::parse("[defaults]\nleeway = 30\n").unwrap();
+        assert!(c.issuers.is_empty());
+    }
+
+    #[test]
+    fn empty_file_is_refused() {
+        assert!(Config::parse("").unwrap_err()[0].message.contains("empty"));
+        assert!(Config::parse(" \n\t\n").is_err());
     }
 
     #[test]

@@ -186,6 +186,6 @@ mod tests {
     fn a_cut_token_is_still_a_token_attempt() {
         let t = token(r#"{"alg":"RS256"}"#, r#"{"iss":"x"}"#);
         assert!(looks_like_jws(&t[..t.len() - 5]));
-        assert!(looks_like_jws(&t[..20]));
+        assert!(looks_like_jws(&t[..t.find('.').unwrap() + 3]));
     }
 }
