@@ -56,7 +56,10 @@ impl fmt::Display for FileProblem {
             FileProblemKind::TooLarge { limit } => {
                 write!(f, "{p}: is larger than {limit} bytes, which is refused")
             }
-            FileProblemKind::Unreadable(e) => write!(f, "{p}: cannot be read: {e}"),
+            FileProblemKind::Unreadable(e) => write!(
+                f,
+                "{p}: cannot be read: {e}; it must be readable by the login service (root:root, mode 0644)"
+            ),
         }
     }
 }

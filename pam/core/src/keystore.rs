@@ -64,6 +64,12 @@ pub fn load_key_cache(issuer: &Issuer) -> Result<KeySet, DataProblem> {
         path: path.display().to_string(),
         why,
     };
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Err(invalid(format!(
+            "the file is empty (an interrupted copy?); run `idtoken refresh --issuer {}`",
+            issuer.name
+        )));
+    }
     let set = jwks::parse(&bytes).map_err(|e| {
         invalid(format!(
             "{e}; run `idtoken refresh --issuer {}`",
