@@ -8,6 +8,7 @@ pub mod accounts;
 pub mod cli;
 pub mod https;
 pub mod keys;
+pub mod libpam;
 pub mod pam;
 pub mod sandbox;
 pub mod sshd;

@@ -216,3 +216,15 @@ fn unique() -> u64 {
     static N: AtomicU64 = AtomicU64::new(0);
     N.fetch_add(1, Ordering::Relaxed)
 }
+
+/// The optimised module (tests/run-all builds it with `cargo build --release -p pam-idtoken`),
+/// for the load test: the debug build's RSA is far slower than what a host runs.
+pub fn release_module_path() -> PathBuf {
+    let p = crate::workspace_root().join("target/release/libpam_idtoken.so");
+    assert!(
+        p.exists(),
+        "{} is not built: cargo build --release -p pam-idtoken",
+        p.display()
+    );
+    p
+}

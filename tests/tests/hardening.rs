@@ -1,0 +1,229 @@
+//! Evidence for the threat model (SECURITY.md): the module survives load with a key cache
+//! being replaced under it, `max_uses` holds between racing processes sharing a state
+//! directory, and the module has no network path.
+
+use std::process::Command;
+use std::time::Duration;
+
+use idtoken_e2e::keys::{self, Key, mint, mint_with, with};
+use idtoken_e2e::pam::{self, PAM_AUTH_ERR, PAM_SUCCESS, PamHarness};
+use idtoken_e2e::require;
+use idtoken_e2e::sandbox::last_json_line;
+use serde_json::json;
+
+fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+fn live(user: &str, jti: &str) -> serde_json::Value {
+    let n = now();
+    let c = keys::gitlab_claims(user);
+    with(
+        with(
+            with(with(c, "iat", json!(n)), "nbf", json!(n - 5)),
+            "exp",
+            json!(n + 600),
+        ),
+        "jti",
+        json!(jti),
+    )
+}
+
+#[test]
+fn load_64_threads_with_the_key_cache_replaced_underneath() {
+    require!(
+        pam::can_isolate(),
+        "the libpam tests need root (mount namespaces)"
+    );
+    let module = pam::release_module_path();
+    let h = PamHarness::new("load");
+    let config = h.sandbox.standard();
+    h.service_with(
+        "load",
+        &format!("auth required MODULE config={}\n", config.display()),
+        &module,
+    );
+    let sb = &h.sandbox;
+    let valid = sb.token_file("valid", &mint(&live("alice", "load-valid")));
+    let invalid = [
+        mint(&with(live("alice", "load-expired"), "exp", json!(1000))),
+        mint(&with(
+            live("alice", "load-aud"),
+            "aud",
+            json!("https://elsewhere"),
+        )),
+        mint_with(&live("alice", "load-forged"), Key::B),
+        mint(&live("bob", "load-other-user")),
+        "eyJhbGciOiJSUzI1NiJ9.garbage.AAAA".to_string(),
+    ]
+    .join("\n");
+    let invalid = sb.token_file("invalid", &invalid);
+    // Two key sets, both holding key A, so a valid token stays valid through every swap.
+    let set1 = sb.write("set1.json", keys::jwks(&[Key::A]).to_string().as_bytes());
+    let set2 = sb.write(
+        "set2.json",
+        keys::jwks(&[Key::Rsa4096, Key::A]).to_string().as_bytes(),
+    );
+    let (threads, iterations) = (64, 500);
+    let out = Command::new(pam::isolate_script())
+        .arg("--log")
+        .arg(&h.syslog.path)
+        .arg("--etc")
+        .arg(&h.etc)
+        .arg("--")
+        .arg(idtoken_e2e::artifact("pam-load"))
+        .arg("--confdir")
+        .arg(&h.confdir)
+        .args(["--service", "load", "--user", "alice"])
+        .args([
+            "--threads",
+            &threads.to_string(),
+            "--iterations",
+            &iterations.to_string(),
+        ])
+        .arg("--valid")
+        .arg(&valid)
+        .arg("--invalid")
+        .arg(&invalid)
+        .arg("--cache")
+        .arg(sb.path("gitlab.jwks.json"))
+        .arg("--key-sets")
+        .arg(format!("{},{}", set1.display(), set2.display()))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "pam-load crashed: {}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r = last_json_line(&out.stdout);
+    eprintln!("load: {r}");
+    assert_eq!(
+        r["right"],
+        (2 * threads * iterations) as u64,
+        "every valid token allowed, every invalid denied: {r}"
+    );
+    assert_eq!(r["wrong"], 0, "{r}");
+    assert!(
+        r["rotations"].as_u64().unwrap() > 10,
+        "the cache was replaced during the run: {r}"
+    );
+    assert_eq!(
+        r["fds_before"], r["fds_after"],
+        "no leaked file descriptors: {r}"
+    );
+    let rounds = r["rss_kb_after_round"].as_array().unwrap();
+    let (first, second) = (rounds[0].as_u64().unwrap(), rounds[1].as_u64().unwrap());
+    // The second round repeats the first 32000 logins: a leak of 32 bytes a login would
+    // add 1 MB; the bound is half that.
+    assert!(
+        second <= first + 512,
+        "RSS grew from {first} kB to {second} kB over identical rounds: {r}"
+    );
+}
+
+#[test]
+fn two_racing_logins_with_max_uses_1_exactly_one_wins() {
+    require!(
+        pam::can_isolate(),
+        "the libpam tests need root (mount namespaces)"
+    );
+    // Two "login nodes": two configs, one shared state_dir (as on NFS).
+    let h = PamHarness::new("replay");
+    let node_a = h
+        .sandbox
+        .config("max_uses = 1", "[[rule]]\nname = \"own\"\n");
+    h.sandbox.key_cache(&[Key::A]);
+    let text = std::fs::read_to_string(&node_a).unwrap();
+    let node_b = h.sandbox.write("node-b.toml", text.as_bytes());
+    h.service(
+        "node-a",
+        &format!("auth required MODULE config={}\n", node_a.display()),
+    );
+    h.service(
+        "node-b",
+        &format!("auth required MODULE config={}\n", node_b.display()),
+    );
+    for round in 0..10 {
+        let token = mint(&live("alice", &format!("race-{round}-{}", now())));
+        let (a, b) = std::thread::scope(|s| {
+            let a = s.spawn(|| h.drive("node-a", "alice", &[Some(&token)], &[]));
+            let b = s.spawn(|| h.drive("node-b", "alice", &[Some(&token)], &[]));
+            (a.join().unwrap(), b.join().unwrap())
+        });
+        let mut rcs = [a.rc, b.rc];
+        rcs.sort();
+        assert_eq!(
+            rcs,
+            [PAM_SUCCESS, PAM_AUTH_ERR],
+            "round {round}: exactly one login: {a:?} {b:?}"
+        );
+        // A third try on either node is refused too.
+        assert_eq!(
+            h.drive("node-a", "alice", &[Some(&token)], &[]).rc,
+            PAM_AUTH_ERR
+        );
+    }
+    let replayed = h
+        .syslog
+        .wait_for("reason=replayed", 20, Duration::from_secs(3));
+    assert_eq!(replayed.len(), 20, "{:?}", h.syslog.audit_lines());
+}
+
+#[test]
+fn the_module_imports_no_network_or_tls_symbols() {
+    let module = pam::module_path();
+    let out = Command::new("nm")
+        .args(["-D", "--undefined-only"])
+        .arg(&module)
+        .output();
+    require!(out.is_ok(), "nm (binutils) is missing");
+    let out = out.unwrap();
+    assert!(out.status.success());
+    let symbols = String::from_utf8_lossy(&out.stdout);
+    let imported: Vec<&str> = symbols
+        .lines()
+        .filter_map(|l| l.split_whitespace().last())
+        .map(|s| s.split('@').next().unwrap_or(s))
+        .collect();
+    assert!(
+        imported.contains(&"pam_syslog"),
+        "sanity: the module's imports were read: {imported:?}"
+    );
+    // Syslog goes through libpam's pam_syslog, so not even socket(2) is needed.
+    let forbidden = |s: &str| {
+        matches!(
+            s,
+            "socket"
+                | "connect"
+                | "bind"
+                | "listen"
+                | "accept"
+                | "accept4"
+                | "sendto"
+                | "sendmsg"
+                | "send"
+                | "recv"
+                | "recvfrom"
+                | "recvmsg"
+                | "getaddrinfo"
+                | "gethostbyname"
+                | "gethostbyname_r"
+                | "getnameinfo"
+                | "res_query"
+                | "res_search"
+        ) || s.starts_with("SSL_")
+            || s.starts_with("TLS_")
+            || s.starts_with("curl_")
+    };
+    let bad: Vec<&&str> = imported.iter().filter(|s| forbidden(s)).collect();
+    assert!(
+        bad.is_empty(),
+        "network or TLS imports in {}: {bad:?}",
+        module.display()
+    );
+}
