@@ -17,6 +17,14 @@ pub struct Args {
 }
 
 pub fn run(args: &Args) -> u8 {
+    answer(&args.prompt)
+}
+
+/// Prints the part of `$IDTOKEN` that `prompt` asks for; the exit code.
+pub fn answer(prompt: &str) -> u8 {
+    let args = Args {
+        prompt: prompt.to_string(),
+    };
     let Some(part) = part_number(&args.prompt) else {
         eprintln!(
             "idtoken askpass: not answering prompt {:?}: only `ID token` prompts get the token",

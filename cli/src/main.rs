@@ -62,7 +62,20 @@ enum ConfigCommand {
     },
 }
 
+/// Installed as a symlink under this name, the command is the SSH_ASKPASS program itself:
+/// ssh runs `SSH_ASKPASS PROMPT`, with no room for a subcommand.
+const ASKPASS_NAME: &str = "idtoken-askpass";
+
 fn main() -> ExitCode {
+    let mut argv = std::env::args_os();
+    let invoked_as = argv.next().map(std::path::PathBuf::from);
+    if invoked_as.as_deref().and_then(std::path::Path::file_name) == Some(ASKPASS_NAME.as_ref()) {
+        let prompt = argv
+            .next()
+            .map(|p| p.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        return ExitCode::from(askpass::answer(&prompt));
+    }
     let cli = match Cli::try_parse() {
         Ok(c) => c,
         Err(e) => {
