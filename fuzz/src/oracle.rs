@@ -1,0 +1,494 @@
+//! A reference implementation of the SPEC's decision order, written apart from the core (it
+//! shares only the base64, JSON and signature-verification libraries with it), so that the
+//! fuzz targets can compare every decision the core makes with what the SPEC says it must be.
+//!
+//! It is written for clarity, not speed: a quadratic glob matcher, linear searches, and its
+//! own reading of the key caches and user map. It knows the harness's fakes
+//! ([`crate::fakes`]) by their documented behaviour, not by calling them.
+//!
+//! Where the core makes a choice the SPEC leaves open, the reference follows the core and
+//! says so:
+//! - the 64 KiB limit applies to the answer as given, before whitespace is stripped;
+//! - a NumericDate is a JSON integer, or a finite number under 1e15 in magnitude (floored);
+//! - a number claim's text is serde_json's rendering of it (`1e3` reads as `1000.0`);
+//! - `local_groups` is checked after the account checks (it needs the account from NSS), so
+//!   a rule whose local_groups exclude an account that is also invalid gives
+//!   `account_invalid`, not `user_mismatch`.
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use idtoken_core::config::{Config, Issuer, Rule};
+use idtoken_core::decision::{Decision, Verdict};
+use idtoken_core::reason::Reason;
+use idtoken_core::uses::TokenId;
+use jsonwebtoken::jwk::Jwk;
+use jsonwebtoken::{Algorithm, DecodingKey};
+use serde_json::{Map, Value};
+use std::sync::OnceLock;
+
+use crate::NOW;
+use crate::fakes::{ACCOUNTS, LedgerAnswer, ledger_answer};
+
+/// What a decision came to, as far as the SPEC fixes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// Allowed by this rule: the first rule, in config order, that grants the account.
+    Allow {
+        rule: String,
+    },
+    Deny(Reason),
+    Unavailable,
+}
+
+impl Outcome {
+    pub fn of(d: &Decision) -> Outcome {
+        match &d.verdict {
+            Verdict::Allow => Outcome::Allow {
+                rule: d.rule.clone().unwrap_or_default(),
+            },
+            Verdict::Deny(r) => Outcome::Deny(*r),
+            Verdict::Unavailable(_) => Outcome::Unavailable,
+        }
+    }
+}
+
+const MAX_TOKEN_BYTES: usize = 64 * 1024;
+
+/// A compact JWS split and decoded, nothing checked.
+pub struct Jws {
+    pub header: Map<String, Value>,
+    pub claims: Map<String, Value>,
+    pub signing_input: String,
+    pub signature: String,
+}
+
+/// SPEC step 1: three base64url parts (no padding), JSON-object header and payload, a
+/// non-empty base64url signature, no `crit`, and (core) an `alg` that is a string.
+pub fn parse(raw: &str) -> Option<Jws> {
+    if raw.len() > MAX_TOKEN_BYTES {
+        return None;
+    }
+    let token = raw.trim();
+    let parts: Vec<&str> = token.split('.').collect();
+    let [h, p, s] = parts.as_slice() else {
+        return None;
+    };
+    let object = |part: &str| -> Option<Map<String, Value>> {
+        let bytes = URL_SAFE_NO_PAD.decode(part).ok()?;
+        match serde_json::from_slice::<Value>(&bytes).ok()? {
+            Value::Object(m) => Some(m),
+            _ => None,
+        }
+    };
+    let header = object(h)?;
+    let claims = object(p)?;
+    if s.is_empty() || URL_SAFE_NO_PAD.decode(s).is_err() {
+        return None;
+    }
+    if header.contains_key("crit") || !header.get("alg").is_some_and(Value::is_string) {
+        return None;
+    }
+    Some(Jws {
+        header,
+        claims,
+        signing_input: format!("{h}.{p}"),
+        signature: s.to_string(),
+    })
+}
+
+/// The algorithms a config can name (the SPEC's list; none and HS* cannot load).
+fn algorithm(name: &str) -> Option<Algorithm> {
+    Some(match name {
+        "RS256" => Algorithm::RS256,
+        "RS384" => Algorithm::RS384,
+        "RS512" => Algorithm::RS512,
+        "PS256" => Algorithm::PS256,
+        "PS384" => Algorithm::PS384,
+        "PS512" => Algorithm::PS512,
+        "ES256" => Algorithm::ES256,
+        "ES384" => Algorithm::ES384,
+        "EdDSA" => Algorithm::EdDSA,
+        _ => return None,
+    })
+}
+
+/// One usable key of a key cache, read independently of `idtoken_core::jwks`.
+pub struct RefKey {
+    pub kid: String,
+    pub algorithms: Vec<Algorithm>,
+    pub jwk_alg: Option<String>,
+    pub retired_at: Option<i64>,
+    pub key: DecodingKey,
+}
+
+fn bits(be: &[u8]) -> usize {
+    let v: Vec<u8> = be.iter().copied().skip_while(|b| *b == 0).collect();
+    match v.first() {
+        None => 0,
+        Some(first) => (v.len() - 1) * 8 + (8 - first.leading_zeros() as usize),
+    }
+}
+
+/// The usable keys of a JWKS: `use` absent or `sig`, a kid, RSA of 2048 bits or more, EC
+/// P-256/P-384 or Ed25519; the first of two keys with one kid wins.
+pub fn usable_keys(doc: &Value) -> Vec<RefKey> {
+    let mut out: Vec<RefKey> = Vec::new();
+    let Some(keys) = doc.get("keys").and_then(Value::as_array) else {
+        return out;
+    };
+    for jwk in keys {
+        let s = |n: &str| jwk.get(n).and_then(Value::as_str);
+        let Some(kid) = s("kid").filter(|k| !k.is_empty()) else {
+            continue;
+        };
+        if jwk.get("use").is_some_and(|u| u.as_str() != Some("sig")) {
+            continue;
+        }
+        use Algorithm::*;
+        let algorithms = match (s("kty"), s("crv")) {
+            (Some("RSA"), _) => {
+                let n = s("n").and_then(|n| URL_SAFE_NO_PAD.decode(n).ok());
+                let e = s("e").and_then(|e| URL_SAFE_NO_PAD.decode(e).ok());
+                match (n, e) {
+                    (Some(n), Some(e)) if bits(&n) >= 2048 && (1..=8).contains(&e.len()) => {
+                        vec![RS256, RS384, RS512, PS256, PS384, PS512]
+                    }
+                    _ => continue,
+                }
+            }
+            (Some("EC"), Some("P-256")) => vec![ES256],
+            (Some("EC"), Some("P-384")) => vec![ES384],
+            (Some("OKP"), Some("Ed25519")) => vec![EdDSA],
+            _ => continue,
+        };
+        let retired_at = match jwk.get("x-idtoken-retired-at") {
+            None => None,
+            Some(v) => match v.as_i64() {
+                Some(t) => Some(t),
+                None => continue,
+            },
+        };
+        let Some(key) = serde_json::from_value::<Jwk>(jwk.clone())
+            .ok()
+            .and_then(|j| DecodingKey::from_jwk(&j).ok())
+        else {
+            continue;
+        };
+        if out.iter().any(|k| k.kid == kid) {
+            continue;
+        }
+        out.push(RefKey {
+            kid: kid.to_string(),
+            algorithms,
+            jwk_alg: s("alg").map(str::to_string),
+            retired_at,
+            key,
+        });
+    }
+    out
+}
+
+/// The reference key sets, by issuer url (the same documents the fake serves).
+fn keys_for(url: &str) -> Option<&'static [RefKey]> {
+    static KEYS: OnceLock<Vec<(String, Vec<RefKey>)>> = OnceLock::new();
+    KEYS.get_or_init(|| {
+        crate::jwks_documents()
+            .iter()
+            .map(|(u, doc)| (u.to_string(), usable_keys(doc)))
+            .collect()
+    })
+    .iter()
+    .find(|(u, _)| u == url)
+    .map(|(_, k)| k.as_slice())
+}
+
+/// Anchored glob, `*` any run of characters, `?` one character: a dynamic program over
+/// (pattern prefix, text prefix), written to be obviously right rather than fast.
+pub fn glob(pattern: &str, text: &str) -> bool {
+    let t: Vec<char> = text.chars().collect();
+    let mut dp = vec![false; t.len() + 1];
+    dp[0] = true;
+    for pc in pattern.chars() {
+        let mut next = vec![false; t.len() + 1];
+        match pc {
+            '*' => {
+                let mut reached = false;
+                for j in 0..=t.len() {
+                    reached |= dp[j];
+                    next[j] = reached;
+                }
+            }
+            '?' => {
+                for j in 1..=t.len() {
+                    next[j] = dp[j - 1];
+                }
+            }
+            c => {
+                for j in 1..=t.len() {
+                    next[j] = dp[j - 1] && t[j - 1] == c;
+                }
+            }
+        }
+        dp = next;
+    }
+    dp[t.len()]
+}
+
+fn any_glob(patterns: &[String], text: &str) -> bool {
+    patterns.iter().any(|p| glob(p, text))
+}
+
+fn scalar_text(v: &Value) -> Option<String> {
+    match v {
+        Value::String(s) => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        Value::Bool(b) => Some(b.to_string()),
+        _ => None,
+    }
+}
+
+/// The texts a claim offers to globs: a scalar its text, an array its scalar elements.
+pub fn texts(v: &Value) -> Vec<String> {
+    match v {
+        Value::Array(items) => items.iter().filter_map(scalar_text).collect(),
+        other => scalar_text(other).into_iter().collect(),
+    }
+}
+
+/// Whether a rule's token conditions hold (SPEC: every condition; any value within one).
+pub fn rule_matches(
+    rule: &Rule,
+    issuer: &Issuer,
+    claims: &Map<String, Value>,
+    user: &str,
+    service: &str,
+) -> bool {
+    if rule.issuer.as_ref().is_some_and(|n| *n != issuer.name) {
+        return false;
+    }
+    if rule
+        .services
+        .as_ref()
+        .is_some_and(|s| !any_glob(s, service))
+    {
+        return false;
+    }
+    if rule.users.as_ref().is_some_and(|u| !any_glob(u, user)) {
+        return false;
+    }
+    if let Some(groups) = &rule.groups {
+        match claims.get("groups_direct") {
+            Some(v @ Value::Array(_)) => {
+                if !texts(v).iter().any(|g| any_glob(groups, g)) {
+                    return false;
+                }
+            }
+            _ => return false,
+        }
+    }
+    rule.claims.iter().all(|(name, globs)| {
+        claims
+            .get(name)
+            .is_some_and(|v| texts(v).iter().any(|t| any_glob(globs, t)))
+    })
+}
+
+/// The harness's user map, read by the reference itself.
+fn mapped(user: &str) -> Option<String> {
+    crate::USER_MAP.lines().find_map(|l| {
+        let w: Vec<&str> = l.split_whitespace().collect();
+        (w.len() == 2 && w[0] == user).then(|| w[1].to_string())
+    })
+}
+
+fn numeric_date(v: &Value) -> Option<i64> {
+    if let Some(i) = v.as_i64() {
+        return Some(i);
+    }
+    let f = v.as_f64()?;
+    (f.is_finite() && f.abs() < 1e15).then(|| f.floor() as i64)
+}
+
+/// The reference decision for `raw` asking for `account` through `service`, at [`NOW`].
+pub fn decide(config: &Config, raw: &str, account: &str, service: &str) -> Outcome {
+    use Outcome::Deny;
+    use Reason::*;
+    // 1. malformed
+    let Some(t) = parse(raw) else {
+        return Deny(Malformed);
+    };
+    // 2. unknown_issuer
+    let Some(issuer) = t
+        .claims
+        .get("iss")
+        .and_then(Value::as_str)
+        .and_then(|iss| config.issuers.iter().find(|i| i.url == iss))
+    else {
+        return Deny(UnknownIssuer);
+    };
+    // 3. alg_not_allowed
+    let alg_name = t.header.get("alg").and_then(Value::as_str).unwrap_or("");
+    let Some(alg) = algorithm(alg_name).filter(|a| issuer.algorithms.contains(a)) else {
+        return Deny(AlgNotAllowed);
+    };
+    // 4. unknown_key (the cache is read first: the harness has none for unknown urls)
+    let Some(keys) = keys_for(&issuer.url) else {
+        return Outcome::Unavailable;
+    };
+    let Some(key) = t
+        .header
+        .get("kid")
+        .and_then(Value::as_str)
+        .and_then(|kid| keys.iter().find(|k| k.kid == kid))
+    else {
+        return Deny(UnknownKey);
+    };
+    if !key.algorithms.contains(&alg) || key.jwk_alg.as_deref().is_some_and(|a| a != alg_name) {
+        return Deny(UnknownKey);
+    }
+    if key
+        .retired_at
+        .is_some_and(|r| NOW > r.saturating_add(config.defaults.key_grace))
+    {
+        return Deny(UnknownKey);
+    }
+    // 5. bad_signature
+    let verified =
+        jsonwebtoken::crypto::verify(&t.signature, t.signing_input.as_bytes(), &key.key, alg);
+    if !matches!(verified, Ok(true)) {
+        return Deny(BadSignature);
+    }
+    verified_claims(config, issuer, &t.claims, account, service)
+}
+
+/// Steps 6 to 14, for claims whose signature verified.
+pub fn verified_claims(
+    config: &Config,
+    issuer: &Issuer,
+    claims: &Map<String, Value>,
+    account: &str,
+    service: &str,
+) -> Outcome {
+    use Outcome::Deny;
+    use Reason::*;
+    let defaults = &config.defaults;
+    // 6. missing_claim
+    let date = |n: &str| claims.get(n).map(numeric_date);
+    let (Some(Some(exp)), Some(Some(iat))) = (date("exp"), date("iat")) else {
+        return Deny(MissingClaim);
+    };
+    let nbf = match date("nbf") {
+        None => None,
+        Some(Some(n)) => Some(n),
+        Some(None) => return Deny(MissingClaim),
+    };
+    let Some(user) = claims
+        .get(&issuer.user_claim)
+        .and_then(Value::as_str)
+        .filter(|u| !u.is_empty())
+    else {
+        return Deny(MissingClaim);
+    };
+    let jti = claims
+        .get("jti")
+        .and_then(Value::as_str)
+        .filter(|j| !j.is_empty());
+    if defaults.max_uses > 0 && jti.is_none() {
+        return Deny(MissingClaim);
+    }
+    // 7, 8: times, with leeway
+    let leeway = defaults.leeway;
+    if NOW > exp.saturating_add(leeway) {
+        return Deny(Expired);
+    }
+    if nbf.is_some_and(|n| NOW < n.saturating_sub(leeway)) || NOW < iat.saturating_sub(leeway) {
+        return Deny(NotYetValid);
+    }
+    // 9. wrong_audience
+    let accepted = |a: &str| issuer.audiences.iter().any(|x| x == a);
+    let aud_ok = match claims.get("aud") {
+        Some(Value::String(a)) => accepted(a),
+        Some(Value::Array(list)) => list.iter().filter_map(Value::as_str).any(accepted),
+        _ => false,
+    };
+    if !aud_ok {
+        return Deny(WrongAudience);
+    }
+    // 10. lifetime_too_long
+    if exp.saturating_sub(iat) > defaults.max_lifetime {
+        return Deny(LifetimeTooLong);
+    }
+    // 11. policy_denied
+    let matching: Vec<&Rule> = config
+        .rules
+        .iter()
+        .filter(|r| rule_matches(r, issuer, claims, user, service))
+        .collect();
+    if matching.is_empty() {
+        return Deny(PolicyDenied);
+    }
+    // 12. user_mismatch
+    let grant = |r: &Rule| -> Option<String> {
+        match (&r.login_as, &issuer.user_map) {
+            (Some(a), _) => Some(a.clone()),
+            (None, Some(_)) => mapped(user),
+            (None, None) => Some(user.to_string()),
+        }
+    };
+    let granting: Vec<&Rule> = matching
+        .into_iter()
+        .filter(|r| grant(r).as_deref() == Some(account))
+        .collect();
+    if granting.is_empty() {
+        return Deny(UserMismatch);
+    }
+    // 13. account_invalid
+    if defaults.deny_users.iter().any(|u| u == account) {
+        return Deny(AccountInvalid);
+    }
+    let Some((_, uid, groups)) = ACCOUNTS.iter().find(|(n, _, _)| *n == account) else {
+        return Deny(AccountInvalid);
+    };
+    if *uid < defaults.min_uid {
+        return Deny(AccountInvalid);
+    }
+    // local_groups
+    let Some(rule) = granting.into_iter().find(|r| {
+        r.local_groups
+            .as_ref()
+            .is_none_or(|wanted| groups.iter().any(|g| any_glob(wanted, g)))
+    }) else {
+        return Deny(UserMismatch);
+    };
+    // 14. replayed
+    if defaults.max_uses > 0
+        && let Some(jti) = jti
+    {
+        match ledger_answer(&TokenId::new(&issuer.url, jti, exp)) {
+            LedgerAnswer::Fresh => {}
+            LedgerAnswer::UsedUp => return Deny(Replayed),
+            LedgerAnswer::Broken => return Outcome::Unavailable,
+        }
+    }
+    Outcome::Allow {
+        rule: rule.name.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::glob;
+
+    #[test]
+    fn reference_glob() {
+        assert!(glob("", ""));
+        assert!(!glob("", "a"));
+        assert!(glob("*", ""));
+        assert!(glob("a*b*c", "aXXbYYc"));
+        assert!(!glob("a*b*c", "aXXbYY"));
+        assert!(glob("b?b", "bob"));
+        assert!(!glob("b?b", "bb"));
+        assert!(glob("?", "é"));
+        assert!(glob("hpc/*", "hpc/a/b"));
+    }
+}
