@@ -114,7 +114,8 @@ flag = true
 "#;
 
 /// The user map the fake hands in for the test issuer (its `user_map` path is never read).
-pub const USER_MAP: &str = "alice alice\nbob bob\nalice.smith alice\ncarol carol2\nroot root\n";
+pub const USER_MAP: &str =
+    "alice alice\nbob bob\nalice.smith alice\ncarol carol2\nroot root\ndaemon daemon\n";
 
 const MEMBERS: &str = include_str!("../../tests/fixtures/keys/public-jwks-members.json");
 const RGL_JWKS: &str =
@@ -453,5 +454,32 @@ mod tests {
         );
         assert_eq!(run(&t).reason(), Some(Reason::UnknownKey));
         assert_eq!(run("hunter2").reason(), Some(Reason::Malformed));
+    }
+
+    /// Every committed token seed decides as its name says (allow-, deny-, malformed-,
+    /// unavailable-), and agrees with the reference decision.
+    #[test]
+    fn token_seeds_decide_as_named() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("seeds/token");
+        let mut n = 0;
+        for e in std::fs::read_dir(&dir).unwrap() {
+            let path = e.unwrap().path();
+            let name = path.file_name().unwrap().to_string_lossy().into_owned();
+            let token = String::from_utf8_lossy(&std::fs::read(&path).unwrap()).into_owned();
+            let d = run(&token);
+            let want = name.split('-').next().unwrap();
+            let got = match (&d.verdict, d.reason()) {
+                (Verdict::Allow, _) => "allow",
+                (Verdict::Unavailable(_), _) => "unavailable",
+                (_, Some(Reason::Malformed)) => "malformed",
+                _ => "deny",
+            };
+            if want != "real" {
+                assert_eq!(got, want, "{name}: {:?} {:#?}", d.verdict, d.steps);
+            }
+            println!("{name}: {:?} rule={:?}", d.verdict, d.rule);
+            n += 1;
+        }
+        assert!(n >= 20, "only {n} seeds");
     }
 }
