@@ -5,6 +5,7 @@
 //! `tests/run-all` builds the workspace before running them.
 
 pub mod accounts;
+pub mod bench;
 pub mod cli;
 pub mod https;
 pub mod keys;

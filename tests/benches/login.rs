@@ -1,0 +1,56 @@
+//! The per-login cost, from the signature check alone up to libpam loading the module for
+//! every login, each in one run so the figures can be read as ratios to the raw verify.
+//!
+//!   cargo build --release -p pam-idtoken && cargo bench -p idtoken-e2e --bench login
+//!
+//! Runs as root: it re-executes itself inside `tests/support/isolate` (test accounts in
+//! /etc for NSS, a drained syslog socket at /dev/log). See BENCHMARKS.md.
+
+use std::hint::black_box;
+
+use criterion::Criterion;
+use idtoken_e2e::bench::{self, Decide, LibpamOneHandle, LibpamStartEnd, PerLogin, RawVerify};
+
+fn main() {
+    let Some(files) = bench::isolated("login") else {
+        return;
+    };
+    let mut c = Criterion::default()
+        .warm_up_time(std::time::Duration::from_secs(2))
+        .measurement_time(std::time::Duration::from_secs(6))
+        .configure_from_args();
+
+    let raw = RawVerify::new();
+    assert!(raw.run(), "the raw verify must succeed");
+    c.bench_function("raw_verify", |b| b.iter(|| black_box(raw.run())));
+
+    let d = Decide::new();
+    assert!(d.run().allowed(), "decision: {:?}", d.run());
+    c.bench_function("decision", |b| b.iter(|| black_box(d.run())));
+
+    let mut p = PerLogin::new(&files);
+    assert_eq!(p.run(), 0, "the per-login path must allow");
+    c.bench_function("per_login", |b| b.iter(|| black_box(p.run())));
+
+    let mut h = LibpamOneHandle::new(&files, bench::SERVICE);
+    assert_eq!(h.run(), 0, "libpam with the module must allow");
+    c.bench_function("libpam_one_handle", |b| b.iter(|| black_box(h.run())));
+    drop(h);
+
+    let mut h = LibpamOneHandle::new(&files, "permit");
+    assert_eq!(h.run(), 0);
+    c.bench_function("libpam_one_handle_permit", |b| {
+        b.iter(|| black_box(h.run()))
+    });
+    drop(h);
+
+    let s = LibpamStartEnd::new(&files, bench::SERVICE);
+    assert_eq!(s.run(), 0, "libpam with the module must allow");
+    c.bench_function("libpam_start_end", |b| b.iter(|| black_box(s.run())));
+
+    let s = LibpamStartEnd::new(&files, "permit");
+    assert_eq!(s.run(), 0);
+    c.bench_function("libpam_start_end_permit", |b| b.iter(|| black_box(s.run())));
+
+    c.final_summary();
+}

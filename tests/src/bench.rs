@@ -1,0 +1,501 @@
+//! Benchmark scenarios, shared by the criterion benches (`tests/benches`) and `perf-iter`
+//! (instruction counts under callgrind), so both measure exactly the same work.
+//!
+//! Every scenario uses the same site-like config (three rules after the shipped example
+//! config, the matching one with `local_groups`), the same key cache (the issuer's current
+//! key and a 4096-bit one being rotated in) and the same GitLab-shaped token of about 1.1 KB.
+//! The scenarios that go through NSS, syslog or libpam run inside `isolate` (test accounts
+//! in /etc, a syslog socket at /dev/log that a thread drains): see [`isolated`].
+
+use std::os::unix::net::UnixDatagram;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use idtoken_core::accounts::{Account, AccountSource};
+use idtoken_core::config::Config;
+use idtoken_core::decision::{self, Decision, Env, Request, UseMode};
+use idtoken_core::jwks::{self, KeySet};
+use idtoken_core::keystore::{DataProblem, IssuerData};
+use idtoken_core::usermap::UserMap;
+use idtoken_core::uses::{TokenId, UseLedger};
+use jsonwebtoken::{Algorithm, DecodingKey};
+use pam_idtoken::collect::Prompter;
+use pam_idtoken::handle::{Level, Session};
+use serde_json::json;
+
+use crate::keys::{self, Key, with};
+use crate::libpam::Handle;
+use crate::sandbox::set_mode;
+
+/// The account the benchmark token logs in as: a test account (uid 2004) in `hpc-ci`.
+pub const ACCOUNT: &str = "carol";
+pub const SERVICE: &str = "sshd";
+
+/// The site config of every scenario; `{STATE}` and `{CACHE}` are filled in.
+const CONFIG: &str = r#"[defaults]
+leeway = 60
+max_lifetime = 86400
+min_uid = 1000
+deny_users = ["root"]
+state_dir = "{STATE}"
+
+[[issuer]]
+name = "gitlab"
+url = "https://gitlab.test.example"
+audiences = ["https://login.test.example"]
+jwks_cache = "{CACHE}"
+
+[[rule]]
+name = "deploy"
+issuer = "gitlab"
+login_as = "svc-deploy"
+[rule.claims]
+project_path = "hpc/deploy-tools"
+ref_type = "branch"
+ref = "main"
+
+[[rule]]
+name = "admins"
+issuer = "gitlab"
+users = ["alice", "bob"]
+
+[[rule]]
+name = "hpc-protected"
+issuer = "gitlab"
+services = ["sshd"]
+local_groups = ["hpc-ci"]
+[rule.claims]
+namespace_path = ["hpc", "hpc/*"]
+ref_protected = "true"
+pipeline_source = ["push", "web", "schedule"]
+"#;
+
+/// The config text for a cache and state directory.
+pub fn config_text(cache: &Path, state: &Path) -> String {
+    CONFIG
+        .replace("{STATE}", &state.display().to_string())
+        .replace("{CACHE}", &cache.display().to_string())
+}
+
+/// The key cache: the issuer's current key (A) and a second, larger one.
+pub fn key_cache_json() -> String {
+    keys::jwks(&[Key::Rsa4096, Key::A]).to_string()
+}
+
+/// A GitLab-shaped token for [`ACCOUNT`], issued at `now`, valid for a day.
+pub fn token(now: i64) -> String {
+    let c = keys::gitlab_claims(ACCOUNT);
+    let c = with(c, "iat", json!(now));
+    let c = with(c, "nbf", json!(now - 5));
+    let c = with(c, "exp", json!(now + 86_000));
+    keys::mint(&c)
+}
+
+pub fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+/// The signature check alone, with the workspace's jsonwebtoken backend and a key built
+/// once: the unavoidable cost every other figure is a ratio to.
+pub struct RawVerify {
+    key: DecodingKey,
+    signing_input: String,
+    signature: String,
+}
+
+impl RawVerify {
+    pub fn new() -> RawVerify {
+        let t = token(keys::NOW);
+        let (input, sig) = t.rsplit_once('.').unwrap();
+        let jwk: jsonwebtoken::jwk::Jwk = serde_json::from_value(Key::A.jwk()).unwrap();
+        RawVerify {
+            key: DecodingKey::from_jwk(&jwk).unwrap(),
+            signing_input: input.to_string(),
+            signature: sig.to_string(),
+        }
+    }
+
+    pub fn run(&self) -> bool {
+        jsonwebtoken::crypto::verify(
+            &self.signature,
+            self.signing_input.as_bytes(),
+            &self.key,
+            Algorithm::RS256,
+        )
+        .unwrap_or(false)
+    }
+}
+
+impl Default for RawVerify {
+    fn default() -> Self {
+        RawVerify::new()
+    }
+}
+
+/// Accounts from a table (the decision bench: no NSS).
+pub struct TableAccounts;
+
+impl AccountSource for TableAccounts {
+    fn account(&self, name: &str) -> Option<Account> {
+        (name == ACCOUNT).then(|| Account {
+            name: name.to_string(),
+            uid: 2004,
+            gid: 2004,
+        })
+    }
+
+    fn group_names(&self, _account: &Account) -> Vec<String> {
+        vec![ACCOUNT.to_string(), "hpc-ci".to_string()]
+    }
+}
+
+/// Keys already in memory (the decision bench: no file read, no JWKS parse).
+pub struct MemoryKeys(pub KeySet);
+
+impl IssuerData for MemoryKeys {
+    fn keys(&self, _issuer: &idtoken_core::config::Issuer) -> Result<KeySet, DataProblem> {
+        Ok(self.0.clone())
+    }
+
+    fn user_map(
+        &self,
+        _issuer: &idtoken_core::config::Issuer,
+    ) -> Result<Option<UserMap>, DataProblem> {
+        Ok(None)
+    }
+}
+
+pub struct NoUses;
+
+impl UseLedger for NoUses {
+    fn count(&self, _token: &TokenId, _max: u32) -> Result<u32, String> {
+        Ok(0)
+    }
+
+    fn record(&self, _token: &TokenId, _max: u32, _now: i64) -> Result<bool, String> {
+        Ok(true)
+    }
+}
+
+/// The core decision for one token, config and keys already loaded, accounts from a table.
+pub struct Decide {
+    config: Config,
+    keys: MemoryKeys,
+    token: String,
+}
+
+impl Decide {
+    pub fn new() -> Decide {
+        let text = config_text(Path::new("/nonexistent/cache"), Path::new("/nonexistent"));
+        Decide {
+            config: Config::parse(&text).unwrap(),
+            keys: MemoryKeys(jwks::parse(key_cache_json().as_bytes()).unwrap()),
+            token: token(keys::NOW),
+        }
+    }
+
+    pub fn run(&self) -> Decision {
+        let env = Env {
+            config: &self.config,
+            issuer_data: &self.keys,
+            accounts: &TableAccounts,
+            uses: &NoUses,
+        };
+        decision::evaluate(
+            &env,
+            &Request {
+                token: &self.token,
+                account: ACCOUNT,
+                service: SERVICE,
+                now: keys::NOW + 10,
+                uses: UseMode::Record,
+            },
+        )
+    }
+}
+
+impl Default for Decide {
+    fn default() -> Self {
+        Decide::new()
+    }
+}
+
+/// The files of a scenario: config, key cache and PAM service directory, with the modes the
+/// module demands. Not removed on drop: the parent of an isolated run removes them.
+#[derive(Debug, Clone)]
+pub struct Files {
+    pub dir: PathBuf,
+}
+
+impl Files {
+    pub fn config(&self) -> PathBuf {
+        self.dir.join("idtoken.toml")
+    }
+
+    pub fn confdir(&self) -> PathBuf {
+        self.dir.join("pam.d")
+    }
+
+    fn write(path: &Path, text: &str, mode: u32) {
+        std::fs::write(path, text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        set_mode(path, mode);
+    }
+
+    /// Writes config, key cache, test accounts and two PAM services: `sshd`
+    /// (the module, then `account required pam_permit.so`) and `permit` (pam_permit only).
+    pub fn create(dir: &Path, module: &Path) -> Files {
+        let f = Files {
+            dir: dir.to_path_buf(),
+        };
+        std::fs::create_dir_all(f.confdir()).unwrap();
+        set_mode(dir, 0o755);
+        set_mode(&f.confdir(), 0o755);
+        let cache = dir.join("gitlab.jwks.json");
+        Files::write(&cache, &key_cache_json(), 0o644);
+        Files::write(&f.config(), &config_text(&cache, &dir.join("uses")), 0o644);
+        Files::write(
+            &f.confdir().join(SERVICE),
+            &format!(
+                "auth required {} config={}\naccount required pam_permit.so\n",
+                module.display(),
+                f.config().display()
+            ),
+            0o644,
+        );
+        Files::write(
+            &f.confdir().join("permit"),
+            "auth required pam_permit.so\naccount required pam_permit.so\n",
+            0o644,
+        );
+        crate::accounts::write_etc(dir);
+        f
+    }
+}
+
+/// A PAM handle seen by the module, without libpam: what `authenticate_session` gets from
+/// the real one. The token is the answer to the prompt; log lines go to syslog(3) as
+/// pam_syslog sends them (facility authpriv, `pam_idtoken(sshd:auth):` prefix).
+pub struct FakeSession {
+    pub token: Vec<u8>,
+    pub logged: u64,
+}
+
+impl Prompter for FakeSession {
+    fn prompt(&mut self, _text: &str) -> Option<Vec<u8>> {
+        Some(self.token.clone())
+    }
+}
+
+impl Session for FakeSession {
+    fn user(&mut self) -> Option<String> {
+        Some(ACCOUNT.to_string())
+    }
+    fn service(&self) -> Option<String> {
+        Some(SERVICE.to_string())
+    }
+    fn rhost(&self) -> Option<String> {
+        Some("127.0.0.1".to_string())
+    }
+    fn cached_authtok(&self) -> Option<Vec<u8>> {
+        None
+    }
+    fn set_authtok(&mut self, _authtok: &[u8]) {}
+    fn error_message(&mut self, _text: &str) {}
+    fn putenv(&mut self, _name: &str, _value: &str) {}
+    fn log(&self, level: Level, message: &str) {
+        let prio = match level {
+            Level::Error => libc::LOG_ERR,
+            Level::Notice => libc::LOG_NOTICE,
+            Level::Debug => libc::LOG_DEBUG,
+        };
+        let line = std::ffi::CString::new(format!("pam_idtoken(sshd:auth): {message}"))
+            .unwrap_or_default();
+        // SAFETY: a "%s" format with one C string.
+        unsafe { libc::syslog(libc::LOG_AUTHPRIV | prio, c"%s".as_ptr(), line.as_ptr()) };
+    }
+}
+
+/// The whole per-login path as the module runs it, minus libpam: read and parse the config
+/// and key cache, verify, policy, NSS (passwd and getgrouplist), the audit line to syslog.
+pub struct PerLogin {
+    args: Vec<String>,
+    session: FakeSession,
+    now: i64,
+}
+
+impl PerLogin {
+    pub fn new(files: &Files) -> PerLogin {
+        PerLogin {
+            args: vec![format!("config={}", files.config().display())],
+            session: FakeSession {
+                token: token(keys::NOW).into_bytes(),
+                logged: 0,
+            },
+            now: keys::NOW + 10,
+        }
+    }
+
+    /// The PAM answer: 0 (PAM_SUCCESS) when the login is allowed.
+    pub fn run(&mut self) -> i32 {
+        pam_idtoken::hooks::authenticate_session(&mut self.session, &self.args, self.now) as i32
+    }
+}
+
+/// One libpam handle started once, the module authenticating on it again and again.
+pub struct LibpamOneHandle {
+    handle: Handle,
+}
+
+impl LibpamOneHandle {
+    pub fn new(files: &Files, service: &str) -> LibpamOneHandle {
+        let t = token(now());
+        LibpamOneHandle {
+            handle: Handle::start(
+                &files.confdir().display().to_string(),
+                service,
+                ACCOUNT,
+                vec![Some(t)],
+            ),
+        }
+    }
+
+    pub fn run(&mut self) -> i32 {
+        let c = &mut self.handle.client;
+        c.next = 0;
+        c.prompts.clear();
+        c.messages.clear();
+        self.handle.authenticate()
+    }
+}
+
+/// pam_start, pam_authenticate, pam_end: libpam loads the module (dlopen) and unloads it
+/// (dlclose) each time, as a fresh sshd child does.
+pub struct LibpamStartEnd {
+    confdir: String,
+    service: String,
+    token: String,
+}
+
+impl LibpamStartEnd {
+    pub fn new(files: &Files, service: &str) -> LibpamStartEnd {
+        LibpamStartEnd {
+            confdir: files.confdir().display().to_string(),
+            service: service.to_string(),
+            token: token(now()),
+        }
+    }
+
+    pub fn run(&self) -> i32 {
+        let mut h = Handle::start(
+            &self.confdir,
+            &self.service,
+            ACCOUNT,
+            vec![Some(self.token.clone())],
+        );
+        h.authenticate()
+    }
+}
+
+/// The environment variable that tells a re-executed benchmark where its files are.
+const FILES_ENV: &str = "IDTOKEN_BENCH_FILES";
+/// Extra command words put before the re-executed benchmark (e.g. valgrind's).
+pub const WRAP_ENV: &str = "IDTOKEN_BENCH_WRAP";
+
+/// The module the libpam scenarios load: `IDTOKEN_TEST_MODULE`, or the release build.
+pub fn module() -> PathBuf {
+    std::env::var_os("IDTOKEN_TEST_MODULE")
+        .map(PathBuf::from)
+        .unwrap_or_else(crate::pam::release_module_path)
+}
+
+/// Runs the calling benchmark inside `isolate`: test accounts, and a syslog socket at
+/// /dev/log that a thread of this (outer) process drains. In the outer process this never
+/// returns: it re-executes the program with the same arguments inside the namespace, waits,
+/// removes the files and exits with the inner run's status. In the inner process it returns
+/// the files. `None`: not root, so the scenario cannot run (the caller skips it).
+pub fn isolated(tag: &str) -> Option<Files> {
+    if let Some(dir) = std::env::var_os(FILES_ENV) {
+        return Some(Files {
+            dir: PathBuf::from(dir),
+        });
+    }
+    if !crate::pam::can_isolate() {
+        eprintln!(
+            "SKIPPED: the {tag} benchmarks need root (mount namespaces for test accounts and /dev/log)"
+        );
+        return None;
+    }
+    let base = std::env::var_os("IDTOKEN_TEST_TMP")
+        .map(PathBuf::from)
+        .unwrap_or_else(std::env::temp_dir);
+    let dir = base.join(format!("idtoken-bench-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    Files::create(&dir, &module());
+    let drain = Drain::start(&dir.join("log.sock"));
+    let wrap: Vec<String> = std::env::var(WRAP_ENV)
+        .map(|w| w.split_whitespace().map(str::to_string).collect())
+        .unwrap_or_default();
+    let exe = std::env::current_exe().unwrap();
+    let status = Command::new(crate::pam::isolate_script())
+        .arg("--log")
+        .arg(&drain.path)
+        .arg("--etc")
+        .arg(dir.join("etc"))
+        .arg("--")
+        .args(&wrap)
+        .arg(exe)
+        .args(std::env::args_os().skip(1))
+        .env(FILES_ENV, &dir)
+        .status()
+        .unwrap_or_else(|e| panic!("isolate: {e}"));
+    let lines = drain.stop();
+    eprintln!("(syslog lines received and discarded: {lines})");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::process::exit(status.code().unwrap_or(1));
+}
+
+/// A syslog socket that counts and discards what it receives.
+struct Drain {
+    path: PathBuf,
+    stop: Arc<AtomicBool>,
+    count: Arc<AtomicU64>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl Drain {
+    fn start(path: &Path) -> Drain {
+        let _ = std::fs::remove_file(path);
+        let socket = UnixDatagram::bind(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        set_mode(path, 0o666);
+        let _ = socket.set_read_timeout(Some(Duration::from_millis(50)));
+        let stop = Arc::new(AtomicBool::new(false));
+        let count = Arc::new(AtomicU64::new(0));
+        let (s, c) = (stop.clone(), count.clone());
+        let thread = std::thread::spawn(move || {
+            let mut buf = vec![0u8; 65536];
+            while !s.load(Ordering::Relaxed) {
+                if socket.recv(&mut buf).is_ok() {
+                    c.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        });
+        Drain {
+            path: path.to_path_buf(),
+            stop,
+            count,
+            thread,
+        }
+    }
+
+    fn stop(self) -> u64 {
+        self.stop.store(true, Ordering::Relaxed);
+        let _ = self.thread.join();
+        self.count.load(Ordering::Relaxed)
+    }
+}
