@@ -52,7 +52,7 @@ key_grace = 86400
 name = "gitlab"
 url = "https://gitlab.test.example"
 audiences = ["https://login.test.example", "hpc"]
-algorithms = ["RS256", "PS256", "ES256"]
+algorithms = ["RS256", "PS256", "ES256", "EdDSA"]
 user_map = "/nonexistent/idtoken-users.map"
 
 [[issuer]]
@@ -125,6 +125,9 @@ const RSA_A_PEM: &[u8] = include_bytes!("../../tests/fixtures/keys/rsa-a.pem");
 const RSA_B_PEM: &[u8] = include_bytes!("../../tests/fixtures/keys/rsa-b.pem");
 const RSA_4096_PEM: &[u8] = include_bytes!("../../tests/fixtures/keys/rsa-4096.pem");
 const EC_PEM: &[u8] = include_bytes!("../../tests/fixtures/keys/ec-p256.pem");
+/// A fuzz-only Ed25519 key (fuzz/keys/README.md): cheap to sign with under instrumentation.
+const ED_PEM: &[u8] = include_bytes!("../keys/ed25519.pem");
+pub const ED_PUBLIC_X: &str = "Xetmr47fN0nDJXznwbSsa3ij6bJhZ49wYV4P7p8dokA";
 
 /// When key B was withdrawn: within key_grace at NOW, so it still verifies.
 pub const B_RETIRED_AT: i64 = NOW - 1000;
@@ -138,7 +141,7 @@ fn member(name: &str) -> Value {
 
 /// The test issuer's key cache: A; B (withdrawn, within key_grace); 4096 without a JWK
 /// `alg` (so it verifies PS256 too); the EC P-256 key; the 1024-bit key (skipped by the
-/// core: too small); A again as `test-a-old`, withdrawn past key_grace.
+/// core: too small); A again as `test-a-old`, withdrawn past key_grace; the fuzz Ed25519 key.
 pub fn test_issuer_jwks() -> Value {
     let mut b = member("b");
     b["x-idtoken-retired-at"] = json!(B_RETIRED_AT);
@@ -149,7 +152,9 @@ pub fn test_issuer_jwks() -> Value {
     let mut old = member("a");
     old["kid"] = json!("test-a-old");
     old["x-idtoken-retired-at"] = json!(A_OLD_RETIRED_AT);
-    json!({"keys": [member("a"), b, k4096, member("ec"), member("small"), old]})
+    let ed =
+        json!({"kty": "OKP", "crv": "Ed25519", "kid": "test-ed", "use": "sig", "x": ED_PUBLIC_X});
+    json!({"keys": [member("a"), b, k4096, member("ec"), member("small"), old, ed]})
 }
 
 /// The key cache documents, by issuer url.
@@ -186,6 +191,7 @@ pub enum SigningKey {
     B,
     Rsa4096,
     Ec,
+    Ed,
 }
 
 impl SigningKey {
@@ -195,11 +201,12 @@ impl SigningKey {
             SigningKey::B => "test-b",
             SigningKey::Rsa4096 => "test-4096",
             SigningKey::Ec => "test-ec",
+            SigningKey::Ed => "test-ed",
         }
     }
 
     pub fn encoding_key(self) -> &'static EncodingKey {
-        static KEYS: OnceLock<[EncodingKey; 4]> = OnceLock::new();
+        static KEYS: OnceLock<[EncodingKey; 5]> = OnceLock::new();
         let keys = KEYS.get_or_init(|| {
             let rsa = |pem: &[u8]| match EncodingKey::from_rsa_pem(pem) {
                 Ok(k) => k,
@@ -209,13 +216,18 @@ impl SigningKey {
                 Ok(k) => k,
                 Err(e) => panic!("test EC key: {e}"),
             };
-            [rsa(RSA_A_PEM), rsa(RSA_B_PEM), rsa(RSA_4096_PEM), ec]
+            let ed = match EncodingKey::from_ed_pem(ED_PEM) {
+                Ok(k) => k,
+                Err(e) => panic!("fuzz Ed25519 key: {e}"),
+            };
+            [rsa(RSA_A_PEM), rsa(RSA_B_PEM), rsa(RSA_4096_PEM), ec, ed]
         });
         match self {
             SigningKey::A => &keys[0],
             SigningKey::B => &keys[1],
             SigningKey::Rsa4096 => &keys[2],
             SigningKey::Ec => &keys[3],
+            SigningKey::Ed => &keys[4],
         }
     }
 }
@@ -240,7 +252,19 @@ pub fn header(alg: &str, kid: &str) -> Vec<u8> {
         .into_bytes()
 }
 
-/// An RS256 token of these claims signed with key A (the policy target's re-signing).
+/// An EdDSA token of these claims signed with the fuzz Ed25519 key (kid test-ed): the policy
+/// target's re-signing. Under the fuzz build's instrumentation RSA signing costs ~60 ms an
+/// input (16 execs/s) and ECDSA P-256 ~4 ms; Ed25519 is the cheapest way past the signature.
+pub fn sign_ed(payload: &[u8]) -> String {
+    sign_bytes(
+        &header("EdDSA", SigningKey::Ed.kid()),
+        payload,
+        SigningKey::Ed,
+        Algorithm::EdDSA,
+    )
+}
+
+/// An RS256 token of these claims signed with key A.
 pub fn sign_a(payload: &[u8]) -> String {
     sign_bytes(
         &header("RS256", SigningKey::A.kid()),
@@ -437,6 +461,7 @@ mod tests {
             (SigningKey::B, Algorithm::RS256, "RS256"),
             (SigningKey::Rsa4096, Algorithm::PS256, "PS256"),
             (SigningKey::Ec, Algorithm::ES256, "ES256"),
+            (SigningKey::Ed, Algorithm::EdDSA, "EdDSA"),
         ] {
             let t = sign_bytes(
                 &header(name, key.kid()),
@@ -454,6 +479,24 @@ mod tests {
         );
         assert_eq!(run(&t).reason(), Some(Reason::UnknownKey));
         assert_eq!(run("hunter2").reason(), Some(Reason::Malformed));
+    }
+
+    /// Signing plus deciding, per key, natively (the instrumented build is many times slower).
+    #[test]
+    fn cost_of_a_signed_decision() {
+        let claims = gitlab_claims("alice").to_string();
+        for (key, alg, name) in [
+            (SigningKey::A, Algorithm::RS256, "RS256"),
+            (SigningKey::Ec, Algorithm::ES256, "ES256"),
+            (SigningKey::Ed, Algorithm::EdDSA, "EdDSA"),
+        ] {
+            let start = std::time::Instant::now();
+            for _ in 0..20 {
+                let t = sign_bytes(&header(name, key.kid()), claims.as_bytes(), key, alg);
+                assert!(run(&t).allowed());
+            }
+            println!("{name}: {:?} per signed decision", start.elapsed() / 20);
+        }
     }
 
     /// Every committed token seed decides as its name says (allow-, deny-, malformed-,
