@@ -250,6 +250,10 @@ fn token_seeds(dir: &Path) {
             signed("ES256", "test-ec", SigningKey::Ec, Algorithm::ES256),
         ),
         (
+            "allow-ed25519-eddsa",
+            signed("EdDSA", "test-ed", SigningKey::Ed, Algorithm::EdDSA),
+        ),
+        (
             "deny-key-withdrawn",
             signed("RS256", "test-a-old", SigningKey::A, Algorithm::RS256),
         ),
