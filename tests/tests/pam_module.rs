@@ -220,6 +220,14 @@ fn config_and_key_cache_problems_are_authinfo_unavail() {
         "{errors:?}"
     );
 
+    std::fs::rename(h.sandbox.path("moved.toml"), &config).unwrap();
+    let d = h.drive("test", "alice", &[None], &[]);
+    assert_eq!(
+        d.rc,
+        pam::PAM_CONV_ERR,
+        "a client that gives no answer: {d:?}"
+    );
+
     h.module_only("badarg", "bogus_option");
     assert_eq!(
         h.drive("badarg", "alice", &[Some(&token)], &[]).rc,

@@ -1,0 +1,394 @@
+//! The decision order of the SPEC through `decision::evaluate`, with the outside world
+//! faked: keys in memory, a table of accounts, a use ledger in memory. One test per reason
+//! code, in order, plus the trace and the read-only use mode.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use idtoken_core::accounts::{Account, AccountSource};
+use idtoken_core::config::{Config, Issuer};
+use idtoken_core::decision::{Decision, Env, Request, UseMode, Verdict, evaluate};
+use idtoken_core::jwks::{self, KeySet};
+use idtoken_core::keystore::{DataProblem, IssuerData};
+use idtoken_core::reason::Reason;
+use idtoken_core::usermap::UserMap;
+use idtoken_core::uses::{TokenId, UseLedger};
+use jsonwebtoken::{Algorithm, EncodingKey};
+use serde_json::{Value, json};
+
+const NOW: i64 = 1_767_225_600;
+const ISS: &str = "https://gitlab.test.example";
+const AUD: &str = "https://login.test.example";
+const KEY_A_PEM: &[u8] = include_bytes!("../../../tests/fixtures/keys/rsa-a.pem");
+const PUBLIC_JWKS: &str = include_str!("../../../tests/fixtures/keys/public-jwks-members.json");
+
+struct Keys(Result<KeySet, DataProblem>);
+
+impl IssuerData for Keys {
+    fn keys(&self, _issuer: &Issuer) -> Result<KeySet, DataProblem> {
+        self.0.clone()
+    }
+    fn user_map(&self, _issuer: &Issuer) -> Result<Option<UserMap>, DataProblem> {
+        Ok(None)
+    }
+}
+
+struct Accounts;
+
+impl AccountSource for Accounts {
+    fn account(&self, name: &str) -> Option<Account> {
+        let uid = match name {
+            "alice" => 2001,
+            "svc" => 2003,
+            "root" => 0,
+            "daemon" => 1,
+            _ => return None,
+        };
+        Some(Account {
+            name: name.to_string(),
+            uid,
+            gid: uid,
+        })
+    }
+    fn group_names(&self, account: &Account) -> Vec<String> {
+        if account.name == "svc" {
+            vec!["svc".into(), "hpc-ci".into()]
+        } else {
+            vec![account.name.clone()]
+        }
+    }
+}
+
+#[derive(Default)]
+struct Ledger(RefCell<HashMap<String, u32>>);
+
+impl UseLedger for Ledger {
+    fn count(&self, token: &TokenId, max: u32) -> Result<u32, String> {
+        Ok((*self.0.borrow().get(&token.digest).unwrap_or(&0)).min(max))
+    }
+    fn record(&self, token: &TokenId, max: u32, _now: i64) -> Result<bool, String> {
+        let mut m = self.0.borrow_mut();
+        let n = m.entry(token.digest.clone()).or_insert(0);
+        if *n >= max {
+            return Ok(false);
+        }
+        *n += 1;
+        Ok(true)
+    }
+}
+
+fn key_set() -> KeySet {
+    let all: Value = serde_json::from_str(PUBLIC_JWKS).unwrap();
+    jwks::parse(json!({"keys": [all["a"]]}).to_string().as_bytes()).unwrap()
+}
+
+fn config(defaults: &str) -> Config {
+    Config::parse(&format!(
+        "[defaults]\n{defaults}\n[[issuer]]\nname = \"gitlab\"\nurl = \"{ISS}\"\naudiences = [\"{AUD}\"]\n\n\
+         [[rule]]\nname = \"own\"\nusers = [\"alice\", \"root\", \"daemon\", \"ghost\"]\n[rule.claims]\nref_protected = \"true\"\n\n\
+         [[rule]]\nname = \"svc\"\nusers = [\"alice\"]\nlogin_as = \"svc\"\nlocal_groups = [\"hpc-ci\"]\n"
+    ))
+    .unwrap()
+}
+
+fn claims() -> Value {
+    json!({"iss": ISS, "aud": AUD, "iat": NOW, "nbf": NOW - 5, "exp": NOW + 300, "jti": "j1",
+           "user_login": "alice", "ref_protected": "true", "project_path": "hpc/app"})
+}
+
+fn b64(v: &[u8]) -> String {
+    URL_SAFE_NO_PAD.encode(v)
+}
+
+fn sign(header: &Value, claims: &Value) -> String {
+    let input = format!(
+        "{}.{}",
+        b64(header.to_string().as_bytes()),
+        b64(claims.to_string().as_bytes())
+    );
+    let key = EncodingKey::from_rsa_pem(KEY_A_PEM).unwrap();
+    format!(
+        "{input}.{}",
+        jsonwebtoken::crypto::sign(input.as_bytes(), &key, Algorithm::RS256).unwrap()
+    )
+}
+
+fn token(claims: &Value) -> String {
+    sign(&json!({"alg": "RS256", "kid": "test-a"}), claims)
+}
+
+fn with(mut c: Value, k: &str, v: Value) -> Value {
+    if v.is_null() {
+        c.as_object_mut().unwrap().remove(k);
+    } else {
+        c[k] = v;
+    }
+    c
+}
+
+fn decide_with(
+    cfg: &Config,
+    keys: &Keys,
+    ledger: &Ledger,
+    token: &str,
+    account: &str,
+    mode: UseMode,
+) -> Decision {
+    let env = Env {
+        config: cfg,
+        issuer_data: keys,
+        accounts: &Accounts,
+        uses: ledger,
+    };
+    evaluate(
+        &env,
+        &Request {
+            token,
+            account,
+            service: "sshd",
+            now: NOW,
+            uses: mode,
+        },
+    )
+}
+
+fn decide(token: &str, account: &str) -> Decision {
+    decide_with(
+        &config(""),
+        &Keys(Ok(key_set())),
+        &Ledger::default(),
+        token,
+        account,
+        UseMode::Record,
+    )
+}
+
+fn reason(token: &str, account: &str) -> Option<Reason> {
+    decide(token, account).reason()
+}
+
+#[test]
+fn allow_names_rule_issuer_user_and_facts() {
+    let d = decide(&token(&claims()), "alice");
+    assert_eq!(d.verdict, Verdict::Allow, "{:?}", d.steps);
+    assert_eq!(d.rule.as_deref(), Some("own"));
+    assert_eq!(d.issuer.as_deref(), Some("gitlab"));
+    assert_eq!(d.user.as_deref(), Some("alice"));
+    assert_eq!(d.facts.project_path.as_deref(), Some("hpc/app"));
+    assert!(d.verified);
+    assert!(d.steps.iter().all(|s| s.ok));
+}
+
+#[test]
+fn reason_1_malformed() {
+    assert_eq!(reason("not a token", "alice"), Some(Reason::Malformed));
+    assert_eq!(
+        reason(&format!("{}.x", token(&claims())), "alice"),
+        Some(Reason::Malformed)
+    );
+}
+
+#[test]
+fn reason_2_unknown_issuer() {
+    assert_eq!(
+        reason(
+            &token(&with(claims(), "iss", json!("https://other"))),
+            "alice"
+        ),
+        Some(Reason::UnknownIssuer)
+    );
+}
+
+#[test]
+fn reason_3_alg_not_allowed() {
+    let t = sign(&json!({"alg": "RS512", "kid": "test-a"}), &claims());
+    assert_eq!(reason(&t, "alice"), Some(Reason::AlgNotAllowed));
+}
+
+#[test]
+fn reason_4_unknown_key() {
+    let t = sign(&json!({"alg": "RS256", "kid": "test-b"}), &claims());
+    assert_eq!(reason(&t, "alice"), Some(Reason::UnknownKey));
+}
+
+#[test]
+fn reason_5_bad_signature() {
+    let good = token(&claims());
+    let mut parts: Vec<&str> = good.split('.').collect();
+    let other = b64(with(claims(), "user_login", json!("root"))
+        .to_string()
+        .as_bytes());
+    parts[1] = &other;
+    let d = decide(&parts.join("."), "root");
+    assert_eq!(d.reason(), Some(Reason::BadSignature));
+    assert!(!d.verified);
+}
+
+#[test]
+fn reason_6_missing_claim() {
+    for (k, v) in [
+        ("exp", Value::Null),
+        ("iat", json!("1")),
+        ("user_login", Value::Null),
+        ("nbf", json!("soon")),
+    ] {
+        assert_eq!(
+            reason(&token(&with(claims(), k, v.clone())), "alice"),
+            Some(Reason::MissingClaim),
+            "{k} = {v}"
+        );
+    }
+    // With max_uses, a token without jti cannot be counted.
+    let d = decide_with(
+        &config("max_uses = 1"),
+        &Keys(Ok(key_set())),
+        &Ledger::default(),
+        &token(&with(claims(), "jti", Value::Null)),
+        "alice",
+        UseMode::Record,
+    );
+    assert_eq!(d.reason(), Some(Reason::MissingClaim));
+}
+
+#[test]
+fn reason_7_expired_with_leeway() {
+    assert_eq!(
+        reason(&token(&with(claims(), "exp", json!(NOW - 61))), "alice"),
+        Some(Reason::Expired)
+    );
+    assert_eq!(
+        reason(&token(&with(claims(), "exp", json!(NOW - 60))), "alice"),
+        None
+    );
+}
+
+#[test]
+fn reason_8_not_yet_valid() {
+    assert_eq!(
+        reason(&token(&with(claims(), "nbf", json!(NOW + 61))), "alice"),
+        Some(Reason::NotYetValid)
+    );
+    let iat_future = with(with(claims(), "iat", json!(NOW + 61)), "nbf", Value::Null);
+    assert_eq!(
+        reason(&token(&iat_future), "alice"),
+        Some(Reason::NotYetValid)
+    );
+    assert_eq!(
+        reason(&token(&with(claims(), "nbf", json!(NOW + 60))), "alice"),
+        None
+    );
+}
+
+#[test]
+fn reason_9_wrong_audience() {
+    assert_eq!(
+        reason(&token(&with(claims(), "aud", json!(["a", "b"]))), "alice"),
+        Some(Reason::WrongAudience)
+    );
+    assert_eq!(
+        reason(&token(&with(claims(), "aud", json!(["a", AUD]))), "alice"),
+        None
+    );
+}
+
+#[test]
+fn reason_10_lifetime_too_long() {
+    assert_eq!(
+        reason(&token(&with(claims(), "exp", json!(NOW + 86_401))), "alice"),
+        Some(Reason::LifetimeTooLong)
+    );
+}
+
+#[test]
+fn reason_11_policy_denied_with_trace() {
+    let d = decide(&token(&with(claims(), "user_login", json!("bob"))), "bob");
+    assert_eq!(d.reason(), Some(Reason::PolicyDenied));
+    assert_eq!(d.rules.len(), 2);
+    assert!(
+        d.rules
+            .iter()
+            .all(|r| !r.matched && r.failed.as_deref().is_some_and(|f| f.starts_with("users:")))
+    );
+}
+
+#[test]
+fn reason_12_user_mismatch_including_local_groups() {
+    assert_eq!(
+        reason(&token(&claims()), "daemon"),
+        Some(Reason::UserMismatch)
+    );
+    // svc is granted by rule "svc" (svc is in hpc-ci): allowed.
+    assert_eq!(reason(&token(&claims()), "svc"), None);
+}
+
+#[test]
+fn reason_13_account_invalid() {
+    for user in ["root", "daemon", "ghost"] {
+        let t = token(&with(claims(), "user_login", json!(user)));
+        assert_eq!(reason(&t, user), Some(Reason::AccountInvalid), "{user}");
+    }
+}
+
+#[test]
+fn reason_14_replayed_and_check_only_reads() {
+    let cfg = config("max_uses = 2");
+    let keys = Keys(Ok(key_set()));
+    let ledger = Ledger::default();
+    let t = token(&claims());
+    for _ in 0..3 {
+        assert_eq!(
+            decide_with(&cfg, &keys, &ledger, &t, "alice", UseMode::ReadOnly).verdict,
+            Verdict::Allow
+        );
+    }
+    assert_eq!(
+        decide_with(&cfg, &keys, &ledger, &t, "alice", UseMode::Record).verdict,
+        Verdict::Allow
+    );
+    assert_eq!(
+        decide_with(&cfg, &keys, &ledger, &t, "alice", UseMode::Record).verdict,
+        Verdict::Allow
+    );
+    assert_eq!(
+        decide_with(&cfg, &keys, &ledger, &t, "alice", UseMode::Record).reason(),
+        Some(Reason::Replayed)
+    );
+    assert_eq!(
+        decide_with(&cfg, &keys, &ledger, &t, "alice", UseMode::ReadOnly).reason(),
+        Some(Reason::Replayed)
+    );
+}
+
+#[test]
+fn an_unusable_key_cache_is_unavailable_not_a_denial() {
+    let problem = DataProblem::Invalid {
+        path: "/x".into(),
+        why: "broken".into(),
+    };
+    let d = decide_with(
+        &config(""),
+        &Keys(Err(problem)),
+        &Ledger::default(),
+        &token(&claims()),
+        "alice",
+        UseMode::Record,
+    );
+    assert!(
+        matches!(d.verdict, Verdict::Unavailable(ref m) if m.contains("/x")),
+        "{:?}",
+        d.verdict
+    );
+}
+
+#[test]
+fn the_first_failing_step_decides() {
+    // Expired *and* wrong audience *and* another user: expiry comes first.
+    let c = with(
+        with(with(claims(), "exp", json!(NOW - 1000)), "aud", json!("x")),
+        "user_login",
+        json!("bob"),
+    );
+    assert_eq!(reason(&token(&c), "alice"), Some(Reason::Expired));
+}
