@@ -19,14 +19,14 @@ pub struct Issuers {
 pub fn issuer_data() -> &'static Issuers {
     static DATA: OnceLock<Issuers> = OnceLock::new();
     DATA.get_or_init(|| {
-        let keys = crate::jwks_documents()
+        let keys = crate::fixtures::jwks_documents()
             .iter()
             .map(|(url, doc)| match jwks::parse(doc.to_string().as_bytes()) {
                 Ok(set) if !set.keys.is_empty() => (url.to_string(), set),
                 other => panic!("fixture JWKS for {url} unusable: {other:?}"),
             })
             .collect();
-        let map = match usermap::parse(crate::USER_MAP.as_bytes()) {
+        let map = match usermap::parse(crate::fixtures::USER_MAP.as_bytes()) {
             Ok(m) => m,
             Err(e) => panic!("harness user map: {e}"),
         };

@@ -3,8 +3,8 @@
 //! fuzz targets can compare every decision the core makes with what the SPEC says it must be.
 //!
 //! It is written for clarity, not speed: a quadratic glob matcher, linear searches, and its
-//! own reading of the key caches and user map. It knows the harness's fakes
-//! ([`crate::fakes`]) by their documented behaviour, not by calling them.
+//! own reading of the key caches and user map. Of the harness's fakes ([`crate::fakes`]) it
+//! uses only their data: the account table and the ledger's rule.
 //!
 //! Where the core makes a choice the SPEC leaves open, the reference follows the core and
 //! says so:
@@ -26,8 +26,8 @@ use jsonwebtoken::{Algorithm, DecodingKey};
 use serde_json::{Map, Value};
 use std::sync::OnceLock;
 
-use crate::NOW;
 use crate::fakes::{ACCOUNTS, LedgerAnswer, ledger_answer};
+use crate::fixtures::NOW;
 
 /// What a decision came to, as far as the SPEC fixes it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -192,7 +192,7 @@ pub fn usable_keys(doc: &Value) -> Vec<RefKey> {
 fn keys_for(url: &str) -> Option<&'static [RefKey]> {
     static KEYS: OnceLock<Vec<(String, Vec<RefKey>)>> = OnceLock::new();
     KEYS.get_or_init(|| {
-        crate::jwks_documents()
+        crate::fixtures::jwks_documents()
             .iter()
             .map(|(u, doc)| (u.to_string(), usable_keys(doc)))
             .collect()
@@ -218,11 +218,8 @@ pub fn glob(pattern: &str, text: &str) -> bool {
                     next[j] = reached;
                 }
             }
-            '?' => {
-                for j in 1..=t.len() {
-                    next[j] = dp[j - 1];
-                }
-            }
+            // One character, whatever it is: shift by one.
+            '?' => next[1..].copy_from_slice(&dp[..t.len()]),
             c => {
                 for j in 1..=t.len() {
                     next[j] = dp[j - 1] && t[j - 1] == c;
@@ -295,7 +292,7 @@ pub fn rule_matches(
 
 /// The harness's user map, read by the reference itself.
 fn mapped(user: &str) -> Option<String> {
-    crate::USER_MAP.lines().find_map(|l| {
+    crate::fixtures::USER_MAP.lines().find_map(|l| {
         let w: Vec<&str> = l.split_whitespace().collect();
         (w.len() == 2 && w[0] == user).then(|| w[1].to_string())
     })

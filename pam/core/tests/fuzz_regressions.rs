@@ -1,0 +1,133 @@
+//! Inputs found by fuzzing, and the fuzz seed corpus, replayed through the fuzz harness
+//! itself (fuzz/README.md). The modules below are fuzz/src's, included by path: an input
+//! replays here exactly as in its fuzz target, with the same fixed config, in-memory keys,
+//! accounts and use ledger, the same invariants, and the same comparison with the reference
+//! decision of the SPEC (fuzz/src/oracle.rs).
+//!
+//! To add a crash: minimize it (`cargo fuzz tmin TARGET fuzz/artifacts/TARGET/crash-...`),
+//! paste it below as a test that calls the target it came from (`targets::token(b"...")`),
+//! say what was wrong, and assert the decision the SPEC wants when that says more than "no
+//! panic". Copy the input into fuzz/seeds/TARGET/ too.
+
+#[allow(dead_code)]
+#[path = "../../../fuzz/src/checks.rs"]
+mod checks;
+#[allow(dead_code)]
+#[path = "../../../fuzz/src/fakes.rs"]
+mod fakes;
+#[allow(dead_code)]
+#[path = "../../../fuzz/src/fixtures.rs"]
+mod fixtures;
+#[allow(dead_code)]
+#[path = "../../../fuzz/src/oracle.rs"]
+mod oracle;
+#[allow(dead_code)]
+#[path = "../../../fuzz/src/targets.rs"]
+mod targets;
+
+use std::path::PathBuf;
+
+use idtoken_core::decision::UseMode;
+use idtoken_core::reason::Reason;
+
+fn seeds(target: &str) -> Vec<(String, Vec<u8>)> {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../fuzz/seeds")
+        .join(target);
+    let mut out: Vec<(String, Vec<u8>)> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .map(|e| {
+            let path = e.unwrap().path();
+            let name = path.file_name().unwrap().to_string_lossy().into_owned();
+            (name, std::fs::read(&path).unwrap())
+        })
+        .collect();
+    out.sort();
+    assert!(
+        out.len() >= 10,
+        "{}: only {} seeds",
+        dir.display(),
+        out.len()
+    );
+    out
+}
+
+/// Every seed passes its target's checks: the core agrees with the reference on each.
+#[test]
+fn seed_corpus_replays_through_every_target() {
+    for (target, run) in [
+        ("token", targets::token as fn(&[u8])),
+        ("config", targets::config),
+        ("policy", targets::policy),
+    ] {
+        for (name, bytes) in seeds(target) {
+            let outcome = std::panic::catch_unwind(|| run(&bytes));
+            assert!(
+                outcome.is_ok(),
+                "fuzz/seeds/{target}/{name} fails its target"
+            );
+        }
+    }
+}
+
+fn token_reason(token: &str) -> Option<Reason> {
+    let (account, service) = checks::request_of(token);
+    let d = checks::decide(
+        fixtures::config(),
+        token,
+        &account,
+        &service,
+        UseMode::Record,
+    );
+    d.reason()
+}
+
+/// A valid token inside more than 64 KiB of whitespace is refused as malformed: the cap
+/// applies to the answer as given, before whitespace is stripped (the reference agrees).
+#[test]
+fn whitespace_beyond_the_size_cap_is_malformed() {
+    let token = fixtures::sign_a(fixtures::gitlab_claims("alice").to_string().as_bytes());
+    let padded = format!("{}{token}", " ".repeat(idtoken_core::MAX_TOKEN_BYTES));
+    targets::token(padded.as_bytes());
+    assert_eq!(token_reason(&padded), Some(Reason::Malformed));
+    let just_fits = format!(
+        "{}{token}",
+        " ".repeat(idtoken_core::MAX_TOKEN_BYTES - token.len())
+    );
+    targets::token(just_fits.as_bytes());
+    assert_eq!(token_reason(&just_fits), None, "allowed");
+}
+
+/// Hostile claims in a signed token: deep nesting, control and bidi characters in every
+/// logged claim, a long run of stars against a long claim. No panic, no stack overflow, and
+/// the audit line and trace stay clean (checked by the target).
+#[test]
+fn hostile_signed_claims() {
+    let deep = format!("{}1{}", "[".repeat(100_000), "]".repeat(100_000));
+    targets::policy(format!("alice\nsshd\n{{\"a\":{deep}}}").as_bytes());
+    let mut c = fixtures::gitlab_claims("alice");
+    for k in [
+        "project_path",
+        "pipeline_id",
+        "job_id",
+        "jti",
+        "ref",
+        "aud",
+        "iss",
+    ] {
+        c[k] = serde_json::json!("x\n\r\u{1b}[31m\u{202e}\u{2066}\u{0}\u{85}y");
+    }
+    c["user_login"] = serde_json::json!("al\u{202e}ice\n");
+    targets::policy(format!("al\u{202e}ice\n\nssh\u{1b}d\n{c}").as_bytes());
+    let stars = format!("{}b", "*a".repeat(200));
+    c["ref"] = serde_json::json!("a".repeat(6000));
+    targets::policy(format!("{stars}\n{}\n{c}", "a".repeat(500)).as_bytes());
+}
+
+/// Bytes that are not UTF-8 reach the decision as the PAM module would pass them (lossy).
+#[test]
+fn not_utf8() {
+    targets::token(b"eyJ\xff\xfe.\xc0\x80.\xed\xa0\x80");
+    targets::config(b"[[issuer]]\nname = \"\xff\"\n");
+    targets::policy(b"\xff\n\xfe\n{\"iss\":\"\xff\"}");
+}
