@@ -79,9 +79,51 @@ pub fn sign_raw(header: &Value, claims: &Value, key: Key, alg: Algorithm) -> Str
         b64(header.to_string().as_bytes()),
         b64(claims.to_string().as_bytes())
     );
-    let sig = jsonwebtoken::crypto::sign(input.as_bytes(), &key.encoding_key(), alg)
-        .unwrap_or_else(|e| panic!("signing failed: {e}"));
+    let sig = if key == Key::Small {
+        openssl_sign(input.as_bytes(), key, alg)
+    } else {
+        jsonwebtoken::crypto::sign(input.as_bytes(), &key.encoding_key(), alg)
+            .unwrap_or_else(|e| panic!("signing failed: {e}"))
+    };
     format!("{input}.{sig}")
+}
+
+/// An RSA PKCS#1 v1.5 signature made by `openssl dgst`: the workspace's backend (aws-lc)
+/// refuses to sign with a key under 2048 bits, and the 1024-bit test key must still make
+/// real signatures (the module must refuse its tokens for the key, not the signature).
+fn openssl_sign(input: &[u8], key: Key, alg: Algorithm) -> String {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    let digest = match alg {
+        Algorithm::RS256 => "-sha256",
+        Algorithm::RS384 => "-sha384",
+        Algorithm::RS512 => "-sha512",
+        other => panic!("openssl_sign: {other:?} is not an RSA PKCS#1 v1.5 algorithm"),
+    };
+    let pem = fixtures()
+        .join("keys")
+        .join(format!("rsa-{}.pem", key.stem()));
+    let mut child = Command::new("openssl")
+        .args(["dgst", digest, "-sign"])
+        .arg(&pem)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("openssl (apt-get install openssl): {e}"));
+    child
+        .stdin
+        .take()
+        .map(|mut i| i.write_all(input))
+        .transpose()
+        .unwrap_or_else(|e| panic!("openssl stdin: {e}"));
+    let out = child
+        .wait_with_output()
+        .unwrap_or_else(|e| panic!("openssl: {e}"));
+    assert!(
+        out.status.success() && !out.stdout.is_empty(),
+        "openssl dgst -sign failed"
+    );
+    b64(&out.stdout)
 }
 
 /// An RS256 token signed with key A, header `{alg, kid, typ}`.
