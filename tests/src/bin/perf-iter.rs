@@ -1,0 +1,94 @@
+//! perf-iter: runs one benchmark scenario (tests/src/bench.rs) a given number of times, for
+//! instruction counts under callgrind, where wall time is too noisy to compare.
+//!
+//!   perf-iter SCENARIO N [--cold]
+//!
+//! SCENARIO: raw_verify, decision, per_login, libpam_one_handle, libpam_one_handle_permit,
+//! libpam_start_end, libpam_start_end_permit; and parts of the per-login path: config_load,
+//! key_cache_load, token_parse, nss_account, nss_groups, audit_line. Without `--cold` one untimed run comes first,
+//! so N counts warm runs; with it, the first of the N is the process's first login (libpam,
+//! the module, NSS and syslog all starting cold, as in a fresh sshd child). The per-run
+//! count is (Ir(N) - Ir(0)) / N: tests/bench/callgrind does that. Re-executes itself inside
+//! `isolate` like the criterion bench; IDTOKEN_BENCH_WRAP puts valgrind inside it.
+
+use std::hint::black_box;
+
+use idtoken_core::accounts::{AccountSource, Nss};
+use idtoken_core::config::Config;
+use idtoken_core::keystore::load_key_cache;
+use idtoken_e2e::bench::{
+    self, Decide, LibpamOneHandle, LibpamStartEnd, PerLogin, RawVerify, SERVICE,
+};
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let scenario = args.get(1).cloned().unwrap_or_default();
+    let n: usize = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(1);
+    let cold = args.iter().any(|a| a == "--cold");
+    let Some(files) = bench::isolated("perf") else {
+        return;
+    };
+    let mut run: Box<dyn FnMut() -> bool> = match scenario.as_str() {
+        "raw_verify" => {
+            let r = RawVerify::new();
+            Box::new(move || r.run())
+        }
+        "decision" => {
+            let d = Decide::new();
+            Box::new(move || d.run().allowed())
+        }
+        "per_login" => {
+            let mut p = PerLogin::new(&files);
+            Box::new(move || p.run() == 0)
+        }
+        "libpam_one_handle" | "libpam_one_handle_permit" => {
+            let service = if scenario.ends_with("_permit") {
+                "permit"
+            } else {
+                SERVICE
+            };
+            let mut h = LibpamOneHandle::new(&files, service);
+            Box::new(move || h.run() == 0)
+        }
+        "libpam_start_end" | "libpam_start_end_permit" => {
+            let service = if scenario.ends_with("_permit") {
+                "permit"
+            } else {
+                SERVICE
+            };
+            let s = LibpamStartEnd::new(&files, service);
+            Box::new(move || s.run() == 0)
+        }
+        "config_load" => {
+            let path = files.config();
+            Box::new(move || Config::load(&path).is_ok())
+        }
+        "key_cache_load" => {
+            let config = Config::load(&files.config()).unwrap();
+            Box::new(move || load_key_cache(&config.issuers[0]).is_ok())
+        }
+        "token_parse" => {
+            let t = bench::token(bench::now());
+            Box::new(move || idtoken_core::jws::parse(&t).is_ok())
+        }
+        "nss_account" => Box::new(|| Nss.account(bench::ACCOUNT).is_some()),
+        "nss_groups" => {
+            let a = Nss.account(bench::ACCOUNT).unwrap();
+            Box::new(move || Nss.group_names(&a).len() > 1)
+        }
+        "audit_line" => {
+            let d = Decide::new().run();
+            Box::new(move || !idtoken_core::audit::line(&d, Some("127.0.0.1")).is_empty())
+        }
+        other => {
+            eprintln!("perf-iter: unknown scenario {other:?}");
+            std::process::exit(2);
+        }
+    };
+    if !cold {
+        assert!(run(), "{scenario}: the warm-up run was not allowed");
+    }
+    for _ in 0..n {
+        assert!(black_box(run()), "{scenario}: a run was not allowed");
+    }
+}
