@@ -9,6 +9,9 @@
 use std::hint::black_box;
 
 use criterion::Criterion;
+use idtoken_core::accounts::{AccountSource, Nss};
+use idtoken_core::config::Config;
+use idtoken_core::keystore::load_key_cache;
 use idtoken_e2e::bench::{self, Decide, LibpamOneHandle, LibpamStartEnd, PerLogin, RawVerify};
 
 fn main() {
@@ -51,6 +54,23 @@ fn main() {
     let s = LibpamStartEnd::new(&files, "permit");
     assert_eq!(s.run(), 0);
     c.bench_function("libpam_start_end_permit", |b| b.iter(|| black_box(s.run())));
+
+    // The parts of the per-login path, each alone (files on disk, NSS through isolate's
+    // test /etc): where the time beside the verify goes.
+    let config = Config::load(&files.config()).unwrap();
+    c.bench_function("parts/config_load", |b| {
+        b.iter(|| black_box(Config::load(&files.config()).is_ok()))
+    });
+    c.bench_function("parts/key_cache_load", |b| {
+        b.iter(|| black_box(load_key_cache(&config.issuers[0]).is_ok()))
+    });
+    c.bench_function("parts/nss_account", |b| {
+        b.iter(|| black_box(Nss.account(bench::ACCOUNT).is_some()))
+    });
+    let account = Nss.account(bench::ACCOUNT).unwrap();
+    c.bench_function("parts/nss_groups", |b| {
+        b.iter(|| black_box(Nss.group_names(&account).len()))
+    });
 
     c.final_summary();
 }
