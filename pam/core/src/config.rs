@@ -236,17 +236,24 @@ struct RawRule {
     claims: Option<BTreeMap<String, Spanned<toml::Value>>>,
 }
 
+/// A byte offset into the config text, turned into a line number only when reported.
+#[derive(Clone, Copy)]
+struct At(usize);
+
 struct Validator<'a> {
     text: &'a str,
     problems: Vec<Problem>,
 }
 
 impl Validator<'_> {
-    fn line<T>(&self, s: &Spanned<T>) -> Option<usize> {
-        Some(line_of(self.text, s.span().start))
+    /// Where a value is. Only its byte offset: the line is counted when a problem is
+    /// reported, not for every value of a valid config (the module parses it every login).
+    fn line<T>(&self, s: &Spanned<T>) -> Option<At> {
+        Some(At(s.span().start))
     }
 
-    fn err(&mut self, line: Option<usize>, message: impl Into<String>) {
+    fn err(&mut self, at: Option<At>, message: impl Into<String>) {
+        let line = at.map(|At(offset)| line_of(self.text, offset));
         self.problems.push(Problem::new(line, message));
     }
 
@@ -403,7 +410,7 @@ impl Validator<'_> {
         }
     }
 
-    fn issuer(&mut self, raw: RawIssuer, line: Option<usize>) -> Option<Issuer> {
+    fn issuer(&mut self, raw: RawIssuer, line: Option<At>) -> Option<Issuer> {
         let Some(name) = raw.name else {
             self.err(line, "[[issuer]] needs a name");
             return None;
@@ -533,7 +540,7 @@ impl Validator<'_> {
         Some(list)
     }
 
-    fn rule(&mut self, raw: RawRule, line: Option<usize>, issuers: &[Issuer]) -> Option<Rule> {
+    fn rule(&mut self, raw: RawRule, line: Option<At>, issuers: &[Issuer]) -> Option<Rule> {
         let Some(name) = raw.name else {
             self.err(line, "[[rule]] needs a name");
             return None;

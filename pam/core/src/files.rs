@@ -93,7 +93,10 @@ pub fn read_trusted(path: &Path, limit: u64) -> Result<Vec<u8>, FileProblem> {
     if meta.len() > limit {
         return Err(problem(FileProblemKind::TooLarge { limit }));
     }
-    let mut bytes = Vec::new();
+    // Sized from the fstat (plus one byte, so the end-of-file read needs no growth): the
+    // file is read in one read(2) and one that returns 0, rather than in growing chunks.
+    let expected = usize::try_from(meta.len()).unwrap_or(0).saturating_add(1);
+    let mut bytes = Vec::with_capacity(expected);
     // Read at most limit+1 bytes: a file growing after the fstat is caught too.
     file.take(limit.saturating_add(1))
         .read_to_end(&mut bytes)
