@@ -131,3 +131,21 @@ fn not_utf8() {
     targets::config(b"[[issuer]]\nname = \"\xff\"\n");
     targets::policy(b"\xff\n\xfe\n{\"iss\":\"\xff\"}");
 }
+
+/// Found while seeding the fuzzer (fuzz/seeds/token/allow-header-whitespace.jwt): a token
+/// signed with a trusted key whose header JSON starts `{ "` (base64url `eyAi...`, not `eyJ`)
+/// is allowed by the decision, and so by `idtoken check`, but the PAM module's
+/// `jws::looks_like_jws` calls it "not JWT-shaped" and hands it to the next module as a
+/// password (PAM_IGNORE). GitLab writes compact JSON, so its tokens are not affected; the
+/// check and the module still disagree. Un-ignore once it is decided which one is right.
+#[test]
+#[ignore = "reported: looks_like_jws refuses tokens the decision allows; see the comment"]
+fn every_token_the_decision_allows_looks_like_a_token() {
+    let (_, bytes) = seeds("token")
+        .into_iter()
+        .find(|(name, _)| name == "allow-header-whitespace.jwt")
+        .expect("seed allow-header-whitespace.jwt");
+    let token = String::from_utf8(bytes).unwrap();
+    assert_eq!(token_reason(&token), None, "the decision allows it");
+    assert!(idtoken_core::jws::looks_like_jws(&token));
+}
