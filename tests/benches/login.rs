@@ -12,7 +12,9 @@ use criterion::Criterion;
 use idtoken_core::accounts::{AccountSource, Nss};
 use idtoken_core::config::Config;
 use idtoken_core::keystore::load_key_cache;
-use idtoken_e2e::bench::{self, Decide, LibpamOneHandle, LibpamStartEnd, PerLogin, RawVerify};
+use idtoken_e2e::bench::{
+    self, ColdProcess, Decide, LibpamOneHandle, LibpamStartEnd, PerLogin, RawVerify,
+};
 
 fn main() {
     let Some(files) = bench::isolated("login") else {
@@ -25,50 +27,63 @@ fn main() {
 
     let raw = RawVerify::new();
     assert!(raw.run(), "the raw verify must succeed");
-    c.bench_function("raw_verify", |b| b.iter(|| black_box(raw.run())));
+    c.bench_function("login/raw_verify", |b| b.iter(|| black_box(raw.run())));
 
     let d = Decide::new();
     assert!(d.run().allowed(), "decision: {:?}", d.run());
-    c.bench_function("decision", |b| b.iter(|| black_box(d.run())));
+    c.bench_function("login/decision", |b| b.iter(|| black_box(d.run())));
 
     let mut p = PerLogin::new(&files);
     assert_eq!(p.run(), 0, "the per-login path must allow");
-    c.bench_function("per_login", |b| b.iter(|| black_box(p.run())));
+    c.bench_function("login/per_login", |b| b.iter(|| black_box(p.run())));
 
     let mut h = LibpamOneHandle::new(&files, bench::SERVICE);
     assert_eq!(h.run(), 0, "libpam with the module must allow");
-    c.bench_function("libpam_one_handle", |b| b.iter(|| black_box(h.run())));
+    c.bench_function("login/libpam_one_handle", |b| b.iter(|| black_box(h.run())));
     drop(h);
 
     let mut h = LibpamOneHandle::new(&files, "permit");
     assert_eq!(h.run(), 0);
-    c.bench_function("libpam_one_handle_permit", |b| {
+    c.bench_function("login/libpam_one_handle_permit", |b| {
         b.iter(|| black_box(h.run()))
     });
     drop(h);
 
     let s = LibpamStartEnd::new(&files, bench::SERVICE);
     assert_eq!(s.run(), 0, "libpam with the module must allow");
-    c.bench_function("libpam_start_end", |b| b.iter(|| black_box(s.run())));
+    c.bench_function("login/libpam_start_end", |b| b.iter(|| black_box(s.run())));
 
     let s = LibpamStartEnd::new(&files, "permit");
     assert_eq!(s.run(), 0);
-    c.bench_function("libpam_start_end_permit", |b| b.iter(|| black_box(s.run())));
+    c.bench_function("login/libpam_start_end_permit", |b| {
+        b.iter(|| black_box(s.run()))
+    });
+
+    // A fresh process per login (pam-drive), as sshd's child for each connection.
+    let pam_drive = std::path::Path::new(env!("CARGO_BIN_EXE_pam-drive"));
+    let cold = ColdProcess::new(&files, bench::SERVICE, pam_drive);
+    assert!(cold.run(), "pam-drive with the module must allow");
+    c.bench_function("login/cold_process", |b| b.iter(|| black_box(cold.run())));
+    let cold = ColdProcess::new(&files, "permit", pam_drive);
+    assert!(cold.run());
+    c.bench_function("login/cold_process_permit", |b| {
+        b.iter(|| black_box(cold.run()))
+    });
 
     // The parts of the per-login path, each alone (files on disk, NSS through isolate's
     // test /etc): where the time beside the verify goes.
     let config = Config::load(&files.config()).unwrap();
-    c.bench_function("parts/config_load", |b| {
+    c.bench_function("login/config_load", |b| {
         b.iter(|| black_box(Config::load(&files.config()).is_ok()))
     });
-    c.bench_function("parts/key_cache_load", |b| {
+    c.bench_function("login/key_cache_load", |b| {
         b.iter(|| black_box(load_key_cache(&config.issuers[0]).is_ok()))
     });
-    c.bench_function("parts/nss_account", |b| {
+    c.bench_function("login/nss_account", |b| {
         b.iter(|| black_box(Nss.account(bench::ACCOUNT).is_some()))
     });
     let account = Nss.account(bench::ACCOUNT).unwrap();
-    c.bench_function("parts/nss_groups", |b| {
+    c.bench_function("login/nss_groups", |b| {
         b.iter(|| black_box(Nss.group_names(&account).len()))
     });
 

@@ -402,6 +402,48 @@ impl LibpamStartEnd {
     }
 }
 
+/// One login in a fresh process: `pam-drive` (pam_start, pam_authenticate, pam_setcred,
+/// pam_end) spawned for each run, as sshd forks a child for each connection. Against the
+/// same with the `permit` service, the difference is the module's cold cost: loading it,
+/// relocating it, its first NSS and syslog calls, and the login itself.
+pub struct ColdProcess {
+    pam_drive: PathBuf,
+    confdir: PathBuf,
+    service: String,
+    answers: PathBuf,
+}
+
+impl ColdProcess {
+    pub fn new(files: &Files, service: &str, pam_drive: &Path) -> ColdProcess {
+        let answers = files.dir.join(format!("answers-{service}"));
+        Files::write(&answers, &format!("{}\n", token(now())), 0o600);
+        ColdProcess {
+            pam_drive: pam_drive.to_path_buf(),
+            confdir: files.confdir(),
+            service: service.to_string(),
+            answers,
+        }
+    }
+
+    pub fn run(&self) -> bool {
+        let out = Command::new(&self.pam_drive)
+            .arg("--confdir")
+            .arg(&self.confdir)
+            .args([
+                "--service",
+                &self.service,
+                "--user",
+                ACCOUNT,
+                "--answers-file",
+            ])
+            .arg(&self.answers)
+            .output()
+            .unwrap_or_else(|e| panic!("pam-drive: {e}"));
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        out.status.success() && v["rc"] == 0
+    }
+}
+
 /// The environment variable that tells a re-executed benchmark where its files are.
 const FILES_ENV: &str = "IDTOKEN_BENCH_FILES";
 /// Extra command words put before the re-executed benchmark (e.g. valgrind's).

@@ -135,7 +135,7 @@ fn main() {
     let key = DecodingKey::from_jwk(&j).unwrap();
     let verify = || jsonwebtoken::crypto::verify(sig, input.as_bytes(), &key, Algorithm::RS256);
     assert!(verify().unwrap());
-    c.bench_function("raw_verify", |b| b.iter(|| black_box(verify())));
+    c.bench_function("core/raw_verify", |b| b.iter(|| black_box(verify())));
 
     let config = Config::parse(CONFIG).unwrap();
     let keys = Keys(jwks::parse(jwks_text.as_bytes()).unwrap());
@@ -154,20 +154,20 @@ fn main() {
     };
     let d = decision::evaluate(&env, &req);
     assert!(d.allowed(), "{d:?}");
-    c.bench_function("decision", |b| {
+    c.bench_function("core/decision", |b| {
         b.iter(|| black_box(decision::evaluate(&env, &req)))
     });
 
-    c.bench_function("parts/config_parse", |b| {
+    c.bench_function("core/config_parse", |b| {
         b.iter(|| black_box(Config::parse(black_box(CONFIG)).is_ok()))
     });
-    c.bench_function("parts/jwks_parse", |b| {
+    c.bench_function("core/jwks_parse", |b| {
         b.iter(|| black_box(jwks::parse(black_box(jwks_text.as_bytes())).is_ok()))
     });
-    c.bench_function("parts/token_parse", |b| {
+    c.bench_function("core/token_parse", |b| {
         b.iter(|| black_box(idtoken_core::jws::parse(black_box(&token)).is_ok()))
     });
-    c.bench_function("parts/audit_line", |b| {
+    c.bench_function("core/audit_line", |b| {
         b.iter(|| black_box(idtoken_core::audit::line(&d, Some("127.0.0.1"))))
     });
 
