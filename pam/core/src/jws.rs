@@ -32,15 +32,29 @@ impl UnverifiedToken {
     }
 }
 
-/// True when `answer` is a token attempt rather than a password: it starts like a JWS
-/// header (`eyJ`, base64url of `{"`), holds a dot, and has only base64url characters and
-/// dots. A token cut short by a client still counts, so it is refused as a token (with a
-/// hint) instead of being passed on to the next module as a password.
+/// True when `answer` is a token attempt rather than a password: only base64url
+/// characters and dots, at least one dot, and a first part that begins like a JSON object
+/// (`{`, after optional whitespace; `eyJ` in GitLab's compact JSON). A token cut short by a
+/// client still counts, so it is refused as a token (with a hint) instead of being passed
+/// on to the next module as a password.
 pub fn looks_like_jws(answer: &str) -> bool {
     let answer = answer.trim();
-    answer.starts_with("eyJ")
-        && answer.contains('.')
-        && answer.bytes().all(|b| b == b'.' || is_base64url_byte(b))
+    let Some((header, _)) = answer.split_once('.') else {
+        return false;
+    };
+    if !answer.bytes().all(|b| b == b'.' || is_base64url_byte(b)) {
+        return false;
+    }
+    // Decode whole 4-character groups of the header's start: up to 12 bytes of JSON.
+    let groups = header.len().min(16) / 4;
+    let Some(start) = header.get(..groups.saturating_mul(4)) else {
+        return false;
+    };
+    URL_SAFE_NO_PAD
+        .decode(start)
+        .ok()
+        .and_then(|bytes| bytes.into_iter().find(|b| !b.is_ascii_whitespace()))
+        == Some(b'{')
 }
 
 fn is_base64url_byte(b: u8) -> bool {
@@ -187,5 +201,9 @@ mod tests {
         let t = token(r#"{"alg":"RS256"}"#, r#"{"iss":"x"}"#);
         assert!(looks_like_jws(&t[..t.len() - 5]));
         assert!(looks_like_jws(&t[..t.find('.').unwrap() + 3]));
+        // A header with whitespace before its first member is still a header.
+        assert!(looks_like_jws(&token("{ \"alg\": \"RS256\"}", "{}")));
+        assert!(looks_like_jws(&token("\n{\"alg\":\"RS256\"}", "{}")));
+        assert!(!looks_like_jws(&token("[\"alg\"]", "{}")));
     }
 }
