@@ -58,8 +58,23 @@ pub fn looks_like_jws(answer: &str) -> bool {
 }
 
 fn is_base64url_byte(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b == b'-' || b == b'_'
+    BASE64URL.get(usize::from(b)).copied().unwrap_or(false)
 }
+
+/// The base64url alphabet as a table: the answer is scanned byte by byte before anything
+/// else, and a table lookup is a third of the work of the three comparisons it replaces.
+/// (Built at compile time: an index out of bounds there is a build error, not a panic.)
+#[allow(clippy::indexing_slicing, clippy::arithmetic_side_effects)]
+static BASE64URL: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut i = 0;
+    while i < 256 {
+        let b = i as u8;
+        t[i] = b.is_ascii_alphanumeric() || b == b'-' || b == b'_';
+        i += 1;
+    }
+    t
+};
 
 /// Parses a compact JWS. Surrounding whitespace is stripped first; the error is a short
 /// description for the trace (never containing the token).
