@@ -28,6 +28,18 @@ fn write(dir: &Path, name: &str, bytes: &[u8]) {
     fs::write(dir.join(name), bytes).unwrap_or_else(|e| panic!("{name}: {e}"));
 }
 
+/// A token seed whose header and payload are those of `old` keeps `old`'s signature: PSS
+/// and (with some backends) ECDSA signatures are randomized, and the tree should not churn.
+fn keep_signature(old: &[u8], new: &[u8]) -> bool {
+    let input = |t: &[u8]| {
+        String::from_utf8_lossy(t)
+            .trim()
+            .rsplit_once('.')
+            .map(|(i, _)| i.to_string())
+    };
+    input(old).is_some() && input(old) == input(new)
+}
+
 fn with(mut c: Value, pairs: &[(&str, Value)]) -> Value {
     for (k, v) in pairs {
         if v.is_null() {
@@ -384,6 +396,53 @@ fn policy_seeds(dir: &Path) {
             format!("{account}\n{service}\n{claims}").as_bytes(),
         );
     }
+    // Relative times (the policy target reads small integers as seconds from NOW), on both
+    // sides of every time boundary (leeway 60, max_lifetime 3600): a mutation of one digit
+    // from here crosses it, so an off-by-one in the core shows at once.
+    for (name, exp, iat, nbf) in [
+        ("relative-allow", 300, 0, -5),
+        ("relative-exp-at-leeway", -60, -400, -400),
+        ("relative-exp-past-leeway", -61, -400, -400),
+        ("relative-nbf-at-leeway", 300, 0, 60),
+        ("relative-nbf-past-leeway", 300, 0, 61),
+        ("relative-iat-at-leeway", 300, 60, 0),
+        ("relative-iat-past-leeway", 300, 61, 0),
+        ("relative-lifetime-at-max", 3600, 0, 0),
+        ("relative-lifetime-past-max", 3601, 0, 0),
+    ] {
+        let c = with(
+            gitlab_claims("alice"),
+            &[
+                ("exp", json!(exp)),
+                ("iat", json!(iat)),
+                ("nbf", json!(nbf)),
+            ],
+        );
+        write(
+            dir,
+            &format!("{name}.txt"),
+            format!("alice\nsshd\n{c}").as_bytes(),
+        );
+    }
+    // Built claims (a NUL byte first, see targets::Builder): bytes from a fixed generator.
+    let mut x: u32 = 0x1d70_4e11;
+    for n in 0..6 {
+        let len = 48 + 32 * n;
+        let mut bytes = vec![0u8];
+        bytes.extend((0..len).map(|_| {
+            x = x.wrapping_mul(1_103_515_245).wrapping_add(12_345);
+            (x >> 16) as u8
+        }));
+        write(dir, &format!("built-{n}.bin"), &bytes);
+    }
+    // The smallest claims that are allowed: short inputs mutate where it matters.
+    write(
+        dir,
+        "compact-relative-allow.txt",
+        br#"alice
+sshd
+{"iss":"https://gitlab.test.example","aud":"hpc","exp":1,"iat":0,"user_login":"alice","jti":"j","ref_protected":"true","pipeline_source":"push"}"#,
+    );
     write(dir, "payload-not-object.txt", b"alice\nsshd\n[\"iss\",1]");
     write(dir, "payload-not-json.txt", b"alice\nsshd\n{\"iss\":");
     write(dir, "glob-star-patterns.txt", b"a*b*?c*\naXbYZc\n{\"iss\":\"https://gitlab.test.example\",\"tags\":[\"aXbYc\",1.5e3,true,null,[\"x\"],{}]}");
@@ -479,6 +538,14 @@ fn config_seeds(dir: &Path) {
 }
 
 fn main() {
+    let keep = root().join("seeds/token");
+    let old: Vec<(std::ffi::OsString, Vec<u8>)> = fs::read_dir(&keep)
+        .map(|d| {
+            d.filter_map(|e| e.ok())
+                .filter_map(|e| Some((e.file_name(), fs::read(e.path()).ok()?)))
+                .collect()
+        })
+        .unwrap_or_default();
     for (target, make) in [
         ("token", token_seeds as fn(&Path)),
         ("policy", policy_seeds),
@@ -488,6 +555,16 @@ fn main() {
         let _ = fs::remove_dir_all(&dir);
         fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
         make(&dir);
+        if target == "token" {
+            for (name, bytes) in &old {
+                let path = dir.join(name);
+                if let Ok(new) = fs::read(&path)
+                    && keep_signature(bytes, &new)
+                {
+                    write(&dir, &name.to_string_lossy(), bytes);
+                }
+            }
+        }
         let n = fs::read_dir(&dir).map(|d| d.count()).unwrap_or(0);
         println!("{}: {n} seeds", dir.display());
     }

@@ -102,9 +102,16 @@ pub fn check_against_oracle(
     let want = oracle::decide(config, token, account, service);
     let got = oracle::Outcome::of(d);
     if want != got {
+        let claims = token
+            .trim()
+            .split('.')
+            .nth(1)
+            .and_then(|p| URL_SAFE_NO_PAD.decode(p).ok())
+            .map(|b| String::from_utf8_lossy(&b).into_owned())
+            .unwrap_or_default();
         panic!(
             "the core and the reference decision disagree\n  core:      {got:?}\n  reference: {want:?}\n  \
-             account {account:?} service {service:?}\n  steps: {:#?}\n  rules: {:#?}",
+             account {account:?} service {service:?}\n  claims: {claims}\n  steps: {:#?}\n  rules: {:#?}",
             d.steps, d.rules
         );
     }

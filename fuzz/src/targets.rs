@@ -36,6 +36,10 @@ pub fn token(data: &[u8]) {
         let parsed = jws::parse(token);
         assert!(parsed.is_ok(), "allowed, yet jws::parse refuses it");
         assert!(d.verified && d.reason().is_none());
+        assert!(
+            jws::looks_like_jws(token),
+            "allowed, but not token-shaped for the module"
+        );
     }
     h::check_against_oracle(config, token, &account, &service, &d);
 }
@@ -213,11 +217,264 @@ pub fn config(data: &[u8]) {
 /// Longest strings handed to the quadratic reference glob.
 const GLOB_CHARS: usize = 512;
 
-fn split(data: &[u8]) -> (String, String, &[u8]) {
+/// The request and the claims bytes of a `policy` input: text (`ACCOUNT\nSERVICE\nCLAIMS`),
+/// or, when the input starts with a NUL byte, built from the bytes that follow ([`Builder`]).
+fn split(data: &[u8]) -> Input {
+    if let Some((0, rest)) = data.split_first() {
+        return Builder(rest).request();
+    }
     let mut it = data.splitn(3, |b| *b == b'\n');
     let account = String::from_utf8_lossy(it.next().unwrap_or_default()).into_owned();
     let service = String::from_utf8_lossy(it.next().unwrap_or_default()).into_owned();
-    (account, service, it.next().unwrap_or_default())
+    let payload = it.next().unwrap_or_default().to_vec();
+    Input {
+        account,
+        service,
+        payload,
+        header: STANDARD_HEADER.as_bytes().to_vec(),
+        header_verifies: true,
+    }
+}
+
+/// One `policy` input: the request, and the header and payload to sign.
+struct Input {
+    account: String,
+    service: String,
+    payload: Vec<u8>,
+    header: Vec<u8>,
+    /// The header names the signing key and its algorithm, with nothing that refuses it.
+    header_verifies: bool,
+}
+
+const STANDARD_HEADER: &str = r#"{"alg":"EdDSA","kid":"test-ed","typ":"JWT"}"#;
+
+/// Headers a built input may be signed under: (header, whether it verifies). Whitespace
+/// before and inside the JSON, other member orders, the headers the SPEC says are never
+/// used (jku, x5u, jwk), and ones that must be refused.
+const HEADERS: &[(&str, bool)] = &[
+    (STANDARD_HEADER, true),
+    (r#"{"kid":"test-ed","alg":"EdDSA"}"#, true),
+    (r#"{ "alg" : "EdDSA" , "kid" : "test-ed" }"#, true),
+    ("\n\t{\"alg\":\"EdDSA\",\"kid\":\"test-ed\"}\r\n", true),
+    (
+        r#"{"alg":"EdDSA","kid":"test-ed","jku":"https://evil.example/k","x5u":"https://evil.example/c"}"#,
+        true,
+    ),
+    (
+        r#"{"alg":"EdDSA","kid":"test-ed","jwk":{"kty":"OKP","crv":"Ed25519","x":"11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo"}}"#,
+        true,
+    ),
+    (r#"{"alg":"EdDSA","kid":"test-ed","kid":"test-a"}"#, false),
+    (r#"{"alg":"EdDSA","kid":"test-a"}"#, false),
+    (r#"{"alg":"EdDSA"}"#, false),
+    (r#"{"alg":"EdDSA","kid":"test-ed","crit":["exp"]}"#, false),
+    (r#"{"alg":"eddsa","kid":"test-ed"}"#, false),
+    (r#"{"alg":["EdDSA"],"kid":"test-ed"}"#, false),
+    (r#"{"alg":"EdDSA","alg":"none","kid":"test-ed"}"#, false),
+];
+
+/// Builds a request from bytes, a few bytes a decision: the header, the account and service,
+/// and for each claim of an allowed token whether it is kept, dropped or replaced by a value
+/// of any JSON type, from the harness's vocabulary or the bytes themselves, times on either
+/// side of every boundary. One byte changed flips a claim's type or value, which text
+/// mutations of JSON rarely do cleanly (turning `["hpc/ci"]` into `"hpc/ci"`, say).
+struct Builder<'a>(&'a [u8]);
+
+/// Words the config, the fakes and GitLab use.
+const WORDS: &[&str] = &[
+    f::ISSUER,
+    f::AUDIENCE,
+    f::RGL_ISSUER,
+    f::GITLABCOM_ISSUER,
+    "hpc",
+    "pypi",
+    "https://example.com",
+    "alice",
+    "bob",
+    "carol",
+    "carol2",
+    "alice.smith",
+    "root",
+    "admin",
+    "daemon",
+    "svc-deploy",
+    "",
+    "*",
+    "?",
+    "b",
+    "hpc/ci",
+    "hpc/x/y",
+    "hpc/deploy-tools",
+    "hpc/app",
+    "example/gitlab-ci-validate-jwt",
+    "main",
+    "release/1",
+    "release/",
+    "branch",
+    "tag",
+    "true",
+    "false",
+    "push",
+    "web",
+    "schedule",
+    "12",
+    "12.0",
+    "1e1",
+    "sshd",
+    "su",
+    "su-l",
+    "cron",
+    "hpc-ci",
+    "deploy-ops",
+    "x\u{0}\n\u{1b}[1m\u{202e}",
+    "é",
+    "\u{0430}lice",
+];
+/// The claims the config's rules and the decision read, and one they do not.
+const CLAIMS: &[&str] = &[
+    "iss",
+    "aud",
+    "exp",
+    "iat",
+    "nbf",
+    "jti",
+    "user_login",
+    "groups_direct",
+    "project_path",
+    "namespace_path",
+    "ref",
+    "ref_type",
+    "ref_protected",
+    "pipeline_source",
+    "runner_id",
+    "flag",
+    "other",
+];
+/// Seconds from NOW at and around the boundaries (leeway 60, max_lifetime 3600).
+const OFFSETS: &[i64] = &[
+    -86_400, -3661, -3601, -3600, -401, -400, -61, -60, -59, -5, -1, 0, 1, 59, 60, 61, 300, 3540,
+    3599, 3600, 3601, 3660, 3661, 86_400,
+];
+
+impl Builder<'_> {
+    fn byte(&mut self) -> u8 {
+        match self.0.split_first() {
+            Some((b, rest)) => {
+                self.0 = rest;
+                *b
+            }
+            None => 0,
+        }
+    }
+
+    fn pick<T: Copy>(&mut self, from: &[T]) -> T {
+        from[usize::from(self.byte()) % from.len()]
+    }
+
+    fn text(&mut self) -> String {
+        match self.byte() % 4 {
+            0 | 1 => self.pick(WORDS).to_string(),
+            2 => {
+                let n = usize::from(self.byte() % 24).min(self.0.len());
+                let (raw, rest) = self.0.split_at(n);
+                self.0 = rest;
+                String::from_utf8_lossy(raw).into_owned()
+            }
+            _ => format!("{}{}", self.pick(WORDS), self.pick(WORDS)),
+        }
+    }
+
+    fn value(&mut self, depth: u8) -> Option<Value> {
+        Some(match self.byte() % 12 {
+            0 => return None,
+            1 | 2 => Value::from(self.text()),
+            3 | 4 => Value::from(f::NOW + self.pick(OFFSETS)),
+            5 => Value::from(self.pick(&[-1i64, 0, 1, 12, 42, 1 << 53, i64::MAX, i64::MIN])),
+            6 => match self.byte() % 4 {
+                0 => Value::from(u64::MAX),
+                1 => Value::from(f::NOW as f64 + 0.5),
+                2 => Value::from(1e15),
+                _ => Value::from(12.0),
+            },
+            7 => Value::from(self.byte().is_multiple_of(2)),
+            8 => Value::Null,
+            9 | 10 if depth < 3 => {
+                let n = self.byte() % 4;
+                Value::Array((0..n).filter_map(|_| self.value(depth + 1)).collect())
+            }
+            11 if depth < 3 => {
+                let mut m = Map::new();
+                if let Some(v) = self.value(depth + 1) {
+                    m.insert(self.text(), v);
+                }
+                Value::Object(m)
+            }
+            _ => Value::from(self.pick(WORDS)),
+        })
+    }
+
+    fn request(mut self) -> Input {
+        let (header, header_verifies) = match self.byte() % 8 {
+            // Mostly the standard header; else a variant, or whitespace before it.
+            0..=4 => (STANDARD_HEADER.to_string(), true),
+            5 | 6 => {
+                let (h, ok) = self.pick(HEADERS);
+                (h.to_string(), ok)
+            }
+            _ => {
+                let n = usize::from(self.byte() % 24);
+                let ws = self.pick(&[" ", "\n", "\t", "\r"]);
+                (format!("{}{STANDARD_HEADER}", ws.repeat(n)), true)
+            }
+        };
+        let account = match self.byte() % 4 {
+            3 => self.text(),
+            _ => self
+                .pick(&[
+                    "alice",
+                    "bob",
+                    "carol2",
+                    "svc-deploy",
+                    "root",
+                    "daemon",
+                    "admin",
+                ])
+                .to_string(),
+        };
+        let service = match self.byte() % 4 {
+            3 => self.text(),
+            _ => self.pick(&["sshd", "su", "su-l", "cron"]).to_string(),
+        };
+        // An allowed token's claims, each kept, dropped or replaced: allow stays within reach
+        // while every claim varies.
+        let mut claims = match f::gitlab_claims("alice") {
+            Value::Object(m) => m,
+            _ => Map::new(),
+        };
+        for name in CLAIMS {
+            match self.byte() % 8 {
+                0..=4 => {}
+                5 => {
+                    claims.remove(*name);
+                }
+                _ => match self.value(0) {
+                    Some(v) => {
+                        claims.insert(name.to_string(), v);
+                    }
+                    None => {
+                        claims.remove(*name);
+                    }
+                },
+            }
+        }
+        Input {
+            account,
+            service,
+            payload: Value::Object(claims).to_string().into_bytes(),
+            header: header.into_bytes(),
+            header_verifies,
+        }
+    }
 }
 
 fn check_glob(pattern: &str, text: &str) {
@@ -261,45 +518,83 @@ fn check_conditions(claims: &Map<String, Value>, account: &str, service: &str) {
     }
 }
 
+/// Largest magnitude of a time claim read as seconds from NOW.
+const RELATIVE_TIME: i64 = 10_000_000;
+
+/// Rewrites `exp`, `iat` and `nbf` that are integers within ±[`RELATIVE_TIME`] as NOW plus
+/// that many seconds; the re-serialized claims when any was rewritten.
+fn relative_times(claims: &mut Map<String, Value>) -> Option<Vec<u8>> {
+    let mut changed = false;
+    for name in ["exp", "iat", "nbf"] {
+        if let Some(v) = claims.get_mut(name)
+            && let Some(n) = v
+                .as_i64()
+                .filter(|n| (-RELATIVE_TIME..=RELATIVE_TIME).contains(n))
+        {
+            *v = Value::from(f::NOW + n);
+            changed = true;
+        }
+    }
+    changed.then(|| serde_json::to_vec(claims).unwrap_or_default())
+}
+
 /// `policy`: structure-aware. The input is `ACCOUNT \n SERVICE \n CLAIMS`: the requested
-/// account, the PAM service, and the payload bytes, which the harness signs with the fuzz
-/// Ed25519 key (EdDSA, kid test-ed; RSA signing would cost ~60 ms an input under the fuzz
-/// build's instrumentation) so that every input gets past the signature into the claim
-/// checks and the rules.
+/// account, the PAM service, and the payload bytes; or a NUL byte and bytes from which
+/// [`Builder`] makes the three and picks a header ([`HEADERS`], or whitespace before the
+/// standard one). The harness signs the payload with the fuzz
+/// Ed25519 key (EdDSA, kid test-ed: the cheapest signature, whatever the crypto backend) so
+/// that every input gets past the signature into the claim checks and the rules. Integer
+/// `exp`, `iat` and `nbf` within ±10^7 count from NOW (the claims are then re-serialized
+/// before signing), so that the fuzzer reaches the time boundaries.
 ///
 /// Checks, each against the reference in `idtoken_fuzz::oracle`:
 /// - `glob::matches` on fuzzed patterns and texts (the two lines, and the claims' texts);
 /// - `policy::token_conditions` of every configured rule on the claims;
 /// - the whole decision on the signed token: malformed exactly when the payload is not a
-///   JSON object, verified whenever iss is the test issuer, alg_not_allowed for the other
-///   issuers (they accept RS256 only), and the same verdict and granting rule as the
-///   reference.
+///   JSON object; under a header that names the key, verified whenever iss is the test
+///   issuer and alg_not_allowed for the other issuers (they accept RS256 only); the same
+///   verdict and granting rule as the reference; and an allowed token looks like a token to
+///   the PAM module (`jws::looks_like_jws`), which otherwise passes it on as a password.
 pub fn policy(data: &[u8]) {
-    let (account, service, payload) = split(data);
-    check_glob(&account, &service);
-    check_glob(&service, &account);
-    let claims = match serde_json::from_slice::<Value>(payload) {
+    let input = split(data);
+    let (account, service) = (input.account.as_str(), input.service.as_str());
+    let payload = input.payload.as_slice();
+    check_glob(account, service);
+    check_glob(service, account);
+    let mut claims = match serde_json::from_slice::<Value>(payload) {
         Ok(Value::Object(m)) => Some(m),
         _ => None,
     };
+    // Relative times: byte mutations of decimal text rarely land on an exact boundary such
+    // as exp = NOW - leeway, so small integer times count from NOW, and the claims are then
+    // signed as re-serialized JSON instead of the input's bytes.
+    let rewritten = claims.as_mut().and_then(relative_times);
+    let payload: &[u8] = rewritten.as_deref().unwrap_or(payload);
     if let Some(claims) = &claims {
         for v in claims.values().take(32) {
             for t in oracle::texts(v).iter().take(32) {
-                check_glob(&account, t);
+                check_glob(account, t);
             }
         }
-        check_conditions(claims, &account, &service);
+        check_conditions(claims, account, service);
     }
-    let token = f::sign_ed(payload);
+    let token = f::sign_bytes(&input.header, payload, f::SigningKey::Ed, Algorithm::EdDSA);
     if token.len() > idtoken_core::MAX_TOKEN_BYTES {
         return;
     }
     let config = f::config();
-    let d = h::decide(config, &token, &account, &service, UseMode::ReadOnly);
+    let d = h::decide(config, &token, account, service, UseMode::ReadOnly);
     h::check_decision_invariants(&d);
+    if d.allowed() {
+        // The PAM module passes answers that do not look like a token to the next module.
+        assert!(
+            jws::looks_like_jws(&token),
+            "allowed, but not token-shaped for the module"
+        );
+    }
     match &claims {
         None => assert_eq!(d.reason(), Some(Reason::Malformed), "{:?}", d.steps),
-        Some(c) => {
+        Some(c) if input.header_verifies => {
             assert!(jws::parse(&token).is_ok());
             match c.get("iss").and_then(Value::as_str) {
                 Some(f::ISSUER) => {
@@ -312,6 +607,31 @@ pub fn policy(data: &[u8]) {
                 _ => assert_eq!(d.reason(), Some(Reason::UnknownIssuer)),
             }
         }
+        // Other headers: the reference decides.
+        Some(_) => {}
     }
-    h::check_against_oracle(config, &token, &account, &service, &d);
+    h::check_against_oracle(config, &token, account, service, &d);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A built input that runs out of bytes keeps the allowed token's claims.
+    #[test]
+    fn built_input_starts_from_an_allowed_token() {
+        let input = split(b"\0");
+        assert_eq!(
+            (input.account.as_str(), input.service.as_str()),
+            ("alice", "sshd")
+        );
+        let token = f::sign_bytes(
+            &input.header,
+            &input.payload,
+            f::SigningKey::Ed,
+            Algorithm::EdDSA,
+        );
+        let d = h::decide(f::config(), &token, "alice", "sshd", UseMode::ReadOnly);
+        assert!(d.allowed(), "{:#?}", d.steps);
+    }
 }
