@@ -33,27 +33,38 @@ fn main() {
     assert!(d.run().allowed(), "decision: {:?}", d.run());
     c.bench_function("login/decision", |b| b.iter(|| black_box(d.run())));
 
-    let mut p = PerLogin::new(&files);
+    let mut p = PerLogin::new(&files.config());
     assert_eq!(p.run(), 0, "the per-login path must allow");
     c.bench_function("login/per_login", |b| b.iter(|| black_box(p.run())));
+    let mut p = PerLogin::new(&files.config_without_groups());
+    assert_eq!(p.run(), 0, "the per-login path must allow");
+    c.bench_function("login/per_login_no_groups", |b| {
+        b.iter(|| black_box(p.run()))
+    });
 
-    let mut h = LibpamOneHandle::new(&files, bench::SERVICE);
+    let mut h = LibpamOneHandle::new(&files.confdir(), bench::SERVICE);
     assert_eq!(h.run(), 0, "libpam with the module must allow");
     c.bench_function("login/libpam_one_handle", |b| b.iter(|| black_box(h.run())));
     drop(h);
+    let mut h = LibpamOneHandle::new(&files.confdir_without_groups(), bench::SERVICE);
+    assert_eq!(h.run(), 0, "libpam with the module must allow");
+    c.bench_function("login/libpam_one_handle_no_groups", |b| {
+        b.iter(|| black_box(h.run()))
+    });
+    drop(h);
 
-    let mut h = LibpamOneHandle::new(&files, "permit");
+    let mut h = LibpamOneHandle::new(&files.confdir(), "permit");
     assert_eq!(h.run(), 0);
     c.bench_function("login/libpam_one_handle_permit", |b| {
         b.iter(|| black_box(h.run()))
     });
     drop(h);
 
-    let s = LibpamStartEnd::new(&files, bench::SERVICE);
+    let s = LibpamStartEnd::new(&files.confdir(), bench::SERVICE);
     assert_eq!(s.run(), 0, "libpam with the module must allow");
     c.bench_function("login/libpam_start_end", |b| b.iter(|| black_box(s.run())));
 
-    let s = LibpamStartEnd::new(&files, "permit");
+    let s = LibpamStartEnd::new(&files.confdir(), "permit");
     assert_eq!(s.run(), 0);
     c.bench_function("login/libpam_start_end_permit", |b| {
         b.iter(|| black_box(s.run()))
@@ -85,6 +96,30 @@ fn main() {
     let account = Nss.account(bench::ACCOUNT).unwrap();
     c.bench_function("login/nss_groups", |b| {
         b.iter(|| black_box(Nss.group_names(&account).len()))
+    });
+
+    let token = bench::token(bench::now());
+    c.bench_function("login/token_parse", |b| {
+        b.iter(|| black_box(idtoken_core::jws::parse(&token).is_ok()))
+    });
+    let decision = d.run();
+    c.bench_function("login/audit_line", |b| {
+        b.iter(|| black_box(idtoken_core::audit::line(&decision, Some("127.0.0.1"))))
+    });
+    let line = std::ffi::CString::new(format!(
+        "pam_idtoken(sshd:auth): {}",
+        idtoken_core::audit::line(&decision, Some("127.0.0.1"))
+    ))
+    .unwrap();
+    c.bench_function("login/syslog_line", |b| {
+        // SAFETY: a "%s" format with one C string, as pam_syslog ends in.
+        b.iter(|| unsafe {
+            libc::syslog(
+                libc::LOG_AUTHPRIV | libc::LOG_NOTICE,
+                c"%s".as_ptr(),
+                line.as_ptr(),
+            )
+        })
     });
 
     c.final_summary();

@@ -242,6 +242,16 @@ impl Files {
         self.dir.join("pam.d")
     }
 
+    /// The same config without `local_groups`: no getgrouplist(3) in the login path.
+    pub fn config_without_groups(&self) -> PathBuf {
+        self.dir.join("idtoken-nogroups.toml")
+    }
+
+    /// A service directory whose `sshd` uses [`config_without_groups`](Self::config_without_groups).
+    pub fn confdir_without_groups(&self) -> PathBuf {
+        self.dir.join("pam.d-nogroups")
+    }
+
     fn write(path: &Path, text: &str, mode: u32) {
         std::fs::write(path, text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
         set_mode(path, mode);
@@ -265,6 +275,21 @@ impl Files {
                 "auth required {} config={}\naccount required pam_permit.so\n",
                 module.display(),
                 f.config().display()
+            ),
+            0o644,
+        );
+        let nogroups =
+            config_text(&cache, &dir.join("uses")).replace("local_groups = [\"hpc-ci\"]\n", "");
+        assert!(!nogroups.contains("local_groups"));
+        Files::write(&f.config_without_groups(), &nogroups, 0o644);
+        std::fs::create_dir_all(f.confdir_without_groups()).unwrap();
+        set_mode(&f.confdir_without_groups(), 0o755);
+        Files::write(
+            &f.confdir_without_groups().join(SERVICE),
+            &format!(
+                "auth required {} config={}\naccount required pam_permit.so\n",
+                module.display(),
+                f.config_without_groups().display()
             ),
             0o644,
         );
@@ -330,9 +355,9 @@ pub struct PerLogin {
 }
 
 impl PerLogin {
-    pub fn new(files: &Files) -> PerLogin {
+    pub fn new(config: &Path) -> PerLogin {
         PerLogin {
-            args: vec![format!("config={}", files.config().display())],
+            args: vec![format!("config={}", config.display())],
             session: FakeSession {
                 token: token(keys::NOW).into_bytes(),
                 logged: 0,
@@ -353,11 +378,11 @@ pub struct LibpamOneHandle {
 }
 
 impl LibpamOneHandle {
-    pub fn new(files: &Files, service: &str) -> LibpamOneHandle {
+    pub fn new(confdir: &Path, service: &str) -> LibpamOneHandle {
         let t = token(now());
         LibpamOneHandle {
             handle: Handle::start(
-                &files.confdir().display().to_string(),
+                &confdir.display().to_string(),
                 service,
                 ACCOUNT,
                 vec![Some(t)],
@@ -383,9 +408,9 @@ pub struct LibpamStartEnd {
 }
 
 impl LibpamStartEnd {
-    pub fn new(files: &Files, service: &str) -> LibpamStartEnd {
+    pub fn new(confdir: &Path, service: &str) -> LibpamStartEnd {
         LibpamStartEnd {
-            confdir: files.confdir().display().to_string(),
+            confdir: confdir.display().to_string(),
             service: service.to_string(),
             token: token(now()),
         }

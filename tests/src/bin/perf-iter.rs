@@ -3,8 +3,10 @@
 //!
 //!   perf-iter SCENARIO N [--cold]
 //!
-//! SCENARIO: raw_verify, decision, per_login, libpam_one_handle, libpam_one_handle_permit,
-//! libpam_start_end, libpam_start_end_permit; and parts of the per-login path: config_load,
+//! SCENARIO: raw_verify, decision, per_login, per_login_no_groups, libpam_one_handle,
+//! libpam_one_handle_no_groups, libpam_one_handle_permit,
+//! libpam_start_end, libpam_start_end_permit, cold_process, cold_process_permit (a fresh
+//! `pam-drive` process per login); and parts of the per-login path: config_load,
 //! key_cache_load, token_parse, nss_account, nss_groups, audit_line. Without `--cold` one untimed run comes first,
 //! so N counts warm runs; with it, the first of the N is the process's first login (libpam,
 //! the module, NSS and syslog all starting cold, as in a fresh sshd child). The per-run
@@ -17,7 +19,7 @@ use idtoken_core::accounts::{AccountSource, Nss};
 use idtoken_core::config::Config;
 use idtoken_core::keystore::load_key_cache;
 use idtoken_e2e::bench::{
-    self, Decide, LibpamOneHandle, LibpamStartEnd, PerLogin, RawVerify, SERVICE,
+    self, ColdProcess, Decide, LibpamOneHandle, LibpamStartEnd, PerLogin, RawVerify, SERVICE,
 };
 
 fn main() {
@@ -37,8 +39,16 @@ fn main() {
             let d = Decide::new();
             Box::new(move || d.run().allowed())
         }
+        "per_login_no_groups" => {
+            let mut p = PerLogin::new(&files.config_without_groups());
+            Box::new(move || p.run() == 0)
+        }
+        "libpam_one_handle_no_groups" => {
+            let mut h = LibpamOneHandle::new(&files.confdir_without_groups(), SERVICE);
+            Box::new(move || h.run() == 0)
+        }
         "per_login" => {
-            let mut p = PerLogin::new(&files);
+            let mut p = PerLogin::new(&files.config());
             Box::new(move || p.run() == 0)
         }
         "libpam_one_handle" | "libpam_one_handle_permit" => {
@@ -47,7 +57,7 @@ fn main() {
             } else {
                 SERVICE
             };
-            let mut h = LibpamOneHandle::new(&files, service);
+            let mut h = LibpamOneHandle::new(&files.confdir(), service);
             Box::new(move || h.run() == 0)
         }
         "libpam_start_end" | "libpam_start_end_permit" => {
@@ -56,8 +66,18 @@ fn main() {
             } else {
                 SERVICE
             };
-            let s = LibpamStartEnd::new(&files, service);
+            let s = LibpamStartEnd::new(&files.confdir(), service);
             Box::new(move || s.run() == 0)
+        }
+        "cold_process" | "cold_process_permit" => {
+            let service = if scenario.ends_with("_permit") {
+                "permit"
+            } else {
+                SERVICE
+            };
+            let pam_drive = std::env::current_exe().unwrap().with_file_name("pam-drive");
+            let c = ColdProcess::new(&files, service, &pam_drive);
+            Box::new(move || c.run())
         }
         "config_load" => {
             let path = files.config();
