@@ -34,7 +34,7 @@ impl UnverifiedToken {
 
 /// True when `answer` is a token attempt rather than a password: only base64url
 /// characters and dots, at least one dot, and a first part that begins like a JSON object
-/// (`{`, after optional whitespace; `eyJ` in GitLab's compact JSON). A token cut short by a
+/// (`{`, after any whitespace; `eyJ` in GitLab's compact JSON). A token cut short by a
 /// client still counts, so it is refused as a token (with a hint) instead of being passed
 /// on to the next module as a password.
 pub fn looks_like_jws(answer: &str) -> bool {
@@ -45,13 +45,10 @@ pub fn looks_like_jws(answer: &str) -> bool {
     if !answer.bytes().all(|b| b == b'.' || is_base64url_byte(b)) {
         return false;
     }
-    // Decode whole 4-character groups of the header's start: up to 12 bytes of JSON.
-    let groups = header.len().min(16) / 4;
-    let Some(start) = header.get(..groups.saturating_mul(4)) else {
-        return false;
-    };
+    // The header is whole even in a cut token (the cut comes later): decode all of it, as
+    // the decision does, so any header the decision accepts is recognised here.
     URL_SAFE_NO_PAD
-        .decode(start)
+        .decode(header)
         .ok()
         .and_then(|bytes| bytes.into_iter().find(|b| !b.is_ascii_whitespace()))
         == Some(b'{')
