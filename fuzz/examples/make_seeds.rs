@@ -435,6 +435,12 @@ fn policy_seeds(dir: &Path) {
         }));
         write(dir, &format!("built-{n}.bin"), &bytes);
     }
+    // Found by fuzzing (pam/core/tests/fuzz_regressions.rs): a header after 14 spaces.
+    write(
+        dir,
+        "regression-header-after-14-spaces.bin",
+        b"\x00\x2f\x86",
+    );
     // The smallest claims that are allowed: short inputs mutate where it matters.
     write(
         dir,
