@@ -101,6 +101,12 @@ fn claim_cases() -> Vec<(&'static str, Value, &'static str, &'static str)> {
         ("deny-bob-local-groups", gitlab_claims("bob"), "bob", "su"),
         ("deny-user-mismatch", alice.clone(), "bob", "sshd"),
         (
+            "deny-no-such-account",
+            gitlab_claims("dave"),
+            "nobody-here",
+            "sshd",
+        ),
+        (
             "deny-policy",
             with(
                 alice.clone(),

@@ -110,8 +110,7 @@ flag = true
 "#;
 
 /// The user map the fake hands in for the test issuer (its `user_map` path is never read).
-pub const USER_MAP: &str =
-    "alice alice\nbob bob\nalice.smith alice\ncarol carol2\nroot root\ndaemon daemon\n";
+pub const USER_MAP: &str = "alice alice\nbob bob\nalice.smith alice\ncarol carol2\nroot root\ndaemon daemon\ndave nobody-here\n";
 
 const MEMBERS: &str = include_str!("../../tests/fixtures/keys/public-jwks-members.json");
 const RGL_JWKS: &str =

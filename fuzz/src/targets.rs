@@ -297,6 +297,8 @@ const WORDS: &[&str] = &[
     "root",
     "admin",
     "daemon",
+    "dave",
+    "nobody-here",
     "svc-deploy",
     "",
     "*",
@@ -438,6 +440,7 @@ impl Builder<'_> {
                     "root",
                     "daemon",
                     "admin",
+                    "nobody-here",
                 ])
                 .to_string(),
         };
