@@ -131,6 +131,8 @@ impl Decision {
             detail: detail.into(),
         });
         self.verdict = Verdict::Deny(reason);
+        // Only an allow has a granting rule; the trace still shows which rule matched.
+        self.rule = None;
         self
     }
 
@@ -141,6 +143,7 @@ impl Decision {
             detail: problem.clone(),
         });
         self.verdict = Verdict::Unavailable(problem);
+        self.rule = None;
         self
     }
 }

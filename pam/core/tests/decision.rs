@@ -351,9 +351,12 @@ fn reason_14_replayed_and_check_only_reads() {
         decide_with(&cfg, &keys, &ledger, &t, "alice", UseMode::Record).verdict,
         Verdict::Allow
     );
-    assert_eq!(
-        decide_with(&cfg, &keys, &ledger, &t, "alice", UseMode::Record).reason(),
-        Some(Reason::Replayed)
+    let replayed = decide_with(&cfg, &keys, &ledger, &t, "alice", UseMode::Record);
+    assert_eq!(replayed.reason(), Some(Reason::Replayed));
+    assert_eq!(replayed.rule, None, "a denial names no granting rule");
+    assert!(
+        replayed.rules.iter().any(|r| r.granted),
+        "the trace still shows the rule"
     );
     assert_eq!(
         decide_with(&cfg, &keys, &ledger, &t, "alice", UseMode::ReadOnly).reason(),

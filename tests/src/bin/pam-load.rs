@@ -7,7 +7,7 @@
 //!
 //! `--valid` holds one token that must be allowed; `--invalid` one token per line that must
 //! be denied. Even iterations use the valid token, odd ones the invalid ones in turn. Each
-//! thread runs `--iterations` logins per round, and there are two rounds.
+//! thread runs `--iterations` logins per round, and there are three rounds.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -89,10 +89,10 @@ fn main() {
         })
     };
     let (right, wrong) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
-    // Two identical rounds: the first grows the allocator's arenas to their working size,
-    // so growth in the second is what a leak would look like.
+    // Three identical rounds: the first grows the allocator's arenas to their working size,
+    // so growth through all three is what a leak would look like.
     let mut rss_after_round = Vec::new();
-    for _round in 0..2 {
+    for _round in 0..3 {
         std::thread::scope(|s| {
             for t in 0..threads {
                 let (right, wrong, valid, invalid, one) = (&right, &wrong, &valid, &invalid, &one);
