@@ -9,7 +9,7 @@ use std::process::Output;
 use std::time::Duration;
 
 use idtoken_e2e::accounts::PASSWORD;
-use idtoken_e2e::keys::{self, mint, mint_exact_len, with};
+use idtoken_e2e::keys::{self, mint, mint_exact_len, now, with};
 use idtoken_e2e::pam::PamHarness;
 use idtoken_e2e::require;
 use idtoken_e2e::sshd::{self, Sshd};
@@ -20,24 +20,8 @@ const REMOTE: &str = "echo LOGIN-OK; id -un; env | grep ^IDTOKEN_ | sort";
 /// The documented stack: a token logs in or is refused; anything else goes to pam_unix.
 const STACK: &str = "auth [success=done ignore=ignore default=die] MODULE config=CONFIG\nauth required pam_unix.so try_first_pass";
 
-fn now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
-}
-
 fn claims(user: &str, tag: &str) -> serde_json::Value {
-    let n = now();
-    let c = keys::gitlab_claims(user);
-    let c = with(c, "iat", json!(n));
-    let c = with(c, "nbf", json!(n - 5));
-    let c = with(c, "exp", json!(n + 300));
-    with(
-        c,
-        "jti",
-        json!(format!("ssh-{tag}-{n}-{}", std::process::id())),
-    )
+    keys::live_claims(user, &format!("ssh-{tag}-{}-{}", now(), std::process::id()))
 }
 
 /// Claims small enough for a token under 1000 characters (one part).

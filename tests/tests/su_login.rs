@@ -8,28 +8,13 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use idtoken_e2e::accounts::USERS;
-use idtoken_e2e::keys::{self, mint, mint_exact_len, with};
+use idtoken_e2e::keys::{self, mint, mint_exact_len, now};
 use idtoken_e2e::pam::{self, PamHarness};
 use idtoken_e2e::require;
 use idtoken_e2e::sshd::which;
-use serde_json::json;
-
-fn now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
-}
 
 fn claims(user: &str, tag: &str) -> serde_json::Value {
-    let n = now();
-    let c = keys::gitlab_claims(user);
-    let c = with(
-        with(with(c, "iat", json!(n)), "nbf", json!(n - 5)),
-        "exp",
-        json!(n + 300),
-    );
-    with(c, "jti", json!(format!("su-{tag}-{n}")))
+    keys::live_claims(user, &format!("su-{tag}-{}", now()))
 }
 
 /// Runs `su TARGET -c ...` as the unprivileged `runner` account in a pty, answers the
