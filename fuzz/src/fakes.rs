@@ -79,6 +79,10 @@ impl AccountSource for Accounts {
             })
     }
 
+    fn listed_in(&self, account: &Account, group: &str) -> bool {
+        groups_of(&account.name).contains(&group)
+    }
+
     fn group_names(&self, account: &Account) -> Vec<String> {
         groups_of(&account.name)
             .iter()

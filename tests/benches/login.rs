@@ -97,6 +97,11 @@ fn main() {
     c.bench_function("login/nss_groups", |b| {
         b.iter(|| black_box(Nss.group_names(&account).len()))
     });
+    // What `local_groups = ["hpc-ci"]` costs when the group lists the account (getgrnam).
+    assert!(Nss.listed_in(&account, "hpc-ci"));
+    c.bench_function("login/nss_group_entry", |b| {
+        b.iter(|| black_box(Nss.listed_in(&account, "hpc-ci")))
+    });
 
     let token = bench::token(bench::now());
     c.bench_function("login/token_parse", |b| {

@@ -150,6 +150,10 @@ impl AccountSource for TableAccounts {
         })
     }
 
+    fn listed_in(&self, _account: &Account, group: &str) -> bool {
+        group == ACCOUNT || group == "hpc-ci"
+    }
+
     fn group_names(&self, _account: &Account) -> Vec<String> {
         vec![ACCOUNT.to_string(), "hpc-ci".to_string()]
     }

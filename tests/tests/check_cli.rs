@@ -612,6 +612,83 @@ fn groups_rule_without_groups_direct_explains_why() {
 }
 
 #[test]
+fn local_groups_primary_group_member_list_and_glob_through_nss() {
+    require!(
+        cli::nss_wrapper().is_some(),
+        "libnss-wrapper is not installed"
+    );
+    let s = Sandbox::new("groups");
+    s.key_cache(&[Key::A]);
+    // (local_groups, account, how the membership is found or None when refused): through
+    // the real NSS calls (nss_wrapper's files). "lists": the group's own entry (getgrnam);
+    // "group list": the account's groups (getgrouplist).
+    let cases = [
+        // alice's primary group: its entry lists no members, the gid is the account's.
+        (
+            r#"["alice"]"#,
+            "alice",
+            Some("group \"alice\" lists \"alice\""),
+        ),
+        // hpc-ci names carol among its members.
+        (
+            r#"["hpc-ci"]"#,
+            "carol",
+            Some("group \"hpc-ci\" lists \"carol\""),
+        ),
+        (r#"["hpc-ci"]"#, "alice", None),
+        (
+            r#"["no-such-group", "hpc-ci"]"#,
+            "carol",
+            Some("group \"hpc-ci\" lists"),
+        ),
+        (r#"["no-such-group"]"#, "carol", None),
+        // Another account's primary group.
+        (r#"["alice"]"#, "carol", None),
+        // Globs are matched against the account's group list (getgrouplist).
+        (
+            r#"["hpc-*"]"#,
+            "carol",
+            Some("\"carol\" is in group \"hpc-ci\" (its group list)"),
+        ),
+        (r#"["hpc-*"]"#, "alice", None),
+        (
+            r#"["car?l"]"#,
+            "carol",
+            Some("\"carol\" is in group \"carol\" (its group list)"),
+        ),
+    ];
+    for (groups, account, how) in cases {
+        let config = s.config(
+            "",
+            &format!("[[rule]]\nname = \"members\"\nlocal_groups = {groups}\n"),
+        );
+        let (code, json, _) = check(
+            &s,
+            &config,
+            &mint(&gitlab_claims(account)),
+            account,
+            NOW,
+            &[],
+        );
+        let grant = json["steps"]
+            .as_array()
+            .and_then(|s| s.iter().find(|s| s["step"] == "grant"))
+            .map(|s| s["detail"].as_str().unwrap_or_default().to_string())
+            .unwrap_or_default();
+        match how {
+            Some(how) => {
+                assert_eq!(code, 0, "local_groups = {groups} for {account}: {json}");
+                assert!(grant.contains(how), "{how:?} not in {grant:?}");
+            }
+            None => {
+                assert_eq!(code, 1, "local_groups = {groups} for {account}: {json}");
+                assert_eq!(json["reason"], "user_mismatch", "{json}");
+            }
+        }
+    }
+}
+
+#[test]
 fn login_as_local_groups_and_user_map() {
     require!(
         cli::nss_wrapper().is_some(),

@@ -97,6 +97,9 @@ impl AccountSource for Table {
             gid: 2004,
         })
     }
+    fn listed_in(&self, _a: &Account, group: &str) -> bool {
+        group == "carol" || group == "hpc-ci"
+    }
     fn group_names(&self, _a: &Account) -> Vec<String> {
         vec!["carol".to_string(), "hpc-ci".to_string()]
     }

@@ -11,6 +11,12 @@ pub struct Account {
 /// The account database. Small on purpose, so tests can fake it.
 pub trait AccountSource {
     fn account(&self, name: &str) -> Option<Account>;
+    /// Whether the group called `group` lists the account by its own entry: it is the
+    /// account's primary group, or names the account among its members. One lookup of one
+    /// group, so the usual `local_groups` check costs no `group_names`. `false` proves
+    /// nothing: memberships NSS knows only from the account's side (nested groups in sssd
+    /// or LDAP, member lists left out of group entries) are found by `group_names`.
+    fn listed_in(&self, account: &Account, group: &str) -> bool;
     /// The names of every group the account is in, its primary group included.
     fn group_names(&self, account: &Account) -> Vec<String>;
 }
@@ -26,6 +32,18 @@ impl AccountSource for Nss {
             name: name.to_string(),
             uid: u.uid(),
             gid: u.primary_group_id(),
+        })
+    }
+
+    fn listed_in(&self, account: &Account, group: &str) -> bool {
+        use uzers::os::unix::GroupExt;
+        // getgrnam(3): the group's own entry. Exact names only: a member list entry is a
+        // user name, compared byte for byte.
+        uzers::get_group_by_name(group).is_some_and(|g| {
+            g.gid() == account.gid
+                || g.members()
+                    .iter()
+                    .any(|m| m.as_encoded_bytes() == account.name.as_bytes())
         })
     }
 

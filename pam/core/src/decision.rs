@@ -536,27 +536,55 @@ fn apply_rules(
     );
     // local_groups: a granting rule with it grants only to members of one of the groups.
     let mut groups: Option<Vec<String>> = None;
+    // The first granting rule, and how its local_groups held (for the trace).
+    let mut grant: Option<(String, Option<String>)> = None;
     for (trace, rule) in d.rules.iter_mut().zip(&env.config.rules) {
         if trace.grants.as_deref() != Some(req.account) {
             continue;
         }
+        let mut membership = None;
         if let Some(wanted) = &rule.local_groups {
-            let have = groups.get_or_insert_with(|| env.accounts.group_names(&account));
-            if !have.iter().any(|g| crate::glob::any_matches(wanted, g)) {
+            // A group that lists the account by name answers at once (getgrnam); only
+            // otherwise the account's whole group list (getgrouplist and a getgrgid per
+            // group, the slow part of NSS) is fetched, once, for globs and for memberships
+            // the group entries do not show.
+            let listed = wanted
+                .iter()
+                .find(|w| crate::glob::is_literal(w) && env.accounts.listed_in(&account, w));
+            let found = match listed {
+                Some(g) => Some(format!("group {g:?} lists {:?}", account.name)),
+                None => groups
+                    .get_or_insert_with(|| env.accounts.group_names(&account))
+                    .iter()
+                    .find(|g| crate::glob::any_matches(wanted, g))
+                    .map(|g| format!("{:?} is in group {g:?} (its group list)", account.name)),
+            };
+            let Some(found) = found else {
                 trace.failed = Some(format!(
                     "local_groups: {:?} is in none of {wanted:?}",
                     account.name
                 ));
                 continue;
-            }
+            };
+            membership = Some(found);
         }
         trace.granted = true;
+        if grant.is_none() {
+            grant = Some((trace.rule.clone(), membership));
+        }
     }
-    match d.rules.iter().find(|t| t.granted) {
-        Some(t) => {
-            d.rule = Some(t.rule.clone());
-            let name = t.rule.clone();
-            d.pass("grant", format!("rule {name:?} grants {:?}", account.name));
+    match grant {
+        Some((name, membership)) => {
+            d.rule = Some(name.clone());
+            let how = membership.map(|m| format!(" (local_groups: {m})"));
+            d.pass(
+                "grant",
+                format!(
+                    "rule {name:?} grants {:?}{}",
+                    account.name,
+                    how.unwrap_or_default()
+                ),
+            );
             Ok(d)
         }
         None => Err(Box::new(d.fail(

@@ -5,6 +5,11 @@
 //! O(pattern × text) time at worst and never recurses: a hostile claim cannot blow the
 //! stack or take exponential time.
 
+/// True when `pattern` has no wildcard: it matches exactly the text it is.
+pub fn is_literal(pattern: &str) -> bool {
+    !pattern.contains(['*', '?'])
+}
+
 /// True when `pattern` matches the whole of `text`.
 pub fn matches(pattern: &str, text: &str) -> bool {
     if pattern.is_ascii() && text.is_ascii() {

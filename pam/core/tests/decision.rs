@@ -2,7 +2,7 @@
 //! faked: keys in memory, a table of accounts, a use ledger in memory. One test per reason
 //! code, in order, plus the trace and the read-only use mode.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 
 use base64::Engine;
@@ -51,6 +51,11 @@ impl AccountSource for Accounts {
             uid,
             gid: uid,
         })
+    }
+    // No group entry lists anyone: every membership here is one NSS knows only from the
+    // account's side (the group list), the path `local_groups` falls back to.
+    fn listed_in(&self, _account: &Account, _group: &str) -> bool {
+        false
     }
     fn group_names(&self, account: &Account) -> Vec<String> {
         if account.name == "svc" {
@@ -321,6 +326,115 @@ fn reason_12_user_mismatch_including_local_groups() {
     );
     // svc is granted by rule "svc" (svc is in hpc-ci): allowed.
     assert_eq!(reason(&token(&claims()), "svc"), None);
+}
+
+/// Accounts whose group entries list some of their memberships (`listed`, what getgrnam
+/// shows) while NSS knows others only from the account's side (`nested`: sssd's nested
+/// groups, member lists left out of entries). Records what is asked of it.
+struct Groups {
+    listed: &'static [&'static str],
+    nested: &'static [&'static str],
+    asked: RefCell<Vec<String>>,
+    lists: Cell<u32>,
+}
+
+impl Groups {
+    fn new(listed: &'static [&'static str], nested: &'static [&'static str]) -> Groups {
+        Groups {
+            listed,
+            nested,
+            asked: RefCell::default(),
+            lists: Cell::new(0),
+        }
+    }
+}
+
+impl AccountSource for Groups {
+    fn account(&self, name: &str) -> Option<Account> {
+        Accounts.account(name)
+    }
+    fn listed_in(&self, _account: &Account, group: &str) -> bool {
+        self.asked.borrow_mut().push(group.to_string());
+        self.listed.contains(&group)
+    }
+    fn group_names(&self, _account: &Account) -> Vec<String> {
+        self.lists.set(self.lists.get() + 1);
+        self.listed
+            .iter()
+            .chain(self.nested)
+            .map(|g| g.to_string())
+            .collect()
+    }
+}
+
+/// alice's token asking for `svc`, which rule "svc" grants with `local_groups`.
+fn decide_svc(local_groups: &str, accounts: &Groups) -> Decision {
+    let cfg = Config::parse(&format!(
+        "[[issuer]]\nname = \"gitlab\"\nurl = \"{ISS}\"\naudiences = [\"{AUD}\"]\n\n\
+         [[rule]]\nname = \"svc\"\nusers = [\"alice\"]\nlogin_as = \"svc\"\nlocal_groups = {local_groups}\n"
+    ))
+    .unwrap();
+    let keys = Keys(Ok(key_set()));
+    let env = Env {
+        config: &cfg,
+        issuer_data: &keys,
+        accounts,
+        uses: &Ledger::default(),
+    };
+    evaluate(
+        &env,
+        &Request {
+            token: &token(&claims()),
+            account: "svc",
+            service: "sshd",
+            now: NOW,
+            uses: UseMode::ReadOnly,
+        },
+    )
+}
+
+#[test]
+fn local_groups_listed_in_the_group_entry_needs_no_group_list() {
+    let g = Groups::new(&["hpc-ci"], &[]);
+    let d = decide_svc(r#"["other", "hpc-ci"]"#, &g);
+    assert_eq!(d.verdict, Verdict::Allow, "{:?}", d.rules);
+    assert_eq!(g.lists.get(), 0, "getgrouplist was not needed");
+    assert_eq!(*g.asked.borrow(), ["other", "hpc-ci"]);
+}
+
+#[test]
+fn local_groups_falls_back_to_the_group_list() {
+    // Member only through the account's side (a nested group): found by the list.
+    let g = Groups::new(&[], &["hpc-ci"]);
+    assert_eq!(decide_svc(r#"["hpc-ci"]"#, &g).verdict, Verdict::Allow);
+    assert_eq!(g.lists.get(), 1);
+    // A member of neither: refused, after one list.
+    let g = Groups::new(&["svc"], &["other"]);
+    let d = decide_svc(r#"["hpc-ci"]"#, &g);
+    assert_eq!(d.reason(), Some(Reason::UserMismatch));
+    assert_eq!(g.lists.get(), 1);
+    assert!(
+        d.rules[0]
+            .failed
+            .as_deref()
+            .is_some_and(|f| f.starts_with("local_groups:")),
+        "{:?}",
+        d.rules
+    );
+}
+
+#[test]
+fn local_groups_globs_are_matched_against_the_group_list() {
+    // A glob is never looked up as a group name.
+    let g = Groups::new(&["hpc-ci"], &[]);
+    assert_eq!(decide_svc(r#"["hpc-*"]"#, &g).verdict, Verdict::Allow);
+    assert!(g.asked.borrow().is_empty(), "{:?}", g.asked.borrow());
+    assert_eq!(g.lists.get(), 1);
+    let g = Groups::new(&["hpc-ci"], &[]);
+    assert_eq!(
+        decide_svc(r#"["gpu-*"]"#, &g).reason(),
+        Some(Reason::UserMismatch)
+    );
 }
 
 #[test]

@@ -7,7 +7,7 @@
 //! libpam_one_handle_no_groups, libpam_one_handle_permit,
 //! libpam_start_end, libpam_start_end_permit, cold_process, cold_process_permit (a fresh
 //! `pam-drive` process per login); and parts of the per-login path: config_load,
-//! key_cache_load, token_parse, nss_account, nss_groups, audit_line. Without `--cold` one untimed run comes first,
+//! key_cache_load, token_parse, nss_account, nss_group_entry, nss_groups, audit_line. Without `--cold` one untimed run comes first,
 //! so N counts warm runs; with it, the first of the N is the process's first login (libpam,
 //! the module, NSS and syslog all starting cold, as in a fresh sshd child). The per-run
 //! count is what callgrind collects inside `measured`, divided by N: tests/bench/callgrind. Re-executes itself inside
@@ -92,6 +92,10 @@ fn main() {
             Box::new(move || idtoken_core::jws::parse(&t).is_ok())
         }
         "nss_account" => Box::new(|| Nss.account(bench::ACCOUNT).is_some()),
+        "nss_group_entry" => {
+            let a = Nss.account(bench::ACCOUNT).unwrap();
+            Box::new(move || Nss.listed_in(&a, "hpc-ci"))
+        }
         "nss_groups" => {
             let a = Nss.account(bench::ACCOUNT).unwrap();
             Box::new(move || Nss.group_names(&a).len() > 1)
