@@ -70,12 +70,11 @@ fn main() {
         b.iter(|| black_box(s.run()))
     });
 
-    // A fresh process per login (pam-drive), as sshd's child for each connection.
-    let pam_drive = std::path::Path::new(env!("CARGO_BIN_EXE_pam-drive"));
-    let cold = ColdProcess::new(&files, bench::SERVICE, pam_drive);
-    assert!(cold.run(), "pam-drive with the module must allow");
+    // A fresh process per login (pam-cold, C), as sshd's child for each connection.
+    let cold = ColdProcess::new(&files, bench::SERVICE);
+    assert!(cold.run(), "pam-cold with the module must allow");
     c.bench_function("login/cold_process", |b| b.iter(|| black_box(cold.run())));
-    let cold = ColdProcess::new(&files, "permit", pam_drive);
+    let cold = ColdProcess::new(&files, "permit");
     assert!(cold.run());
     c.bench_function("login/cold_process_permit", |b| {
         b.iter(|| black_box(cold.run()))

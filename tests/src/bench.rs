@@ -431,23 +431,25 @@ impl LibpamStartEnd {
     }
 }
 
-/// One login in a fresh process: `pam-drive` (pam_start, pam_authenticate, pam_setcred,
-/// pam_end) spawned for each run, as sshd forks a child for each connection. Against the
-/// same with the `permit` service, the difference is the module's cold cost: loading it,
-/// relocating it, its first NSS and syslog calls, and the login itself.
+/// One login in a fresh process, as sshd forks a child for each connection: `pam-cold`
+/// (tests/bench/pam-cold.c: pam_start, pam_authenticate, pam_end), a C program linking
+/// libpam alone, spawned for each run. Against the same with the `permit` service, the
+/// difference is the module's cold cost: loading it and what it brings (libgcc_s, which a
+/// Rust driver would already have loaded, and sshd has not), relocating it, its first NSS
+/// and syslog calls, and the login itself.
 pub struct ColdProcess {
-    pam_drive: PathBuf,
+    driver: PathBuf,
     confdir: PathBuf,
     service: String,
     answers: PathBuf,
 }
 
 impl ColdProcess {
-    pub fn new(files: &Files, service: &str, pam_drive: &Path) -> ColdProcess {
+    pub fn new(files: &Files, service: &str) -> ColdProcess {
         let answers = files.dir.join(format!("answers-{service}"));
         Files::write(&answers, &format!("{}\n", token(now())), 0o600);
         ColdProcess {
-            pam_drive: pam_drive.to_path_buf(),
+            driver: cold_driver(files),
             confdir: files.confdir(),
             service: service.to_string(),
             answers,
@@ -455,22 +457,32 @@ impl ColdProcess {
     }
 
     pub fn run(&self) -> bool {
-        let out = Command::new(&self.pam_drive)
-            .arg("--confdir")
+        Command::new(&self.driver)
             .arg(&self.confdir)
-            .args([
-                "--service",
-                &self.service,
-                "--user",
-                ACCOUNT,
-                "--answers-file",
-            ])
+            .arg(&self.service)
+            .arg(ACCOUNT)
             .arg(&self.answers)
-            .output()
-            .unwrap_or_else(|e| panic!("pam-drive: {e}"));
-        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
-        out.status.success() && v["rc"] == 0
+            .status()
+            .unwrap_or_else(|e| panic!("{}: {e}", self.driver.display()))
+            .success()
     }
+}
+
+/// Compiles tests/bench/pam-cold.c into the benchmark's directory (once per run).
+fn cold_driver(files: &Files) -> PathBuf {
+    let out = files.dir.join("pam-cold");
+    if !out.exists() {
+        let src = crate::workspace_root().join("tests/bench/pam-cold.c");
+        let status = Command::new("cc")
+            .args(["-O2", "-Wall", "-o"])
+            .arg(&out)
+            .arg(&src)
+            .arg("-lpam")
+            .status()
+            .unwrap_or_else(|e| panic!("cc (needed for {}): {e}", src.display()));
+        assert!(status.success(), "cc could not build {}", src.display());
+    }
+    out
 }
 
 /// The environment variable that tells a re-executed benchmark where its files are.

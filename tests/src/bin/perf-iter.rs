@@ -6,7 +6,7 @@
 //! SCENARIO: raw_verify, decision, per_login, per_login_no_groups, libpam_one_handle,
 //! libpam_one_handle_no_groups, libpam_one_handle_permit,
 //! libpam_start_end, libpam_start_end_permit, cold_process, cold_process_permit (a fresh
-//! `pam-drive` process per login); and parts of the per-login path: config_load,
+//! `pam-cold` process per login, tests/bench/pam-cold.c); and parts of the per-login path: config_load,
 //! key_cache_load, token_parse, nss_account, nss_group_entry, nss_groups, audit_line. Without `--cold` one untimed run comes first,
 //! so N counts warm runs; with it, the first of the N is the process's first login (libpam,
 //! the module, NSS and syslog all starting cold, as in a fresh sshd child). The per-run
@@ -75,8 +75,7 @@ fn main() {
             } else {
                 SERVICE
             };
-            let pam_drive = std::env::current_exe().unwrap().with_file_name("pam-drive");
-            let c = ColdProcess::new(&files, service, &pam_drive);
+            let c = ColdProcess::new(&files, service);
             Box::new(move || c.run())
         }
         "config_load" => {
