@@ -35,43 +35,7 @@ pub const ACCOUNT: &str = "carol";
 pub const SERVICE: &str = "sshd";
 
 /// The site config of every scenario; `{STATE}` and `{CACHE}` are filled in.
-const CONFIG: &str = r#"[defaults]
-leeway = 60
-max_lifetime = 86400
-min_uid = 1000
-deny_users = ["root"]
-state_dir = "{STATE}"
-
-[[issuer]]
-name = "gitlab"
-url = "https://gitlab.test.example"
-audiences = ["https://login.test.example"]
-jwks_cache = "{CACHE}"
-
-[[rule]]
-name = "deploy"
-issuer = "gitlab"
-login_as = "svc-deploy"
-[rule.claims]
-project_path = "hpc/deploy-tools"
-ref_type = "branch"
-ref = "main"
-
-[[rule]]
-name = "admins"
-issuer = "gitlab"
-users = ["alice", "bob"]
-
-[[rule]]
-name = "hpc-protected"
-issuer = "gitlab"
-services = ["sshd"]
-local_groups = ["hpc-ci"]
-[rule.claims]
-namespace_path = ["hpc", "hpc/*"]
-ref_protected = "true"
-pipeline_source = ["push", "web", "schedule"]
-"#;
+const CONFIG: &str = include_str!("../fixtures/bench/idtoken.toml");
 
 /// The config text for a cache and state directory.
 pub fn config_text(cache: &Path, state: &Path) -> String {
@@ -94,12 +58,7 @@ pub fn token(now: i64) -> String {
     keys::mint(&c)
 }
 
-pub fn now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
-}
+pub use crate::keys::now;
 
 /// The signature check alone, with the workspace's jsonwebtoken backend and a key built
 /// once: the unavoidable cost every other figure is a ratio to.

@@ -5,25 +5,15 @@ use std::os::unix::fs::symlink;
 use std::path::Path;
 use std::time::Duration;
 
-use idtoken_e2e::keys::{self, mint, with};
+use idtoken_e2e::keys::{self, mint};
 use idtoken_e2e::pam::{self, PAM_AUTHINFO_UNAVAIL, PAM_SUCCESS, PamHarness};
 use idtoken_e2e::require;
 use idtoken_e2e::sandbox::set_mode;
-use serde_json::json;
 
 const RUNNER_UID: u32 = 2005;
 
 fn live_token() -> String {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0);
-    let c = keys::gitlab_claims("alice");
-    mint(&with(
-        with(with(c, "iat", json!(now)), "nbf", json!(now - 5)),
-        "exp",
-        json!(now + 300),
-    ))
+    mint(&keys::live_claims("alice", "fault-injection"))
 }
 
 /// A way to break a file, and what the log line must then say besides the path.

@@ -5,31 +5,15 @@
 use std::process::Command;
 use std::time::Duration;
 
-use idtoken_e2e::keys::{self, Key, mint, mint_with, with};
+use idtoken_e2e::keys::{self, Key, mint, mint_with, now, with};
 use idtoken_e2e::pam::{self, PAM_AUTH_ERR, PAM_SUCCESS, PamHarness};
 use idtoken_e2e::require;
 use idtoken_e2e::sandbox::last_json_line;
 use serde_json::json;
 
-fn now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
-}
-
+/// Claims valid for 600 s: a load round can outlast the usual 300.
 fn live(user: &str, jti: &str) -> serde_json::Value {
-    let n = now();
-    let c = keys::gitlab_claims(user);
-    with(
-        with(
-            with(with(c, "iat", json!(n)), "nbf", json!(n - 5)),
-            "exp",
-            json!(n + 600),
-        ),
-        "jti",
-        json!(jti),
-    )
+    with(keys::live_claims(user, jti), "exp", json!(now() + 600))
 }
 
 #[test]

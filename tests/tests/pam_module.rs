@@ -28,19 +28,8 @@ fn live_token(user: &str) -> String {
 }
 
 fn live_claims(user: &str) -> serde_json::Value {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0);
-    let c = keys::gitlab_claims(user);
-    let c = with(c, "iat", json!(now));
-    let c = with(c, "nbf", json!(now - 5));
-    let c = with(
-        c,
-        "jti",
-        json!(format!("jti-{user}-{now}-{}", std::process::id())),
-    );
-    with(c, "exp", json!(now + 300))
+    let jti = format!("jti-{user}-{}-{}", keys::now(), std::process::id());
+    keys::live_claims(user, &jti)
 }
 
 fn one(h: &PamHarness, user: &str, answer: &str) -> Drive {

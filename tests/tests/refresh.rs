@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime};
 
 use idtoken_core::jwks::RETIRED_AT;
 use idtoken_e2e::https::{Reply, Server, TestCa, closed_port_url};
@@ -22,12 +22,7 @@ use serde_json::{Value, json};
 const KEYS_PATH: &str = "/oauth/discovery/keys";
 const DISCOVERY_PATH: &str = "/.well-known/openid-configuration";
 
-fn now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
-}
+use idtoken_e2e::keys::now;
 
 /// A sandbox, a CA, an HTTPS server of that CA, and a config whose one issuer `gitlab` is
 /// that server (discovery), trusting the CA through `ca_file`.

@@ -51,42 +51,12 @@ fn token() -> String {
     jsonwebtoken::encode(&header, &claims, &key).unwrap()
 }
 
-const CONFIG: &str = r#"[defaults]
-leeway = 60
-max_lifetime = 86400
-min_uid = 1000
-deny_users = ["root"]
-
-[[issuer]]
-name = "gitlab"
-url = "https://gitlab.test.example"
-audiences = ["https://login.test.example"]
-jwks_cache = "/var/lib/idtoken/gitlab.jwks.json"
-
-[[rule]]
-name = "deploy"
-issuer = "gitlab"
-login_as = "svc-deploy"
-[rule.claims]
-project_path = "hpc/deploy-tools"
-ref_type = "branch"
-ref = "main"
-
-[[rule]]
-name = "admins"
-issuer = "gitlab"
-users = ["alice", "bob"]
-
-[[rule]]
-name = "hpc-protected"
-issuer = "gitlab"
-services = ["sshd"]
-local_groups = ["hpc-ci"]
-[rule.claims]
-namespace_path = ["hpc", "hpc/*"]
-ref_protected = "true"
-pipeline_source = ["push", "web", "schedule"]
-"#;
+/// The benchmarks' site config (shared with tests/src/bench.rs), with plausible paths.
+fn config_text() -> String {
+    include_str!("../../../tests/fixtures/bench/idtoken.toml")
+        .replace("{STATE}", "/var/lib/idtoken/state")
+        .replace("{CACHE}", "/var/lib/idtoken/gitlab.jwks.json")
+}
 
 struct Table;
 impl AccountSource for Table {
@@ -140,7 +110,8 @@ fn main() {
     assert!(verify().unwrap());
     c.bench_function("core/raw_verify", |b| b.iter(|| black_box(verify())));
 
-    let config = Config::parse(CONFIG).unwrap();
+    let config_text = config_text();
+    let config = Config::parse(&config_text).unwrap();
     let keys = Keys(jwks::parse(jwks_text.as_bytes()).unwrap());
     let env = Env {
         config: &config,
@@ -162,7 +133,7 @@ fn main() {
     });
 
     c.bench_function("core/config_parse", |b| {
-        b.iter(|| black_box(Config::parse(black_box(CONFIG)).is_ok()))
+        b.iter(|| black_box(Config::parse(black_box(&config_text)).is_ok()))
     });
     c.bench_function("core/jwks_parse", |b| {
         b.iter(|| black_box(jwks::parse(black_box(jwks_text.as_bytes())).is_ok()))

@@ -6,10 +6,9 @@
 use std::process::Output;
 use std::time::Duration;
 
-use idtoken_e2e::keys::{self, mint_exact_len, with};
+use idtoken_e2e::keys::{self, mint_exact_len};
 use idtoken_e2e::pam::PamHarness;
 use idtoken_e2e::sshd::{self, Sshd};
-use serde_json::json;
 
 fn show(title: &str, o: &Output) {
     println!("\n== {title}");
@@ -52,17 +51,8 @@ fn main() {
     for l in std::fs::read_to_string(&config).unwrap_or_default().lines() {
         println!("   | {l}");
     }
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0);
-    let claims = keys::gitlab_claims("alice");
-    let claims = with(
-        with(with(claims, "iat", json!(now)), "nbf", json!(now - 5)),
-        "exp",
-        json!(now + 300),
-    );
-    let token = mint_exact_len(&with(claims, "jti", json!(format!("demo-{now}"))), 2100);
+    let claims = keys::live_claims("alice", &format!("demo-{}", keys::now()));
+    let token = mint_exact_len(&claims, 2100);
     println!(
         "\n== a GitLab-shaped ID token for user_login=alice, project hpc/app, {} characters",
         token.len()
