@@ -567,7 +567,7 @@ impl Validator<'_> {
         let groups = self.globs(raw.groups, &name, "groups");
         let local_groups = self.globs(raw.local_groups, &name, "local_groups");
         let login_as = raw.login_as.map(|s| {
-            if s.get_ref().is_empty() || s.get_ref().contains(['*', '?']) {
+            if s.get_ref().is_empty() || !crate::glob::is_literal(s.get_ref()) {
                 let l = self.line(&s);
                 self.err(
                     l,
