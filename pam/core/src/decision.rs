@@ -542,49 +542,48 @@ fn apply_rules(
         if trace.grants.as_deref() != Some(req.account) {
             continue;
         }
-        let mut membership = None;
-        if let Some(wanted) = &rule.local_groups {
-            // A group that lists the account by name answers at once (getgrnam); only
-            // otherwise the account's whole group list (getgrouplist and a getgrgid per
-            // group, the slow part of NSS) is fetched, once, for globs and for memberships
-            // the group entries do not show.
-            let listed = wanted
-                .iter()
-                .find(|w| crate::glob::is_literal(w) && env.accounts.listed_in(&account, w));
-            let found = match listed {
-                Some(g) => Some(format!("group {g:?} lists {:?}", account.name)),
-                None => groups
-                    .get_or_insert_with(|| env.accounts.group_names(&account))
+        // How the rule's local_groups held, for the trace (None: the rule has none).
+        let membership = match &rule.local_groups {
+            None => None,
+            Some(wanted) => {
+                // A group that lists the account by name answers at once (getgrnam); only
+                // otherwise the account's whole group list (getgrouplist and a getgrgid per
+                // group, the slow part of NSS) is fetched, once, for globs and for
+                // memberships the group entries do not show.
+                let listed = wanted
                     .iter()
-                    .find(|g| crate::glob::any_matches(wanted, g))
-                    .map(|g| format!("{:?} is in group {g:?} (its group list)", account.name)),
-            };
-            let Some(found) = found else {
-                trace.failed = Some(format!(
-                    "local_groups: {:?} is in none of {wanted:?}",
-                    account.name
-                ));
-                continue;
-            };
-            membership = Some(found);
-        }
+                    .find(|w| crate::glob::is_literal(w) && env.accounts.listed_in(&account, w));
+                let found = match listed {
+                    Some(g) => Some(format!("group {g:?} lists {:?}", account.name)),
+                    None => groups
+                        .get_or_insert_with(|| env.accounts.group_names(&account))
+                        .iter()
+                        .find(|g| crate::glob::any_matches(wanted, g))
+                        .map(|g| format!("{:?} is in group {g:?} (its group list)", account.name)),
+                };
+                let Some(found) = found else {
+                    trace.failed = Some(format!(
+                        "local_groups: {:?} is in none of {wanted:?}",
+                        account.name
+                    ));
+                    continue;
+                };
+                Some(found)
+            }
+        };
         trace.granted = true;
-        if grant.is_none() {
-            grant = Some((trace.rule.clone(), membership));
-        }
+        grant.get_or_insert_with(|| (trace.rule.clone(), membership));
     }
     match grant {
         Some((name, membership)) => {
-            d.rule = Some(name.clone());
-            let how = membership.map(|m| format!(" (local_groups: {m})"));
+            let how = membership
+                .map(|m| format!(" (local_groups: {m})"))
+                .unwrap_or_default();
             d.pass(
                 "grant",
-                format!(
-                    "rule {name:?} grants {:?}{}",
-                    account.name,
-                    how.unwrap_or_default()
-                ),
+                format!("rule {name:?} grants {:?}{how}", account.name),
             );
+            d.rule = Some(name);
             Ok(d)
         }
         None => Err(Box::new(d.fail(
