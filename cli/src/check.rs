@@ -4,10 +4,10 @@
 use std::path::PathBuf;
 
 use idtoken_core::accounts::Nss;
-use idtoken_core::audit::clean;
 use idtoken_core::config::{Config, DEFAULT_PATH};
 use idtoken_core::decision::{self, Decision, Env, Request, UseMode, Verdict};
 use idtoken_core::keystore::DiskIssuerData;
+use idtoken_core::sanitize::clean;
 use idtoken_core::uses::DiskLedger;
 use serde_json::{Value, json};
 
@@ -153,13 +153,13 @@ pub fn to_json(d: &Decision) -> Value {
         "verified": d.verified,
         "error": error,
         "claims": {
-            "project_path": d.facts.project_path.as_deref().map(clean),
-            "pipeline_id": d.facts.pipeline_id.as_deref().map(clean),
-            "job_id": d.facts.job_id.as_deref().map(clean),
-            "jti": d.facts.jti.as_deref().map(clean),
-            "exp": d.facts.exp,
+            "project_path": d.audit_claims.project_path.as_deref().map(clean),
+            "pipeline_id": d.audit_claims.pipeline_id.as_deref().map(clean),
+            "job_id": d.audit_claims.job_id.as_deref().map(clean),
+            "jti": d.audit_claims.jti.as_deref().map(clean),
+            "exp": d.audit_claims.exp,
         },
-        "steps": d.steps.iter().map(|s| json!({"step": s.name, "ok": s.ok, "detail": s.detail})).collect::<Vec<_>>(),
+        "steps": d.steps.iter().map(|s| json!({"step": s.name.as_str(), "ok": s.ok, "detail": s.detail})).collect::<Vec<_>>(),
         "rules": d.rules.iter().map(|r| json!({
             "rule": r.rule, "matched": r.matched, "grants": r.grants, "granted": r.granted, "failed": r.failed
         })).collect::<Vec<_>>(),

@@ -67,7 +67,7 @@ fn dates_of(claims: &Map<String, Value>) -> Map<String, Value> {
 fn print_object(m: &Map<String, Value>, dates: &Map<String, Value>) {
     let width = m.keys().map(|k| k.chars().count()).max().unwrap_or(0);
     for (k, v) in m {
-        let shown = idtoken_core::audit::clean(&v.to_string());
+        let shown = idtoken_core::sanitize::clean(&v.to_string());
         match dates.get(k).and_then(Value::as_str) {
             Some(date) => println!("  {k:<width$}  {shown}  ({date})"),
             None => println!("  {k:<width$}  {shown}"),

@@ -10,10 +10,10 @@
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 
-use idtoken_core::audit::clean;
 use idtoken_core::config::{Config, DEFAULT_PATH, Defaults, Issuer};
 use idtoken_core::files;
 use idtoken_core::jwks::{self, MAX_JWKS_BYTES};
+use idtoken_core::sanitize::clean;
 use idtoken_core::timefmt;
 use idtoken_core::uses::DiskLedger;
 use serde_json::{Map, Value};

@@ -7,10 +7,10 @@
 use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
 
-use idtoken_core::audit::clean;
 use idtoken_core::config::{Config, DEFAULT_PATH, Defaults, Issuer};
 use idtoken_core::files::{self, FileProblem, FileProblemKind};
 use idtoken_core::jwks::{self, KeySet, MAX_JWKS_BYTES};
+use idtoken_core::sanitize::clean;
 use idtoken_core::timefmt;
 use serde_json::{Value, json};
 

@@ -5,32 +5,7 @@
 use std::fmt::Write;
 
 use crate::decision::{Decision, Verdict};
-
-/// Longest value kept in a log line or trace, in characters.
-pub const MAX_VALUE_CHARS: usize = 200;
-
-/// Strips control characters and caps the length of a value from the token.
-pub fn clean(value: &str) -> String {
-    let mut out: String = value
-        .chars()
-        .filter(|c| !c.is_control() && !is_bidi_control(*c))
-        .take(MAX_VALUE_CHARS)
-        .collect();
-    if value
-        .chars()
-        .filter(|c| !c.is_control())
-        .nth(MAX_VALUE_CHARS)
-        .is_some()
-    {
-        out.push('…');
-    }
-    out
-}
-
-/// Bidirectional overrides make a log line read differently from what it says.
-fn is_bidi_control(c: char) -> bool {
-    matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}' | '\u{200e}' | '\u{200f}')
-}
+use crate::sanitize::clean;
 
 /// A value as it stands in the line: bare when it is plain, quoted otherwise, `-` if absent.
 fn field(out: &mut String, key: &str, value: Option<&str>) {
@@ -66,10 +41,18 @@ pub fn line(d: &Decision, rhost: Option<&str>) -> String {
     field(&mut out, "account", Some(&d.account));
     field(&mut out, "issuer", d.issuer.as_deref());
     field(&mut out, "user", d.user.as_deref());
-    field(&mut out, "project_path", d.facts.project_path.as_deref());
-    field(&mut out, "pipeline_id", d.facts.pipeline_id.as_deref());
-    field(&mut out, "job_id", d.facts.job_id.as_deref());
-    field(&mut out, "jti", d.facts.jti.as_deref());
+    field(
+        &mut out,
+        "project_path",
+        d.audit_claims.project_path.as_deref(),
+    );
+    field(
+        &mut out,
+        "pipeline_id",
+        d.audit_claims.pipeline_id.as_deref(),
+    );
+    field(&mut out, "job_id", d.audit_claims.job_id.as_deref());
+    field(&mut out, "jti", d.audit_claims.jti.as_deref());
     field(&mut out, "rule", d.rule.as_deref());
     field(&mut out, "rhost", rhost);
     // Claims read before the signature verified are the sender's word only.
@@ -87,14 +70,6 @@ pub fn line(d: &Decision, rhost: Option<&str>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn clean_strips_controls_and_caps() {
-        assert_eq!(clean("a\nb\rc\u{1b}[31m"), "abc[31m");
-        assert_eq!(clean("x\u{202e}y"), "xy");
-        let long = "a".repeat(500);
-        assert_eq!(clean(&long).chars().count(), MAX_VALUE_CHARS + 1);
-    }
 
     #[test]
     fn fields_are_quoted_when_needed() {

@@ -11,6 +11,7 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use crate::files::{self, FileProblem};
+use crate::jws::parse_algorithm;
 
 /// The config's default path.
 pub const DEFAULT_PATH: &str = "/etc/security/idtoken.toml";
@@ -636,51 +637,6 @@ fn glob_problem(g: &str) -> Option<String> {
         return Some(format!("pattern {g:?} contains control characters"));
     }
     None
-}
-
-/// The algorithms the config accepts. `none` and the HMAC family are refused: a shared
-/// secret cannot be published in a JWKS, and accepting HS* with a public key as the secret
-/// is the classic algorithm-confusion forgery.
-pub fn parse_algorithm(name: &str) -> Result<Algorithm, String> {
-    match name {
-        "RS256" => Ok(Algorithm::RS256),
-        "RS384" => Ok(Algorithm::RS384),
-        "RS512" => Ok(Algorithm::RS512),
-        "PS256" => Ok(Algorithm::PS256),
-        "PS384" => Ok(Algorithm::PS384),
-        "PS512" => Ok(Algorithm::PS512),
-        "ES256" => Ok(Algorithm::ES256),
-        "ES384" => Ok(Algorithm::ES384),
-        "EdDSA" => Ok(Algorithm::EdDSA),
-        n if n.eq_ignore_ascii_case("none") => {
-            Err("algorithm \"none\" is refused: unsigned tokens prove nothing".to_string())
-        }
-        n if n.to_ascii_uppercase().starts_with("HS") => Err(format!(
-            "algorithm {n:?} is refused: HMAC needs a shared secret, and ID tokens are signed with public keys"
-        )),
-        n => Err(format!(
-            "unknown algorithm {n:?}; use RS256 (GitLab), or RS384, RS512, PS256, PS384, PS512, ES256, ES384, EdDSA"
-        )),
-    }
-}
-
-/// The JOSE name of an algorithm, for messages and traces.
-pub fn algorithm_name(a: Algorithm) -> &'static str {
-    match a {
-        Algorithm::HS256 => "HS256",
-        Algorithm::HS384 => "HS384",
-        Algorithm::HS512 => "HS512",
-        Algorithm::ES256 => "ES256",
-        Algorithm::ES384 => "ES384",
-        Algorithm::RS256 => "RS256",
-        Algorithm::RS384 => "RS384",
-        Algorithm::RS512 => "RS512",
-        Algorithm::PS256 => "PS256",
-        Algorithm::PS384 => "PS384",
-        Algorithm::PS512 => "PS512",
-        Algorithm::EdDSA => "EdDSA",
-        _ => "unknown",
-    }
 }
 
 #[cfg(test)]

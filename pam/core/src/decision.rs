@@ -1,19 +1,25 @@
 //! The decision: token → checks → verdict, in exactly the SPEC's order.
 //!
-//! The first failing step gives the reason. The signature is checked before any claim is
-//! trusted; iss is read before that only to choose the issuer's keys. Every step leaves a
-//! line in the trace, and every rule says whether it matched and, if not, why.
+//! Each step of the SPEC's decision order is one small function that either passes (and
+//! leaves an `ok` line in the trace) or stops the pipeline with a [`Stop`]; [`evaluate`]
+//! joins them with `?` and turns a stop into the verdict in one place. The signature is
+//! checked before any claim is trusted; iss is read before that only to choose the
+//! issuer's keys. Every rule says whether it matched and, if not, why.
+
+use std::fmt;
 
 use serde_json::Value;
 
-use crate::accounts::AccountSource;
-use crate::audit::clean;
+use crate::accounts::{Account, AccountSource};
 use crate::claims::{display_text, numeric_date};
-use crate::config::{Config, Issuer, algorithm_name, parse_algorithm};
-use crate::jws::{self, UnverifiedToken};
+use crate::config::{Config, Issuer};
+use crate::jwks::{KeySet, VerifyKey};
+use crate::jws::{self, UnverifiedToken, algorithm_name, parse_algorithm};
 use crate::keystore::IssuerData;
 use crate::policy::{self, TokenFacts};
 use crate::reason::Reason;
+use crate::sanitize::clean;
+use crate::timefmt::utc;
 use crate::uses::{TokenId, UseLedger};
 
 /// What the decision reads from outside: config, issuer files, accounts and the use ledger.
@@ -53,10 +59,57 @@ pub enum Verdict {
     Unavailable(String),
 }
 
+/// The steps of the decision order. Their strings are a public interface (`check --json`,
+/// the module's debug lines): keep them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StepName {
+    Token,
+    Issuer,
+    Algorithm,
+    Key,
+    Signature,
+    Claims,
+    Expiry,
+    NotBefore,
+    Audience,
+    Lifetime,
+    Rules,
+    Grant,
+    Account,
+    Uses,
+}
+
+impl StepName {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StepName::Token => "token",
+            StepName::Issuer => "issuer",
+            StepName::Algorithm => "algorithm",
+            StepName::Key => "key",
+            StepName::Signature => "signature",
+            StepName::Claims => "claims",
+            StepName::Expiry => "expiry",
+            StepName::NotBefore => "not-before",
+            StepName::Audience => "audience",
+            StepName::Lifetime => "lifetime",
+            StepName::Rules => "rules",
+            StepName::Grant => "grant",
+            StepName::Account => "account",
+            StepName::Uses => "uses",
+        }
+    }
+}
+
+impl fmt::Display for StepName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.pad(self.as_str())
+    }
+}
+
 /// One checked step of the decision order.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Step {
-    pub name: &'static str,
+    pub name: StepName,
     pub ok: bool,
     pub detail: String,
 }
@@ -75,9 +128,11 @@ pub struct RuleTrace {
     pub failed: Option<String>,
 }
 
-/// Claims worth naming in the audit line (cleaned when printed).
+/// Claims that exist to be named in the audit line and the PAM environment (cleaned when
+/// printed). Read before the signature is checked: `Decision::verified` says whether they
+/// are the issuer's word.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct Facts {
+pub struct AuditClaims {
     pub project_path: Option<String>,
     pub pipeline_id: Option<String>,
     pub job_id: Option<String>,
@@ -97,7 +152,7 @@ pub struct Decision {
     pub user: Option<String>,
     pub account: String,
     pub service: String,
-    pub facts: Facts,
+    pub audit_claims: AuditClaims,
     /// Whether the signature verified (claims before that are the sender's word).
     pub verified: bool,
     pub steps: Vec<Step>,
@@ -116,7 +171,7 @@ impl Decision {
         }
     }
 
-    fn pass(&mut self, name: &'static str, detail: impl Into<String>) {
+    fn pass(&mut self, name: StepName, detail: impl Into<String>) {
         self.steps.push(Step {
             name,
             ok: true,
@@ -124,56 +179,116 @@ impl Decision {
         });
     }
 
-    fn fail(mut self, name: &'static str, reason: Reason, detail: impl Into<String>) -> Decision {
+    /// The one place a stopped pipeline becomes a verdict.
+    fn stop(&mut self, stop: Stop) {
+        let (name, verdict, detail) = match stop {
+            Stop::Deny(name, reason, detail) => (name, Verdict::Deny(reason), detail),
+            Stop::Unavailable(name, problem) => {
+                (name, Verdict::Unavailable(problem.clone()), problem)
+            }
+        };
         self.steps.push(Step {
             name,
             ok: false,
-            detail: detail.into(),
+            detail,
         });
-        self.verdict = Verdict::Deny(reason);
+        self.verdict = verdict;
         // Only an allow has a granting rule; the trace still shows which rule matched.
         self.rule = None;
-        self
     }
+}
 
-    fn unavailable(mut self, name: &'static str, problem: String) -> Decision {
-        self.steps.push(Step {
-            name,
-            ok: false,
-            detail: problem.clone(),
-        });
-        self.verdict = Verdict::Unavailable(problem);
-        self.rule = None;
-        self
-    }
+/// Why the pipeline ended before an allow: a denial with its reason, or a decision that
+/// could not be made. Each names the step it happened in and what the trace says.
+enum Stop {
+    Deny(StepName, Reason, String),
+    Unavailable(StepName, String),
+}
+
+fn deny<T>(step: StepName, reason: Reason, detail: impl Into<String>) -> Result<T, Stop> {
+    Err(Stop::Deny(step, reason, detail.into()))
 }
 
 /// Decides one login attempt.
 pub fn evaluate(env: &Env, req: &Request) -> Decision {
-    let d = Decision {
+    let mut d = Decision {
         verdict: Verdict::Deny(Reason::Malformed),
         rule: None,
         issuer: None,
         user: None,
         account: req.account.to_string(),
         service: req.service.to_string(),
-        facts: Facts::default(),
+        audit_claims: AuditClaims::default(),
         verified: false,
         steps: Vec::new(),
         rules: Vec::new(),
     };
+    match run_steps(env, req, &mut d) {
+        Ok(()) => d.verdict = Verdict::Allow,
+        Err(stop) => d.stop(stop),
+    }
+    d
+}
+
+/// The SPEC's decision order, one step per line; the first that stops decides.
+fn run_steps(env: &Env, req: &Request, d: &mut Decision) -> Result<(), Stop> {
     // 1. malformed
-    let token = match jws::parse(req.token) {
-        Ok(t) => t,
-        Err(why) => return d.fail("token", Reason::Malformed, why),
-    };
-    let mut d = d;
-    d.facts = facts_of(&token);
-    d.pass("token", "compact JWS with JSON-object header and payload");
+    let token = parse_token(req, d)?;
     // 2. unknown_issuer
+    let issuer = select_issuer(env.config, &token, d)?;
+    // 3. alg_not_allowed
+    let alg = check_algorithm(issuer, &token, d)?;
+    // 4. unknown_key (only now is the issuer's key cache read)
+    let keys = env
+        .issuer_data
+        .keys(issuer)
+        .map_err(|problem| Stop::Unavailable(StepName::Key, problem.to_string()))?;
+    let key = select_key(env.config, req.now, issuer, &keys, &token, alg, d)?;
+    // 5. bad_signature
+    verify_signature(&token, key, alg, d)?;
+    // 6. missing_claim
+    let claims = required_claims(env.config, issuer, &token, d)?;
+    // 7. expired
+    check_expiry(env.config, req.now, &claims, d)?;
+    // 8. not_yet_valid
+    check_not_before(env.config, req.now, &claims, d)?;
+    // 9. wrong_audience
+    check_audience(issuer, &token, d)?;
+    // 10. lifetime_too_long
+    check_lifetime(env.config, &claims, d)?;
+    // 11. policy_denied
+    match_rules(env, req, issuer, &token, claims.user, d)?;
+    // 12. user_mismatch (which rules grant the requested account)
+    requested_account_granted(req, d)?;
+    // 13. account_invalid
+    let account = check_account(env, req, d)?;
+    // 12, continued: local_groups, which needs the account NSS knows
+    grant_through_local_groups(env, &account, d)?;
+    // 14. replayed
+    count_use(env, req, issuer, &claims, d)
+}
+
+/// Step 1: a compact JWS with JSON-object header and payload.
+fn parse_token(req: &Request, d: &mut Decision) -> Result<UnverifiedToken, Stop> {
+    let token =
+        jws::parse(req.token).map_err(|why| Stop::Deny(StepName::Token, Reason::Malformed, why))?;
+    d.audit_claims = audit_claims_of(&token);
+    d.pass(
+        StepName::Token,
+        "compact JWS with JSON-object header and payload",
+    );
+    Ok(token)
+}
+
+/// Step 2: iss selects a configured issuer (the sender's word until the signature verifies).
+fn select_issuer<'c>(
+    config: &'c Config,
+    token: &UnverifiedToken,
+    d: &mut Decision,
+) -> Result<&'c Issuer, Stop> {
     let Some(issuer) = token
         .claim_str("iss")
-        .and_then(|iss| env.config.issuer_by_url(iss))
+        .and_then(|iss| config.issuer_by_url(iss))
     else {
         let why = match token.claims.get("iss") {
             None => "token has no iss".to_string(),
@@ -182,257 +297,255 @@ pub fn evaluate(env: &Env, req: &Request) -> Decision {
                 clean(&display_text(v))
             ),
         };
-        return d.fail("issuer", Reason::UnknownIssuer, why);
+        return deny(StepName::Issuer, Reason::UnknownIssuer, why);
     };
     d.issuer = Some(issuer.name.clone());
-    d.pass("issuer", format!("iss is issuer {:?}", issuer.name));
-    // 3. alg_not_allowed
+    d.pass(StepName::Issuer, format!("iss is issuer {:?}", issuer.name));
+    Ok(issuer)
+}
+
+/// Step 3: the header's alg is one the issuer allows.
+fn check_algorithm(
+    issuer: &Issuer,
+    token: &UnverifiedToken,
+    d: &mut Decision,
+) -> Result<jsonwebtoken::Algorithm, Stop> {
     let alg_name = token.alg().unwrap_or_default();
-    let alg = match parse_algorithm(alg_name) {
-        Ok(a) if issuer.algorithms.contains(&a) => a,
+    match parse_algorithm(alg_name) {
+        Ok(a) if issuer.algorithms.contains(&a) => {
+            d.pass(StepName::Algorithm, format!("alg {alg_name}"));
+            Ok(a)
+        }
         _ => {
             let allowed: Vec<&str> = issuer
                 .algorithms
                 .iter()
                 .map(|a| algorithm_name(*a))
                 .collect();
-            return d.fail(
-                "algorithm",
+            deny(
+                StepName::Algorithm,
                 Reason::AlgNotAllowed,
                 format!("alg {:?} is not in {allowed:?}", clean(alg_name)),
-            );
+            )
         }
-    };
-    d.pass("algorithm", format!("alg {alg_name}"));
-    // 4. unknown_key (only now is the issuer's key cache read)
-    let keys = match env.issuer_data.keys(issuer) {
-        Ok(k) => k,
-        Err(problem) => return d.unavailable("key", problem.to_string()),
-    };
+    }
+}
+
+/// Step 4: the header's kid names a key of the issuer's cache that can verify this alg and
+/// that the issuer has not withdrawn for longer than key_grace.
+fn select_key<'k>(
+    config: &Config,
+    now: i64,
+    issuer: &Issuer,
+    keys: &'k KeySet,
+    token: &UnverifiedToken,
+    alg: jsonwebtoken::Algorithm,
+    d: &mut Decision,
+) -> Result<&'k VerifyKey, Stop> {
+    let alg_name = algorithm_name(alg);
     let Some(kid) = token.kid() else {
-        return d.fail("key", Reason::UnknownKey, "header has no kid");
+        return deny(StepName::Key, Reason::UnknownKey, "header has no kid");
     };
     let key = match keys.by_kid(kid) {
         Some(k) if k.kind.supports(alg) && k.alg.as_deref().is_none_or(|a| a == alg_name) => k,
         Some(k) => {
-            return d.fail(
-                "key",
-                Reason::UnknownKey,
-                format!(
-                    "key {:?} ({}) cannot verify {alg_name}",
-                    clean(kid),
-                    k.kind.describe()
-                ),
+            let why = format!(
+                "key {:?} ({}) cannot verify {alg_name}",
+                clean(kid),
+                k.kind.describe()
             );
+            return deny(StepName::Key, Reason::UnknownKey, why);
         }
         None => {
-            return d.fail(
-                "key",
-                Reason::UnknownKey,
-                format!(
-                    "no key with kid {:?} in {} (run `idtoken refresh` if the issuer rotated keys)",
-                    clean(kid),
-                    issuer.jwks_cache.display()
-                ),
+            let why = format!(
+                "no key with kid {:?} in {} (run `idtoken refresh` if the issuer rotated keys)",
+                clean(kid),
+                issuer.jwks_cache.display()
             );
+            return deny(StepName::Key, Reason::UnknownKey, why);
         }
     };
+    let grace = config.defaults.key_grace;
     if let Some(retired) = key.retired_at
-        && now_past(req.now, retired, env.config.defaults.key_grace)
+        && now_past(now, retired, grace)
     {
-        return d.fail(
-            "key",
-            Reason::UnknownKey,
-            format!(
-                "key {:?} was withdrawn by the issuer at {} and key_grace ({} s) has passed",
-                key.kid,
-                crate::timefmt::utc(retired),
-                env.config.defaults.key_grace
-            ),
+        let why = format!(
+            "key {:?} was withdrawn by the issuer at {} and key_grace ({grace} s) has passed",
+            key.kid,
+            utc(retired),
         );
+        return deny(StepName::Key, Reason::UnknownKey, why);
     }
     d.pass(
-        "key",
+        StepName::Key,
         format!("kid {:?} ({})", key.kid, key.kind.describe()),
     );
-    // 5. bad_signature
-    match jsonwebtoken::crypto::verify(
-        &token.signature,
-        token.signing_input.as_bytes(),
-        &key.key,
-        alg,
-    ) {
-        Ok(true) => {}
-        _ => {
-            return d.fail(
-                "signature",
-                Reason::BadSignature,
-                format!("signature does not verify with key {:?}", key.kid),
-            );
+    Ok(key)
+}
+
+/// Step 5: the signature verifies; from here on the claims are the issuer's word.
+fn verify_signature(
+    token: &UnverifiedToken,
+    key: &VerifyKey,
+    alg: jsonwebtoken::Algorithm,
+    d: &mut Decision,
+) -> Result<(), Stop> {
+    let input = token.signing_input.as_bytes();
+    match jsonwebtoken::crypto::verify(&token.signature, input, &key.key, alg) {
+        Ok(true) => {
+            d.verified = true;
+            d.pass(StepName::Signature, "verifies");
+            Ok(())
         }
+        _ => deny(
+            StepName::Signature,
+            Reason::BadSignature,
+            format!("signature does not verify with key {:?}", key.kid),
+        ),
     }
-    d.verified = true;
-    d.pass("signature", "verifies");
-    // 6. missing_claim
-    let claims = &token.claims;
-    let date = |name: &str| claims.get(name).map(numeric_date);
-    let (exp, iat) = match (date("exp"), date("iat")) {
-        (Some(Some(exp)), Some(Some(iat))) => (exp, iat),
-        (e, i) => {
-            let which = if !matches!(e, Some(Some(_))) {
-                "exp"
-            } else {
-                "iat"
-            };
-            let _ = i;
-            return d.fail(
-                "claims",
-                Reason::MissingClaim,
-                format!("{which} is missing or not a number"),
-            );
-        }
+}
+
+/// The claims every later step relies on, read once in step 6.
+struct RequiredClaims<'t> {
+    exp: i64,
+    iat: i64,
+    nbf: Option<i64>,
+    user: &'t str,
+    /// Present and non-empty (required when max_uses is set).
+    jti: Option<&'t str>,
+}
+
+/// Step 6: exp, iat and the user claim present with the right JSON type (nbf, when
+/// present, a number; jti when max_uses must count it).
+fn required_claims<'t>(
+    config: &Config,
+    issuer: &Issuer,
+    token: &'t UnverifiedToken,
+    d: &mut Decision,
+) -> Result<RequiredClaims<'t>, Stop> {
+    let missing = |why: String| Stop::Deny(StepName::Claims, Reason::MissingClaim, why);
+    let date = |name: &str| token.claims.get(name).map(numeric_date);
+    let Some(Some(exp)) = date("exp") else {
+        return Err(missing("exp is missing or not a number".to_string()));
+    };
+    let Some(Some(iat)) = date("iat") else {
+        return Err(missing("iat is missing or not a number".to_string()));
     };
     let nbf = match date("nbf") {
         None => None,
         Some(Some(n)) => Some(n),
-        Some(None) => return d.fail("claims", Reason::MissingClaim, "nbf is not a number"),
+        Some(None) => return Err(missing("nbf is not a number".to_string())),
     };
-    let user = match claims.get(&issuer.user_claim) {
+    let claim = &issuer.user_claim;
+    let user = match token.claims.get(claim) {
         Some(Value::String(u)) if !u.is_empty() => u.as_str(),
         Some(_) => {
-            return d.fail(
-                "claims",
-                Reason::MissingClaim,
-                format!("user claim {} is not a non-empty string", issuer.user_claim),
-            );
+            return Err(missing(format!(
+                "user claim {claim} is not a non-empty string"
+            )));
         }
-        None => {
-            return d.fail(
-                "claims",
-                Reason::MissingClaim,
-                format!("user claim {} is missing", issuer.user_claim),
-            );
-        }
+        None => return Err(missing(format!("user claim {claim} is missing"))),
     };
     d.user = Some(user.to_string());
     let jti = token.claim_str("jti").filter(|j| !j.is_empty());
-    if env.config.defaults.max_uses > 0 && jti.is_none() {
-        return d.fail(
-            "claims",
-            Reason::MissingClaim,
-            "max_uses is set, and the token has no jti to count",
-        );
+    if config.defaults.max_uses > 0 && jti.is_none() {
+        return Err(missing(
+            "max_uses is set, and the token has no jti to count".to_string(),
+        ));
     }
-    d.pass(
-        "claims",
-        format!("exp, iat and {} present", issuer.user_claim),
-    );
-    // 7. expired, 8. not_yet_valid
-    let leeway = env.config.defaults.leeway;
-    let now = req.now;
-    if now > exp.saturating_add(leeway) {
-        return d.fail(
-            "expiry",
-            Reason::Expired,
-            format!(
-                "expired at {} (now {}, leeway {leeway} s)",
-                crate::timefmt::utc(exp),
-                crate::timefmt::utc(now)
-            ),
+    d.pass(StepName::Claims, format!("exp, iat and {claim} present"));
+    Ok(RequiredClaims {
+        exp,
+        iat,
+        nbf,
+        user,
+        jti,
+    })
+}
+
+/// Step 7: now <= exp + leeway.
+fn check_expiry(
+    config: &Config,
+    now: i64,
+    claims: &RequiredClaims,
+    d: &mut Decision,
+) -> Result<(), Stop> {
+    let leeway = config.defaults.leeway;
+    if now > claims.exp.saturating_add(leeway) {
+        let why = format!(
+            "expired at {} (now {}, leeway {leeway} s)",
+            utc(claims.exp),
+            utc(now)
         );
+        return deny(StepName::Expiry, Reason::Expired, why);
     }
-    d.pass(
-        "expiry",
-        format!("valid until {}", crate::timefmt::utc(exp)),
-    );
-    for (name, t) in [("nbf", nbf), ("iat", Some(iat))] {
+    d.pass(StepName::Expiry, format!("valid until {}", utc(claims.exp)));
+    Ok(())
+}
+
+/// Step 8: neither nbf nor iat lies beyond now + leeway.
+fn check_not_before(
+    config: &Config,
+    now: i64,
+    claims: &RequiredClaims,
+    d: &mut Decision,
+) -> Result<(), Stop> {
+    let leeway = config.defaults.leeway;
+    for (name, t) in [("nbf", claims.nbf), ("iat", Some(claims.iat))] {
         if let Some(t) = t
             && now < t.saturating_sub(leeway)
         {
-            return d.fail(
-                "not-before",
-                Reason::NotYetValid,
-                format!(
-                    "{name} is {} (now {}, leeway {leeway} s)",
-                    crate::timefmt::utc(t),
-                    crate::timefmt::utc(now)
-                ),
-            );
+            let why = format!("{name} is {} (now {}, leeway {leeway} s)", utc(t), utc(now));
+            return deny(StepName::NotBefore, Reason::NotYetValid, why);
         }
     }
-    d.pass("not-before", "nbf and iat are not in the future");
-    // 9. wrong_audience
-    let aud_ok = match claims.get("aud") {
-        Some(Value::String(a)) => issuer.audiences.iter().any(|x| x == a),
-        Some(Value::Array(list)) => list
-            .iter()
-            .filter_map(Value::as_str)
-            .any(|a| issuer.audiences.iter().any(|x| x == a)),
+    d.pass(StepName::NotBefore, "nbf and iat are not in the future");
+    Ok(())
+}
+
+/// Step 9: aud (a string or an array) names one of the issuer's audiences.
+fn check_audience(issuer: &Issuer, token: &UnverifiedToken, d: &mut Decision) -> Result<(), Stop> {
+    let accepted = |a: &str| issuer.audiences.iter().any(|x| x == a);
+    let aud = token.claims.get("aud");
+    let aud_ok = match aud {
+        Some(Value::String(a)) => accepted(a),
+        Some(Value::Array(list)) => list.iter().filter_map(Value::as_str).any(accepted),
         _ => false,
     };
     if !aud_ok {
-        let got = claims.get("aud").map_or_else(
+        let got = aud.map_or_else(
             || "no aud".to_string(),
             |a| format!("aud {}", clean(&a.to_string())),
         );
-        return d.fail(
-            "audience",
-            Reason::WrongAudience,
-            format!("{got}; this issuer accepts {:?}", issuer.audiences),
-        );
+        let why = format!("{got}; this issuer accepts {:?}", issuer.audiences);
+        return deny(StepName::Audience, Reason::WrongAudience, why);
     }
-    d.pass("audience", "aud names an accepted audience");
-    // 10. lifetime_too_long
-    let lifetime = exp.saturating_sub(iat);
-    let max_lifetime = env.config.defaults.max_lifetime;
-    if lifetime > max_lifetime {
-        return d.fail(
-            "lifetime",
-            Reason::LifetimeTooLong,
-            format!("exp - iat = {lifetime} s, over max_lifetime {max_lifetime} s"),
-        );
-    }
-    d.pass("lifetime", format!("{lifetime} s"));
-    // 11-13: rules, grant, account
-    let mut d = match apply_rules(env, req, issuer, &token, user, d) {
-        Ok(d) => d,
-        Err(denied) => return *denied,
-    };
-    // 14. replayed
-    let max = env.config.defaults.max_uses;
-    if let (true, Some(jti)) = (max > 0, jti) {
-        let id = TokenId::new(&issuer.url, jti, exp);
-        let result = match req.uses {
-            UseMode::Record => env.uses.record(&id, max, now),
-            UseMode::ReadOnly => env.uses.count(&id, max).map(|n| n < max),
-        };
-        match result {
-            Ok(true) => d.pass("uses", format!("within max_uses {max}")),
-            Ok(false) => {
-                return d.fail(
-                    "uses",
-                    Reason::Replayed,
-                    format!("already used {max} times (max_uses)"),
-                );
-            }
-            Err(problem) => return d.unavailable("uses", problem),
-        }
-    }
-    d.verdict = Verdict::Allow;
-    d
+    d.pass(StepName::Audience, "aud names an accepted audience");
+    Ok(())
 }
 
-/// Steps 11-13: which rules match the token, which grant the requested account, and
-/// whether that account may log in at all. `Err` carries the denied (or undecidable)
-/// decision; `Ok` the decision with its granting rule, still to be counted.
-fn apply_rules(
+/// Step 10: exp - iat <= max_lifetime.
+fn check_lifetime(config: &Config, claims: &RequiredClaims, d: &mut Decision) -> Result<(), Stop> {
+    let lifetime = claims.exp.saturating_sub(claims.iat);
+    let max_lifetime = config.defaults.max_lifetime;
+    if lifetime > max_lifetime {
+        let why = format!("exp - iat = {lifetime} s, over max_lifetime {max_lifetime} s");
+        return deny(StepName::Lifetime, Reason::LifetimeTooLong, why);
+    }
+    d.pass(StepName::Lifetime, format!("{lifetime} s"));
+    Ok(())
+}
+
+/// Step 11: every rule's token conditions and the account it would grant, traced; some
+/// rule must match. The user map is read only when a matching rule needs it.
+fn match_rules(
     env: &Env,
     req: &Request,
     issuer: &Issuer,
     token: &UnverifiedToken,
     user: &str,
-    mut d: Decision,
-) -> Result<Decision, Box<Decision>> {
+    d: &mut Decision,
+) -> Result<(), Stop> {
     let facts = TokenFacts {
         issuer,
         claims: &token.claims,
@@ -440,160 +553,190 @@ fn apply_rules(
         service: req.service,
     };
     let mut user_map = None;
-    let mut traces = Vec::with_capacity(env.config.rules.len());
+    d.rules = Vec::with_capacity(env.config.rules.len());
     for rule in &env.config.rules {
         let mut t = RuleTrace {
             rule: rule.name.clone(),
             ..RuleTrace::default()
         };
-        match policy::token_conditions(rule, &facts) {
-            Err(why) => t.failed = Some(why),
-            Ok(()) => {
-                t.matched = true;
-                if rule.login_as.is_none() && issuer.user_map.is_some() && user_map.is_none() {
-                    match env.issuer_data.user_map(issuer) {
-                        Ok(m) => user_map = Some(m),
-                        Err(problem) => {
-                            d.rules = traces;
-                            return Err(Box::new(d.unavailable("rules", problem.to_string())));
-                        }
-                    }
-                }
-                match policy::grant(rule, user, user_map.as_ref().and_then(Option::as_ref)) {
-                    Ok(account) => {
-                        if account != req.account {
-                            t.failed = Some(format!(
-                                "grant: grants {:?}, not the requested {:?}",
-                                clean(&account),
-                                clean(req.account)
-                            ));
-                        }
-                        t.grants = Some(account);
-                    }
-                    Err(why) => t.failed = Some(why),
-                }
-            }
+        if let Err(why) = policy::token_conditions(rule, &facts) {
+            t.failed = Some(why);
+            d.rules.push(t);
+            continue;
         }
-        traces.push(t);
+        t.matched = true;
+        if rule.login_as.is_none() && issuer.user_map.is_some() && user_map.is_none() {
+            let map = env.issuer_data.user_map(issuer);
+            user_map = Some(map.map_err(|p| Stop::Unavailable(StepName::Rules, p.to_string()))?);
+        }
+        match policy::grant(rule, user, user_map.as_ref().and_then(Option::as_ref)) {
+            Ok(account) => {
+                if account != req.account {
+                    t.failed = Some(format!(
+                        "grant: grants {:?}, not the requested {:?}",
+                        clean(&account),
+                        clean(req.account)
+                    ));
+                }
+                t.grants = Some(account);
+            }
+            Err(why) => t.failed = Some(why),
+        }
+        d.rules.push(t);
     }
-    d.rules = traces;
-    // 11. policy_denied
     if !d.rules.iter().any(|t| t.matched) {
-        return Err(Box::new(d.fail(
-            "rules",
-            Reason::PolicyDenied,
-            format!(
-                "none of the {} rules matches the token",
-                env.config.rules.len()
-            ),
-        )));
+        let why = format!(
+            "none of the {} rules matches the token",
+            env.config.rules.len()
+        );
+        return deny(StepName::Rules, Reason::PolicyDenied, why);
     }
-    d.pass("rules", "a rule matches the token");
-    // 12. user_mismatch
-    if !d
-        .rules
+    d.pass(StepName::Rules, "a rule matches the token");
+    Ok(())
+}
+
+/// Step 12: some matching rule grants the requested account.
+fn requested_account_granted(req: &Request, d: &Decision) -> Result<(), Stop> {
+    if d.rules
         .iter()
         .any(|t| t.grants.as_deref() == Some(req.account))
     {
-        return Err(Box::new(d.fail(
-            "grant",
-            Reason::UserMismatch,
-            format!(
-                "no matching rule grants the account {:?}",
-                clean(req.account)
-            ),
-        )));
+        return Ok(());
     }
-    // 13. account_invalid
+    let why = format!(
+        "no matching rule grants the account {:?}",
+        clean(req.account)
+    );
+    deny(StepName::Grant, Reason::UserMismatch, why)
+}
+
+/// Step 13: the account exists in NSS, is not in deny_users and has uid >= min_uid.
+fn check_account(env: &Env, req: &Request, d: &mut Decision) -> Result<Account, Stop> {
+    let invalid = |why: String| Stop::Deny(StepName::Account, Reason::AccountInvalid, why);
     let defaults = &env.config.defaults;
     if defaults.deny_users.iter().any(|u| u == req.account) {
-        return Err(Box::new(d.fail(
-            "account",
-            Reason::AccountInvalid,
-            format!("{:?} is in deny_users", clean(req.account)),
+        return Err(invalid(format!(
+            "{:?} is in deny_users",
+            clean(req.account)
         )));
     }
     let Some(account) = env.accounts.account(req.account) else {
-        return Err(Box::new(d.fail(
-            "account",
-            Reason::AccountInvalid,
-            format!("no account {:?} in NSS", clean(req.account)),
+        return Err(invalid(format!(
+            "no account {:?} in NSS",
+            clean(req.account)
         )));
     };
     if account.uid < defaults.min_uid {
-        return Err(Box::new(d.fail(
-            "account",
-            Reason::AccountInvalid,
-            format!(
-                "{:?} has uid {}, under min_uid {}",
-                account.name, account.uid, defaults.min_uid
-            ),
+        return Err(invalid(format!(
+            "{:?} has uid {}, under min_uid {}",
+            account.name, account.uid, defaults.min_uid
         )));
     }
     d.pass(
-        "account",
+        StepName::Account,
         format!("{:?} exists with uid {}", account.name, account.uid),
     );
-    // local_groups: a granting rule with it grants only to members of one of the groups.
-    let mut groups: Option<Vec<String>> = None;
+    Ok(account)
+}
+
+/// Step 12, finished: a rule granting the account with `local_groups` grants only to
+/// members of one of the groups. The first granting rule is the one the decision names.
+fn grant_through_local_groups(env: &Env, account: &Account, d: &mut Decision) -> Result<(), Stop> {
+    let mut group_list: Option<Vec<String>> = None;
     // The first granting rule, and how its local_groups held (for the trace).
     let mut grant: Option<(String, Option<String>)> = None;
     for (trace, rule) in d.rules.iter_mut().zip(&env.config.rules) {
-        if trace.grants.as_deref() != Some(req.account) {
+        if trace.grants.as_deref() != Some(d.account.as_str()) {
             continue;
         }
-        // How the rule's local_groups held, for the trace (None: the rule has none).
         let membership = match &rule.local_groups {
             None => None,
             Some(wanted) => {
-                // A group that lists the account by name answers at once (getgrnam); only
-                // otherwise the account's whole group list (getgrouplist and a getgrgid per
-                // group, the slow part of NSS) is fetched, once, for globs and for
-                // memberships the group entries do not show.
-                let listed = wanted
-                    .iter()
-                    .find(|w| crate::glob::is_literal(w) && env.accounts.listed_in(&account, w));
-                let found = match listed {
-                    Some(g) => Some(format!("group {g:?} lists {:?}", account.name)),
-                    None => groups
-                        .get_or_insert_with(|| env.accounts.group_names(&account))
-                        .iter()
-                        .find(|g| crate::glob::any_matches(wanted, g))
-                        .map(|g| format!("{:?} is in group {g:?} (its group list)", account.name)),
-                };
-                let Some(found) = found else {
-                    trace.failed = Some(format!(
-                        "local_groups: {:?} is in none of {wanted:?}",
-                        account.name
-                    ));
-                    continue;
-                };
-                Some(found)
+                match group_membership(env.accounts, account, wanted, &mut group_list) {
+                    Some(found) => Some(found),
+                    None => {
+                        trace.failed = Some(format!(
+                            "local_groups: {:?} is in none of {wanted:?}",
+                            account.name
+                        ));
+                        continue;
+                    }
+                }
             }
         };
         trace.granted = true;
         grant.get_or_insert_with(|| (trace.rule.clone(), membership));
     }
-    match grant {
-        Some((name, membership)) => {
-            let how = membership
-                .map(|m| format!(" (local_groups: {m})"))
-                .unwrap_or_default();
-            d.pass(
-                "grant",
-                format!("rule {name:?} grants {:?}{how}", account.name),
-            );
-            d.rule = Some(name);
-            Ok(d)
+    let Some((name, membership)) = grant else {
+        let why = format!(
+            "every rule granting {:?} requires local_groups it is not in",
+            account.name
+        );
+        return deny(StepName::Grant, Reason::UserMismatch, why);
+    };
+    let how = membership
+        .map(|m| format!(" (local_groups: {m})"))
+        .unwrap_or_default();
+    d.pass(
+        StepName::Grant,
+        format!("rule {name:?} grants {:?}{how}", account.name),
+    );
+    d.rule = Some(name);
+    Ok(())
+}
+
+/// How `account` is in one of the `wanted` groups, if it is. A group that lists the
+/// account by name answers at once (getgrnam); only otherwise the account's whole group
+/// list (getgrouplist and a getgrgid per group, the slow part of NSS) is fetched, once per
+/// decision, for globs and for memberships the group entries do not show.
+fn group_membership(
+    accounts: &dyn AccountSource,
+    account: &Account,
+    wanted: &[String],
+    group_list: &mut Option<Vec<String>>,
+) -> Option<String> {
+    let listed = wanted
+        .iter()
+        .find(|w| crate::glob::is_literal(w) && accounts.listed_in(account, w));
+    if let Some(g) = listed {
+        return Some(format!("group {g:?} lists {:?}", account.name));
+    }
+    group_list
+        .get_or_insert_with(|| accounts.group_names(account))
+        .iter()
+        .find(|g| crate::glob::any_matches(wanted, g))
+        .map(|g| format!("{:?} is in group {g:?} (its group list)", account.name))
+}
+
+/// Step 14: with max_uses set, this use is recorded (the module) or compared with the
+/// count so far (`idtoken check`).
+fn count_use(
+    env: &Env,
+    req: &Request,
+    issuer: &Issuer,
+    claims: &RequiredClaims,
+    d: &mut Decision,
+) -> Result<(), Stop> {
+    let max = env.config.defaults.max_uses;
+    let (true, Some(jti)) = (max > 0, claims.jti) else {
+        return Ok(());
+    };
+    let id = TokenId::new(&issuer.url, jti, claims.exp);
+    let within = match req.uses {
+        UseMode::Record => env.uses.record(&id, max, req.now),
+        UseMode::ReadOnly => env.uses.count(&id, max).map(|n| n < max),
+    };
+    match within {
+        Ok(true) => {
+            d.pass(StepName::Uses, format!("within max_uses {max}"));
+            Ok(())
         }
-        None => Err(Box::new(d.fail(
-            "grant",
-            Reason::UserMismatch,
-            format!(
-                "every rule granting {:?} requires local_groups it is not in",
-                account.name
-            ),
-        ))),
+        Ok(false) => deny(
+            StepName::Uses,
+            Reason::Replayed,
+            format!("already used {max} times (max_uses)"),
+        ),
+        Err(problem) => Err(Stop::Unavailable(StepName::Uses, problem)),
     }
 }
 
@@ -602,9 +745,9 @@ fn now_past(now: i64, t: i64, grace: i64) -> bool {
     now > t.saturating_add(grace)
 }
 
-fn facts_of(token: &UnverifiedToken) -> Facts {
+fn audit_claims_of(token: &UnverifiedToken) -> AuditClaims {
     let text = |name: &str| token.claims.get(name).map(display_text);
-    Facts {
+    AuditClaims {
         project_path: text("project_path"),
         pipeline_id: text("pipeline_id"),
         job_id: text("job_id"),

@@ -8,6 +8,7 @@
 //!
 //! The login path must never panic: clippy forbids `unwrap`, `expect`, `panic!`, indexing
 //! and unchecked arithmetic in this crate outside tests.
+#![forbid(unsafe_code)]
 #![cfg_attr(
     not(test),
     deny(
@@ -35,6 +36,7 @@ pub mod jws;
 pub mod keystore;
 pub mod policy;
 pub mod reason;
+pub mod sanitize;
 pub mod timefmt;
 pub mod usermap;
 pub mod uses;

@@ -7,10 +7,10 @@
 
 use serde_json::{Map, Value};
 
-use crate::audit::clean;
 use crate::claims::match_texts;
 use crate::config::{Issuer, Rule};
 use crate::glob;
+use crate::sanitize::clean;
 use crate::usermap::UserMap;
 
 /// What the rules look at in a verified token.

@@ -181,7 +181,7 @@ fn allow_names_rule_issuer_user_and_facts() {
     assert_eq!(d.rule.as_deref(), Some("own"));
     assert_eq!(d.issuer.as_deref(), Some("gitlab"));
     assert_eq!(d.user.as_deref(), Some("alice"));
-    assert_eq!(d.facts.project_path.as_deref(), Some("hpc/app"));
+    assert_eq!(d.audit_claims.project_path.as_deref(), Some("hpc/app"));
     assert!(d.verified);
     assert!(d.steps.iter().all(|s| s.ok));
 }

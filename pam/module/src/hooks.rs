@@ -3,11 +3,12 @@
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use idtoken_core::accounts::Nss;
-use idtoken_core::audit::{self, clean};
+use idtoken_core::audit;
 use idtoken_core::config::Config;
 use idtoken_core::decision::{self, Decision, Env, Request, UseMode, Verdict};
 use idtoken_core::jws::looks_like_jws;
 use idtoken_core::keystore::DiskIssuerData;
+use idtoken_core::sanitize::clean;
 use idtoken_core::uses::DiskLedger;
 use pamsm::{Pam, PamError};
 
@@ -244,9 +245,12 @@ fn answer(session: &mut dyn Session, d: &Decision) -> PamError {
 fn set_environment(session: &mut dyn Session, d: &Decision) {
     let vars = [
         ("IDTOKEN_ISSUER", d.issuer.as_deref()),
-        ("IDTOKEN_PROJECT_PATH", d.facts.project_path.as_deref()),
-        ("IDTOKEN_PIPELINE_ID", d.facts.pipeline_id.as_deref()),
-        ("IDTOKEN_JOB_ID", d.facts.job_id.as_deref()),
+        (
+            "IDTOKEN_PROJECT_PATH",
+            d.audit_claims.project_path.as_deref(),
+        ),
+        ("IDTOKEN_PIPELINE_ID", d.audit_claims.pipeline_id.as_deref()),
+        ("IDTOKEN_JOB_ID", d.audit_claims.job_id.as_deref()),
     ];
     for (name, value) in vars {
         if let Some(v) = value {
