@@ -25,6 +25,22 @@ pub const MAX_CONFIG_BYTES: u64 = 1024 * 1024;
 pub const MAX_ISSUERS: usize = 64;
 pub const MAX_RULES: usize = 4096;
 
+// The SPEC's defaults, written once: `Defaults::default()` is built from them, and the
+// validator lays the file's values over it.
+pub const DEFAULT_LEEWAY: i64 = 60;
+pub const DEFAULT_MAX_LIFETIME: i64 = 86400;
+pub const DEFAULT_MIN_UID: u32 = 1000;
+pub const DEFAULT_DENY_USERS: &[&str] = &["root"];
+pub const DEFAULT_MAX_USES: u32 = 0;
+pub const DEFAULT_EXPLAIN: bool = false;
+pub const DEFAULT_KEY_GRACE: i64 = 86400;
+pub const DEFAULT_STALE_AFTER: i64 = 86400;
+/// An issuer's `algorithms` and `user_claim` when the file names none (GitLab's).
+pub const DEFAULT_ALGORITHMS: &[Algorithm] = &[Algorithm::RS256];
+pub const DEFAULT_USER_CLAIM: &str = "user_login";
+/// The largest `leeway` accepted: more defeats the expiry checks.
+pub const MAX_LEEWAY: i64 = 3600;
+
 /// A validated configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -46,6 +62,22 @@ pub struct Defaults {
     pub key_grace: i64,
     /// Age after which `idtoken status` calls a key cache stale.
     pub stale_after: i64,
+}
+
+impl Default for Defaults {
+    fn default() -> Defaults {
+        Defaults {
+            leeway: DEFAULT_LEEWAY,
+            max_lifetime: DEFAULT_MAX_LIFETIME,
+            min_uid: DEFAULT_MIN_UID,
+            deny_users: DEFAULT_DENY_USERS.iter().map(|u| u.to_string()).collect(),
+            max_uses: DEFAULT_MAX_USES,
+            explain: DEFAULT_EXPLAIN,
+            state_dir: PathBuf::from(DEFAULT_STATE_DIR),
+            key_grace: DEFAULT_KEY_GRACE,
+            stale_after: DEFAULT_STALE_AFTER,
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -249,7 +281,7 @@ struct Validator<'a> {
 impl Validator<'_> {
     /// Where a value is. Only its byte offset: the line is counted when a problem is
     /// reported, not for every value of a valid config (the module parses it every login).
-    fn line<T>(&self, s: &Spanned<T>) -> Option<At> {
+    fn at<T>(&self, s: &Spanned<T>) -> Option<At> {
         Some(At(s.span().start))
     }
 
@@ -260,15 +292,18 @@ impl Validator<'_> {
 
     fn config(&mut self, raw: RawConfig) -> Config {
         let defaults = self.defaults(raw.defaults);
-        if raw.issuer.len() > MAX_ISSUERS {
-            self.err(None, format!("more than {MAX_ISSUERS} [[issuer]] tables"));
+        // Past a cap, the first table over it is the line reported.
+        if let Some(first_over) = raw.issuer.get(MAX_ISSUERS) {
+            let at = self.at(first_over);
+            self.err(at, format!("more than {MAX_ISSUERS} [[issuer]] tables"));
         }
-        if raw.rule.len() > MAX_RULES {
-            self.err(None, format!("more than {MAX_RULES} [[rule]] tables"));
+        if let Some(first_over) = raw.rule.get(MAX_RULES) {
+            let at = self.at(first_over);
+            self.err(at, format!("more than {MAX_RULES} [[rule]] tables"));
         }
         let mut issuers: Vec<Issuer> = Vec::new();
         for spanned in raw.issuer {
-            let line = self.line(&spanned);
+            let line = self.at(&spanned);
             if let Some(i) = self.issuer(spanned.into_inner(), line) {
                 if issuers.iter().any(|o| o.name == i.name) {
                     self.err(
@@ -292,7 +327,7 @@ impl Validator<'_> {
         }
         let mut rules: Vec<Rule> = Vec::new();
         for spanned in raw.rule {
-            let line = self.line(&spanned);
+            let line = self.at(&spanned);
             if let Some(r) = self.rule(spanned.into_inner(), line, &issuers) {
                 if rules.iter().any(|o| o.name == r.name) {
                     self.err(
@@ -310,25 +345,24 @@ impl Validator<'_> {
         }
     }
 
-    fn non_negative(&mut self, v: Option<Spanned<i64>>, key: &str, default: i64) -> i64 {
-        match v {
-            None => default,
-            Some(s) if *s.get_ref() >= 0 => *s.get_ref(),
-            Some(s) => {
-                let line = self.line(&s);
-                self.err(
-                    line,
-                    format!("{key} must be 0 or more, not {}", s.get_ref()),
-                );
-                default
-            }
+    /// A count of seconds, uids or uses: 0 or more, else a problem on its line. Returns
+    /// the value with where it was written, or None when it is absent (or negative, which
+    /// has been reported).
+    fn non_negative(&mut self, v: Option<Spanned<i64>>, key: &str) -> Option<(i64, Option<At>)> {
+        let s = v?;
+        let at = self.at(&s);
+        let n = *s.get_ref();
+        if n < 0 {
+            self.err(at, format!("{key} must be 0 or more, not {n}"));
+            return None;
         }
+        Some((n, at))
     }
 
     fn absolute_path(&mut self, s: &Spanned<String>, key: &str) -> PathBuf {
         let p = PathBuf::from(s.get_ref());
         if !p.is_absolute() {
-            let line = self.line(s);
+            let line = self.at(s);
             self.err(
                 line,
                 format!("{key} must be an absolute path, not {:?}", s.get_ref()),
@@ -338,77 +372,69 @@ impl Validator<'_> {
     }
 
     fn defaults(&mut self, raw: Option<RawDefaults>) -> Defaults {
+        let mut d = Defaults::default();
         let Some(raw) = raw else {
-            return Defaults {
-                leeway: 60,
-                max_lifetime: 86400,
-                min_uid: 1000,
-                deny_users: vec!["root".to_string()],
-                max_uses: 0,
-                explain: false,
-                state_dir: PathBuf::from(DEFAULT_STATE_DIR),
-                key_grace: 86400,
-                stale_after: 86400,
-            };
+            return d;
         };
-        let leeway = self.non_negative(raw.leeway, "leeway", 60);
-        if leeway > 3600 {
-            self.err(
-                None,
-                "leeway over 3600 seconds defeats expiry checks; use at most 300",
-            );
-        }
-        let max_lifetime = self.non_negative(raw.max_lifetime, "max_lifetime", 86400);
-        if max_lifetime == 0 {
-            self.err(
-                None,
-                "max_lifetime = 0 would refuse every token; omit it for the default 86400",
-            );
-        }
-        let min_uid_raw = self.non_negative(raw.min_uid, "min_uid", 1000);
-        let min_uid = u32::try_from(min_uid_raw).unwrap_or_else(|_| {
-            self.err(None, "min_uid is larger than any uid");
-            u32::MAX
-        });
-        let max_uses_raw = self.non_negative(raw.max_uses, "max_uses", 0);
-        let max_uses = match u32::try_from(max_uses_raw) {
-            Ok(n) if n <= crate::uses::MAX_USES_LIMIT => n,
-            _ => {
+        if let Some((leeway, at)) = self.non_negative(raw.leeway, "leeway") {
+            if leeway > MAX_LEEWAY {
                 self.err(
-                    None,
-                    format!("max_uses may be at most {}", crate::uses::MAX_USES_LIMIT),
+                    at,
+                    format!(
+                        "leeway may be at most {MAX_LEEWAY} seconds (more defeats the expiry \
+                         checks); clocks kept by NTP need the default {DEFAULT_LEEWAY}"
+                    ),
                 );
-                0
             }
-        };
-        let deny_users = match raw.deny_users {
-            Some(s) => {
-                let line = self.line(&s);
-                let v = s.into_inner();
-                if v.iter().any(|u| u.is_empty()) {
-                    self.err(line, "deny_users has an empty name");
-                }
-                v
-            }
-            None => vec!["root".to_string()],
-        };
-        let state_dir = match raw.state_dir {
-            Some(s) => self.absolute_path(&s, "state_dir"),
-            None => PathBuf::from(DEFAULT_STATE_DIR),
-        };
-        let key_grace = self.non_negative(raw.key_grace, "key_grace", 86400);
-        let stale_after = self.non_negative(raw.stale_after, "stale_after", 86400);
-        Defaults {
-            leeway,
-            max_lifetime,
-            min_uid,
-            deny_users,
-            max_uses,
-            explain: raw.explain.unwrap_or(false),
-            state_dir,
-            key_grace,
-            stale_after,
+            d.leeway = leeway;
         }
+        if let Some((max_lifetime, at)) = self.non_negative(raw.max_lifetime, "max_lifetime") {
+            if max_lifetime == 0 {
+                self.err(
+                    at,
+                    format!(
+                        "max_lifetime = 0 would refuse every token; omit it for the default \
+                         {DEFAULT_MAX_LIFETIME}"
+                    ),
+                );
+            }
+            d.max_lifetime = max_lifetime;
+        }
+        if let Some((min_uid, at)) = self.non_negative(raw.min_uid, "min_uid") {
+            d.min_uid = u32::try_from(min_uid).unwrap_or_else(|_| {
+                self.err(at, "min_uid is larger than any uid");
+                u32::MAX
+            });
+        }
+        if let Some((max_uses, at)) = self.non_negative(raw.max_uses, "max_uses") {
+            match u32::try_from(max_uses) {
+                Ok(n) if n <= crate::uses::MAX_USES_LIMIT => d.max_uses = n,
+                _ => self.err(
+                    at,
+                    format!("max_uses may be at most {}", crate::uses::MAX_USES_LIMIT),
+                ),
+            }
+        }
+        if let Some(s) = raw.deny_users {
+            let at = self.at(&s);
+            d.deny_users = s.into_inner();
+            if d.deny_users.iter().any(|u| u.is_empty()) {
+                self.err(at, "deny_users has an empty name");
+            }
+        }
+        if let Some(s) = raw.state_dir {
+            d.state_dir = self.absolute_path(&s, "state_dir");
+        }
+        if let Some((key_grace, _)) = self.non_negative(raw.key_grace, "key_grace") {
+            d.key_grace = key_grace;
+        }
+        if let Some((stale_after, _)) = self.non_negative(raw.stale_after, "stale_after") {
+            d.stale_after = stale_after;
+        }
+        if let Some(explain) = raw.explain {
+            d.explain = explain;
+        }
+        d
     }
 
     fn issuer(&mut self, raw: RawIssuer, line: Option<At>) -> Option<Issuer> {
@@ -416,7 +442,7 @@ impl Validator<'_> {
             self.err(line, "[[issuer]] needs a name");
             return None;
         };
-        let name_line = self.line(&name);
+        let name_line = self.at(&name);
         let name = name.into_inner();
         if name.is_empty()
             || !name
@@ -433,7 +459,7 @@ impl Validator<'_> {
                 u.into_inner()
             }
             Some(u) => {
-                let l = self.line(&u);
+                let l = self.at(&u);
                 self.err(l, format!("issuer {name:?}: url must be the token's iss exactly, without surrounding spaces"));
                 return None;
             }
@@ -450,7 +476,7 @@ impl Validator<'_> {
                 a.into_inner()
             }
             Some(a) => {
-                let l = self.line(&a);
+                let l = self.at(&a);
                 self.err(l, format!("issuer {name:?}: audiences must be a non-empty list of non-empty strings (the aud your jobs request in id_tokens:)"));
                 Vec::new()
             }
@@ -460,13 +486,13 @@ impl Validator<'_> {
             }
         };
         let algorithms = match raw.algorithms {
-            None => vec![Algorithm::RS256],
+            None => DEFAULT_ALGORITHMS.to_vec(),
             Some(list) => {
-                let list_line = self.line(&list);
+                let list_line = self.at(&list);
                 let mut out = Vec::new();
                 let written = list.get_ref().len();
                 for a in list.into_inner() {
-                    let l = self.line(&a);
+                    let l = self.at(&a);
                     match parse_algorithm(a.get_ref()) {
                         Ok(alg) => out.push(alg),
                         Err(msg) => self.err(l, format!("issuer {name:?}: {msg}")),
@@ -489,18 +515,18 @@ impl Validator<'_> {
         };
         let user_claim = match raw.user_claim {
             Some(s) if s.get_ref().is_empty() => {
-                let l = self.line(&s);
+                let l = self.at(&s);
                 self.err(l, "user_claim must not be empty");
                 String::new()
             }
             Some(s) => s.into_inner(),
-            None => "user_login".to_string(),
+            None => DEFAULT_USER_CLAIM.to_string(),
         };
         let user_map = raw.user_map.map(|s| self.absolute_path(&s, "user_map"));
         let ca_file = raw.ca_file.map(|s| self.absolute_path(&s, "ca_file"));
         let jwks_url = raw.jwks_url.map(|s| {
             if !(s.get_ref().starts_with("https://") || s.get_ref().starts_with("http://")) {
-                let l = self.line(&s);
+                let l = self.at(&s);
                 self.err(
                     l,
                     format!("issuer {name:?}: jwks_url must be an https:// URL"),
@@ -528,7 +554,7 @@ impl Validator<'_> {
         key: &str,
     ) -> Option<Vec<String>> {
         let s = v?;
-        let line = self.line(&s);
+        let line = self.at(&s);
         let list = s.into_inner();
         if list.is_empty() {
             self.err(line, format!("rule {rule:?}: {key} is an empty list, which nothing matches; remove it or list values"));
@@ -552,7 +578,7 @@ impl Validator<'_> {
         }
         let issuer = raw.issuer.map(|i| {
             if !issuers.iter().any(|x| &x.name == i.get_ref()) {
-                let l = self.line(&i);
+                let l = self.at(&i);
                 self.err(
                     l,
                     format!(
@@ -569,7 +595,7 @@ impl Validator<'_> {
         let local_groups = self.globs(raw.local_groups, &name, "local_groups");
         let login_as = raw.login_as.map(|s| {
             if s.get_ref().is_empty() || !crate::glob::is_literal(s.get_ref()) {
-                let l = self.line(&s);
+                let l = self.at(&s);
                 self.err(
                     l,
                     format!(
@@ -582,7 +608,7 @@ impl Validator<'_> {
         });
         let mut claims = Vec::new();
         for (claim, value) in raw.claims.unwrap_or_default() {
-            let l = self.line(&value);
+            let l = self.at(&value);
             let globs = match value.into_inner() {
                 toml::Value::Array(items) => items
                     .into_iter()
@@ -685,6 +711,64 @@ runner_id = 42
             r.claims[2],
             ("runner_id".to_string(), vec!["42".to_string()])
         );
+    }
+
+    /// The SPEC's defaults, spelled out here once more on purpose: a change to the
+    /// constants must be a deliberate change to this test too.
+    #[test]
+    fn config_without_defaults_table_gets_the_spec_defaults() {
+        let c =
+            Config::parse("[[issuer]]\nname = \"g\"\nurl = \"https://g\"\naudiences = [\"a\"]\n")
+                .unwrap();
+        let d = &c.defaults;
+        assert_eq!(d.leeway, 60);
+        assert_eq!(d.max_lifetime, 86400);
+        assert_eq!(d.min_uid, 1000);
+        assert_eq!(d.deny_users, vec!["root"]);
+        assert_eq!(d.max_uses, 0);
+        assert!(!d.explain);
+        assert_eq!(d.state_dir, PathBuf::from("/var/lib/idtoken/uses"));
+        assert_eq!(d.key_grace, 86400);
+        assert_eq!(d.stale_after, 86400);
+        let i = &c.issuers[0];
+        assert_eq!(i.algorithms, vec![Algorithm::RS256]);
+        assert_eq!(i.user_claim, "user_login");
+        assert_eq!(i.jwks_cache, PathBuf::from("/var/lib/idtoken/g.jwks.json"));
+        assert_eq!(
+            (i.user_map.clone(), i.jwks_url.clone(), i.ca_file.clone()),
+            (None, None, None)
+        );
+        // An empty [defaults] table is the same as none.
+        let e = Config::parse("[defaults]\n").unwrap().defaults;
+        assert_eq!(format!("{e:?}"), format!("{d:?}"));
+    }
+
+    #[test]
+    fn out_of_range_defaults_are_reported_with_their_line() {
+        let p = problems(
+            "[defaults]\nleeway = 3601\nmax_uses = 1001\nmax_lifetime = 0\nmin_uid = 4294967296\n",
+        );
+        let at = |key: &str| p.iter().find(|x| x.message.contains(key)).map(|x| x.line);
+        assert_eq!(at("leeway may be at most 3600"), Some(Some(2)), "{p:?}");
+        assert_eq!(at("max_uses may be at most 1000"), Some(Some(3)), "{p:?}");
+        assert_eq!(at("max_lifetime = 0"), Some(Some(4)), "{p:?}");
+        assert_eq!(at("min_uid is larger"), Some(Some(5)), "{p:?}");
+        assert_eq!(p.len(), 4, "{p:?}");
+        // The limits themselves are accepted.
+        assert!(Config::parse("[defaults]\nleeway = 3600\nmax_uses = 1000\n").is_ok());
+    }
+
+    #[test]
+    fn too_many_issuers_names_the_first_table_over_the_cap() {
+        let one = |i: usize| {
+            format!("[[issuer]]\nname = \"i{i}\"\nurl = \"https://i{i}\"\naudiences = [\"a\"]\n")
+        };
+        let text: String = (0..=MAX_ISSUERS).map(one).collect();
+        let p = problems(&text);
+        assert_eq!(p.len(), 1, "{p:?}");
+        // Four lines per table: table MAX_ISSUERS (0-based) starts on line 4 * MAX_ISSUERS + 1.
+        assert_eq!(p[0].line, Some(4 * MAX_ISSUERS + 1), "{p:?}");
+        assert!(Config::parse(&(0..MAX_ISSUERS).map(one).collect::<String>()).is_ok());
     }
 
     #[test]
