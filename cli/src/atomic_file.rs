@@ -8,11 +8,22 @@ use std::io::Write;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
+/// How a replace failed: before the rename (the target is as it was), or after it (the new
+/// contents are in place, but the directory fsync that makes the rename durable failed).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReplaceError {
+    NotReplaced(String),
+    NotDurable(String),
+}
+
 /// Replaces `path` with `contents`, mode `mode`, owned by root:root when run as root.
-/// On any error the target is untouched and the temporary file is removed.
-pub fn replace(path: &Path, contents: &[u8], mode: u32) -> Result<(), String> {
-    let dir = parent_of(path)?;
-    let temp = temp_path(path)?;
+/// On an error before the rename the target is untouched and the temporary file removed.
+/// Temporary files of an earlier run that was killed mid-write are removed first.
+pub fn replace(path: &Path, contents: &[u8], mode: u32) -> Result<(), ReplaceError> {
+    use ReplaceError::{NotDurable, NotReplaced};
+    let dir = parent_of(path).map_err(NotReplaced)?;
+    remove_stale_temps(path);
+    let temp = temp_path(path).map_err(NotReplaced)?;
     let result = write_temp(&temp, contents, mode).and_then(|()| {
         std::fs::rename(&temp, path).map_err(|e| {
             format!(
@@ -22,15 +33,50 @@ pub fn replace(path: &Path, contents: &[u8], mode: u32) -> Result<(), String> {
             )
         })
     });
-    if result.is_err() {
+    if let Err(why) = result {
         let _ = std::fs::remove_file(&temp);
-        return result;
+        return Err(NotReplaced(why));
     }
     // The rename is done; a failed directory fsync only weakens durability across a crash,
     // but it is still reported, since the admin asked for a durable replace.
-    File::open(&dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| format!("{}: cannot fsync the directory: {e}", dir.display()))
+    File::open(&dir).and_then(|d| d.sync_all()).map_err(|e| {
+        NotDurable(format!(
+            "{}: cannot fsync the directory: {e}",
+            dir.display()
+        ))
+    })
+}
+
+/// How old another run's temporary file must be before it counts as left by a run that
+/// was killed: a refresh takes seconds, so a minute-old one is not being written.
+const STALE_TEMP_SECS: u64 = 600;
+
+/// Removes `.NAME.tmp-*` files beside `path` that a killed run left (older than
+/// [`STALE_TEMP_SECS`], so a concurrent run's file in progress is left alone).
+fn remove_stale_temps(path: &Path) {
+    let (Some(dir), Some(name)) = (path.parent(), path.file_name().and_then(|n| n.to_str())) else {
+        return;
+    };
+    let prefix = format!(".{name}.tmp-");
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let stale = entry
+            .file_name()
+            .to_str()
+            .is_some_and(|n| n.starts_with(&prefix))
+            && entry
+                .metadata()
+                .ok()
+                .filter(std::fs::Metadata::is_file)
+                .and_then(|m| m.modified().ok())
+                .and_then(|t| t.elapsed().ok())
+                .is_some_and(|age| age.as_secs() > STALE_TEMP_SECS);
+        if stale {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
 }
 
 fn parent_of(path: &Path) -> Result<PathBuf, String> {
@@ -92,6 +138,38 @@ mod tests {
         assert_eq!(std::fs::metadata(&p).unwrap().mode() & 0o7777, 0o644);
         let names: Vec<_> = std::fs::read_dir(&dir).unwrap().flatten().collect();
         assert_eq!(names.len(), 1, "a temporary file was left behind");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn stale_temporary_files_of_a_killed_run_are_removed() {
+        let dir = std::env::temp_dir().join(format!("idtoken-atomic-s-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let p = dir.join("k.jwks.json");
+        let stale = dir.join(".k.jwks.json.tmp-1-2");
+        let fresh = dir.join(".k.jwks.json.tmp-3-4");
+        let other = dir.join(".other.tmp-1-2");
+        for f in [&stale, &fresh, &other] {
+            std::fs::write(f, b"half").unwrap();
+        }
+        let old =
+            std::time::SystemTime::now() - std::time::Duration::from_secs(STALE_TEMP_SECS + 60);
+        for f in [&stale, &other] {
+            File::options()
+                .write(true)
+                .open(f)
+                .unwrap()
+                .set_modified(old)
+                .unwrap();
+        }
+        replace(&p, b"new", 0o644).unwrap();
+        assert!(!stale.exists(), "a killed run's temporary file stays");
+        assert!(
+            fresh.exists(),
+            "a concurrent run's file in progress was removed"
+        );
+        assert!(other.exists(), "another file's temporary file was removed");
         let _ = std::fs::remove_dir_all(&dir);
     }
 

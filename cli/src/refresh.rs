@@ -71,10 +71,16 @@ pub fn run(args: &Args) -> u8 {
             Err(why) => {
                 failed = failed.saturating_add(1);
                 eprintln!(
-                    "idtoken refresh: issuer {} ({}): {why}; the key cache {} was left as it was",
+                    "idtoken refresh: issuer {} ({}): {why}; the key cache {} {}",
                     issuer.name,
                     issuer.url,
-                    issuer.jwks_cache.display()
+                    issuer.jwks_cache.display(),
+                    if why.replaced {
+                        "was replaced, but a crash now could bring back the previous one: run \
+                         `idtoken refresh` again"
+                    } else {
+                        "was left as it was"
+                    }
                 );
             }
         }
@@ -150,7 +156,44 @@ impl Report {
     }
 }
 
-fn refresh_one(issuer: &Issuer, defaults: &Defaults, now: i64) -> Result<Report, String> {
+/// Why a refresh failed, and whether the cache was replaced all the same (only a failed
+/// directory fsync after the rename does that).
+struct Failure {
+    why: String,
+    replaced: bool,
+}
+
+impl From<String> for Failure {
+    fn from(why: String) -> Failure {
+        Failure {
+            why,
+            replaced: false,
+        }
+    }
+}
+
+impl From<atomic_file::ReplaceError> for Failure {
+    fn from(e: atomic_file::ReplaceError) -> Failure {
+        match e {
+            atomic_file::ReplaceError::NotReplaced(why) => Failure {
+                why,
+                replaced: false,
+            },
+            atomic_file::ReplaceError::NotDurable(why) => Failure {
+                why,
+                replaced: true,
+            },
+        }
+    }
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.why)
+    }
+}
+
+fn refresh_one(issuer: &Issuer, defaults: &Defaults, now: i64) -> Result<Report, Failure> {
     let client = Client::new(issuer.ca_file.as_deref())?;
     let jwks_url = match &issuer.jwks_url {
         Some(u) => u.clone(),
@@ -236,7 +279,7 @@ fn validate(body: &[u8]) -> Result<(Jwks, Vec<String>), String> {
 /// refuse (unsafe owner or mode, invalid) contributes nothing: its keys are not carried
 /// over as retired, since anyone might have put them there.
 fn previous_keys(path: &Path, warnings: &mut Vec<String>) -> Jwks {
-    let bytes = match files::read_trusted(path, MAX_JWKS_BYTES) {
+    let bytes = match files::read_trusted_in_safe_dir(path, MAX_JWKS_BYTES) {
         Ok(b) => b,
         Err(p) if p.kind == files::FileProblemKind::Missing => return Vec::new(),
         Err(p) => {
@@ -273,19 +316,23 @@ fn check_as_login_path(bytes: &[u8], now: i64, grace: i64) -> Result<Vec<String>
     Ok(live)
 }
 
-/// Creates the cache's directory (0755) if it is missing, as on a first run.
+/// Creates the cache's directory (0755) if it is missing, as on a first run, and checks it
+/// as the login path will: a cache written where the login path refuses to read it, or
+/// where someone else could swap it, is no refresh.
 fn ensure_dir(cache: &Path) -> Result<(), String> {
     let Some(dir) = cache.parent() else {
         return Ok(());
     };
-    if dir.as_os_str().is_empty() || dir.is_dir() {
-        return Ok(());
+    if !dir.is_dir() {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o755)
+            .create(dir)
+            .map_err(|e| format!("cannot create the cache directory {}: {e}", dir.display()))?;
     }
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o755)
-        .create(dir)
-        .map_err(|e| format!("cannot create the cache directory {}: {e}", dir.display()))
+    files::open_trusted_dir(dir, files::DirUse::Shared, false)
+        .map(drop)
+        .map_err(|p| format!("the cache's directory is not safe, so nothing was written: {p}"))
 }
 
 /// Removes `max_uses` entries of expired tokens, so the ledger does not grow without end.

@@ -111,7 +111,7 @@ impl CacheStatus {
             problems: Vec::new(),
             notes: Vec::new(),
         };
-        match files::read_trusted(&s.path, MAX_JWKS_BYTES) {
+        match files::read_trusted_in_safe_dir(&s.path, MAX_JWKS_BYTES) {
             Err(p) => s.problem(code_of(&p), p.to_string()),
             Ok(bytes) => match jwks::parse(&bytes) {
                 Err(e) => s.problem(
@@ -275,6 +275,7 @@ fn code_of(p: &FileProblem) -> &'static str {
         FileProblemKind::Missing => "missing",
         FileProblemKind::Symlink => "symlink",
         FileProblemKind::NotRegular => "not_regular",
+        FileProblemKind::NotDirectory => "not_directory",
         FileProblemKind::UnsafeOwner { .. } => "unsafe_owner",
         FileProblemKind::UnsafeMode { .. } => "unsafe_mode",
         FileProblemKind::TooLarge { .. } => "too_large",

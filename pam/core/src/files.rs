@@ -5,11 +5,15 @@
 //! unprivileged admin work on their own copies). Symlinks are refused rather than followed,
 //! so a file cannot be swapped for one elsewhere.
 
+use std::ffi::OsStr;
 use std::fmt;
 use std::fs::File;
 use std::io::Read;
+use std::os::fd::OwnedFd;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
-use std::path::{Path, PathBuf};
+use std::path::{Component, Path, PathBuf};
+
+use rustix::fs::{Mode, OFlags};
 
 /// What is wrong with a file the login path needs, with the path, for the sysadmin.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -23,6 +27,7 @@ pub enum FileProblemKind {
     Missing,
     Symlink,
     NotRegular,
+    NotDirectory,
     UnsafeOwner { uid: u32 },
     UnsafeMode { mode: u32 },
     TooLarge { limit: u64 },
@@ -44,6 +49,11 @@ impl fmt::Display for FileProblem {
             FileProblemKind::NotRegular => write!(
                 f,
                 "{p}: is not a regular file; put a regular file at this path"
+            ),
+            FileProblemKind::NotDirectory => write!(
+                f,
+                "{p}: is not a directory (or not an absolute path of real directories, no \
+                 symlinks or ..); use the real path"
             ),
             FileProblemKind::UnsafeOwner { uid } => write!(
                 f,
@@ -81,11 +91,48 @@ pub fn read_trusted(path: &Path, limit: u64) -> Result<Vec<u8>, FileProblem> {
         // O_NONBLOCK: opening a FIFO planted at the path must not hang the login.
         .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
         .open(path)
-        .map_err(|e| match e.raw_os_error() {
-            Some(libc::ENOENT) | Some(libc::ENOTDIR) => problem(FileProblemKind::Missing),
-            Some(libc::ELOOP) => problem(FileProblemKind::Symlink),
-            _ => problem(FileProblemKind::Unreadable(e.to_string())),
-        })?;
+        .map_err(|e| problem(open_problem(e.raw_os_error())))?;
+    read_checked(file, path, limit)
+}
+
+/// Like [`read_trusted`], and every directory from `/` down to the file passes
+/// [`open_trusted_dir`]'s checks too, the file being opened from that directory's
+/// descriptor: whoever could write a directory on the way could otherwise swap an older
+/// file (a key cache with a withdrawn key) back in.
+pub fn read_trusted_in_safe_dir(path: &Path, limit: u64) -> Result<Vec<u8>, FileProblem> {
+    let problem = |kind| FileProblem {
+        path: path.to_path_buf(),
+        kind,
+    };
+    let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
+        return Err(problem(FileProblemKind::NotRegular));
+    };
+    let dir_fd = open_trusted_dir(dir, DirUse::Shared, false)?;
+    let fd = rustix::fs::openat(
+        &dir_fd,
+        name,
+        OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|e| problem(open_problem(Some(e.raw_os_error()))))?;
+    read_checked(File::from(fd), path, limit)
+}
+
+fn open_problem(errno: Option<i32>) -> FileProblemKind {
+    match errno {
+        Some(libc::ENOENT) | Some(libc::ENOTDIR) => FileProblemKind::Missing,
+        Some(libc::ELOOP) => FileProblemKind::Symlink,
+        Some(e) => FileProblemKind::Unreadable(std::io::Error::from_raw_os_error(e).to_string()),
+        None => FileProblemKind::Unreadable("cannot be opened".to_string()),
+    }
+}
+
+/// The checks of [`read_trusted`] on a file already open, then its bytes.
+fn read_checked(file: File, path: &Path, limit: u64) -> Result<Vec<u8>, FileProblem> {
+    let problem = |kind| FileProblem {
+        path: path.to_path_buf(),
+        kind,
+    };
     let meta = file
         .metadata()
         .map_err(|e| problem(FileProblemKind::Unreadable(e.to_string())))?;
@@ -105,6 +152,104 @@ pub fn read_trusted(path: &Path, limit: u64) -> Result<Vec<u8>, FileProblem> {
         return Err(problem(FileProblemKind::TooLarge { limit }));
     }
     Ok(bytes)
+}
+
+/// Who the last directory of a trusted path is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DirUse {
+    /// Holds files other users must not replace (a key cache): the SPEC's rule for every
+    /// directory applies to it too, so a sticky directory such as /tmp is accepted.
+    Shared,
+    /// Only this service writes in it (state_dir): not writable by group or others at all,
+    /// so nobody else can plant entries in it either.
+    Private,
+}
+
+/// Opens the directory at `path` after checking every directory from `/` down to it, the
+/// way sshd's StrictModes checks a home: each owned by root or this process, none writable
+/// by group or others unless it has the sticky bit (where nobody can rename or remove what
+/// root owns). Each step is opened from the descriptor of the one before with O_NOFOLLOW,
+/// and checked on its own descriptor, so the directory returned is the one checked, and a
+/// symlink or `..` on the way is refused. With `create`, missing directories are made
+/// (mode 0700).
+pub fn open_trusted_dir(path: &Path, last: DirUse, create: bool) -> Result<OwnedFd, FileProblem> {
+    let problem = |at: &Path, kind| FileProblem {
+        path: at.to_path_buf(),
+        kind,
+    };
+    if !path.is_absolute() {
+        return Err(problem(path, FileProblemKind::NotDirectory));
+    }
+    let names: Vec<&OsStr> = path
+        .components()
+        .filter_map(|c| match c {
+            Component::Normal(n) => Some(Ok(n)),
+            Component::RootDir | Component::CurDir => None,
+            Component::ParentDir | Component::Prefix(_) => Some(Err(())),
+        })
+        .collect::<Result<_, ()>>()
+        .map_err(|()| problem(path, FileProblemKind::NotDirectory))?;
+    let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    let root = Path::new("/");
+    let mut fd = rustix::fs::open(root, flags, Mode::empty())
+        .map_err(|e| problem(root, dir_open_problem(e)))?;
+    check_dir(&fd, root, DirUse::Shared)?;
+    let mut walked = PathBuf::from("/");
+    let last_index = names.len().saturating_sub(1);
+    for (i, name) in names.iter().enumerate() {
+        walked.push(name);
+        let next = match rustix::fs::openat(&fd, *name, flags, Mode::empty()) {
+            Err(rustix::io::Errno::NOENT) if create => {
+                match rustix::fs::mkdirat(&fd, *name, Mode::from_raw_mode(0o700)) {
+                    Ok(()) | Err(rustix::io::Errno::EXIST) => {}
+                    Err(e) => return Err(problem(&walked, dir_open_problem(e))),
+                }
+                rustix::fs::openat(&fd, *name, flags, Mode::empty())
+            }
+            other => other,
+        }
+        .map_err(|e| problem(&walked, dir_open_problem(e)))?;
+        let rule = if i == last_index {
+            last
+        } else {
+            DirUse::Shared
+        };
+        check_dir(&next, &walked, rule)?;
+        fd = next;
+    }
+    Ok(fd)
+}
+
+fn dir_open_problem(e: rustix::io::Errno) -> FileProblemKind {
+    match e {
+        rustix::io::Errno::NOENT => FileProblemKind::Missing,
+        // A symlink opened with O_NOFOLLOW|O_DIRECTORY, or a file on the way.
+        rustix::io::Errno::LOOP | rustix::io::Errno::NOTDIR => FileProblemKind::NotDirectory,
+        e => FileProblemKind::Unreadable(std::io::Error::from(e).to_string()),
+    }
+}
+
+/// One directory of a trusted path, checked on its descriptor.
+fn check_dir(fd: &OwnedFd, at: &Path, rule: DirUse) -> Result<(), FileProblem> {
+    let problem = |kind| FileProblem {
+        path: at.to_path_buf(),
+        kind,
+    };
+    let st = rustix::fs::fstat(fd).map_err(|e| {
+        problem(FileProblemKind::Unreadable(
+            std::io::Error::from(e).to_string(),
+        ))
+    })?;
+    let uid = st.st_uid;
+    if uid != 0 && uid != rustix::process::geteuid().as_raw() {
+        return Err(problem(FileProblemKind::UnsafeOwner { uid }));
+    }
+    let mode = st.st_mode & 0o7777;
+    let sticky = mode & 0o1000 != 0;
+    if mode & 0o022 != 0 && (rule == DirUse::Private || !sticky) {
+        return Err(problem(FileProblemKind::UnsafeMode { mode }));
+    }
+    Ok(())
 }
 
 /// The ownership and mode rules of the SPEC, on metadata already obtained.
@@ -185,5 +330,34 @@ mod tests {
             read_trusted(&real, 5).unwrap_err().kind,
             FileProblemKind::TooLarge { limit: 5 }
         );
+    }
+
+    /// The attack: whoever can write the key cache's directory swaps an older cache (with
+    /// a withdrawn key) back in after a refresh. Such a directory makes the cache unusable.
+    #[test]
+    fn a_cache_in_a_directory_others_can_write_is_refused_unless_sticky() {
+        let d = temp_dir("cachedir");
+        let p = d.join("gitlab.jwks.json");
+        std::fs::write(&p, b"{}").unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o644)).unwrap();
+        for mode in [0o777, 0o775] {
+            std::fs::set_permissions(&d, std::fs::Permissions::from_mode(mode)).unwrap();
+            let e = read_trusted_in_safe_dir(&p, 100).unwrap_err();
+            assert_eq!(e.path, d);
+            assert_eq!(e.kind, FileProblemKind::UnsafeMode { mode });
+            // The plain read of the same file does not look at the directory.
+            assert!(read_trusted(&p, 100).is_ok());
+        }
+        std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o1777)).unwrap();
+        assert_eq!(read_trusted_in_safe_dir(&p, 100).unwrap(), b"{}");
+        std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o755)).unwrap();
+        assert_eq!(read_trusted_in_safe_dir(&p, 100).unwrap(), b"{}");
+        let link = d.with_extension("link");
+        let _ = std::fs::remove_file(&link);
+        std::os::unix::fs::symlink(&d, &link).unwrap();
+        let e = read_trusted_in_safe_dir(&link.join("gitlab.jwks.json"), 100).unwrap_err();
+        assert_eq!(e.kind, FileProblemKind::NotDirectory);
+        let _ = std::fs::remove_file(&link);
+        let _ = std::fs::remove_dir_all(&d);
     }
 }

@@ -59,7 +59,8 @@ impl IssuerData for DiskIssuerData {
 /// Reads and parses an issuer's key cache; a cache without one usable key is a problem.
 pub fn load_key_cache(issuer: &Issuer) -> Result<KeySet, DataProblem> {
     let path = &issuer.jwks_cache;
-    let bytes = files::read_trusted(path, jwks::MAX_JWKS_BYTES).map_err(DataProblem::File)?;
+    let bytes =
+        files::read_trusted_in_safe_dir(path, jwks::MAX_JWKS_BYTES).map_err(DataProblem::File)?;
     let invalid = |why: String| DataProblem::Invalid {
         path: path.display().to_string(),
         why,

@@ -8,11 +8,13 @@
 //! The expiry in the name lets pruning work from a directory listing alone.
 
 use std::fs;
-use std::io::ErrorKind;
-use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
-use std::path::{Path, PathBuf};
+use std::os::fd::OwnedFd;
+use std::path::PathBuf;
 
+use rustix::fs::{AtFlags, Mode, OFlags};
 use sha2::{Digest, Sha256};
+
+use crate::files::{self, DirUse};
 
 /// The most uses `max_uses` may allow; bounds the per-login work.
 pub const MAX_USES_LIMIT: u32 = 1000;
@@ -50,86 +52,59 @@ impl TokenId {
         TokenId { digest, exp }
     }
 
-    fn file(&self, dir: &Path, n: u32) -> PathBuf {
-        dir.join(format!("{}-{}.{n}", self.exp, self.digest))
+    /// The name of use `n`'s file in the state directory.
+    fn file_name(&self, n: u32) -> String {
+        format!("{}-{}.{n}", self.exp, self.digest)
     }
 }
+
+/// Entries are kept this long past exp + leeway, so login nodes sharing `state_dir` whose
+/// clocks differ by less than a day never see a pruned token as unused (SPEC v2).
+pub const PRUNE_MARGIN: i64 = 86400;
 
 /// The ledger in `state_dir`.
 #[derive(Debug, Clone)]
 pub struct DiskLedger {
     pub dir: PathBuf,
-    /// Seconds after exp that an entry is kept (the leeway: a token is usable that long).
+    /// The leeway: a token is usable that long after exp. Entries are kept until
+    /// exp + this + [`PRUNE_MARGIN`].
     pub keep_after_exp: i64,
 }
 
 impl DiskLedger {
-    /// Checks the directory is safe to count in: a directory, owned by root or this
-    /// process, not writable by group or others. Creates it (0700) when `create` is set.
-    fn checked_dir(&self, create: bool) -> Result<(), String> {
-        let d = &self.dir;
-        let meta = match fs::symlink_metadata(d) {
-            Ok(m) => m,
-            Err(e) if e.kind() == ErrorKind::NotFound && create => {
-                fs::DirBuilder::new()
-                    .recursive(true)
-                    .mode(0o700)
-                    .create(d)
-                    .map_err(|e| {
-                        format!(
-                            "{}: cannot create the max_uses state directory: {e}",
-                            d.display()
-                        )
-                    })?;
-                fs::symlink_metadata(d).map_err(|e| format!("{}: {e}", d.display()))?
-            }
-            Err(e) => {
-                return Err(format!(
-                    "{}: max_uses state directory unusable: {e}",
-                    d.display()
-                ));
-            }
-        };
-        if !meta.is_dir() {
-            return Err(format!(
-                "{}: max_uses state_dir is not a directory",
-                d.display()
-            ));
-        }
-        if meta.uid() != 0 && meta.uid() != uzers::get_effective_uid() {
-            return Err(format!(
-                "{}: owned by uid {}; fix: chown root {}",
-                d.display(),
-                meta.uid(),
-                d.display()
-            ));
-        }
-        if meta.mode() & 0o022 != 0 {
-            return Err(format!(
-                "{}: writable by group or others; fix: chmod 0700 {}",
-                d.display(),
-                d.display()
-            ));
-        }
-        Ok(())
+    /// The directory, opened once after the SPEC's checks of every directory from `/` down
+    /// (owned by root or this process, not writable by group or others unless sticky) and
+    /// of itself (not writable by group or others at all). Every use file is then made
+    /// relative to this descriptor, so renaming a directory on the way cannot reset a count.
+    /// Created (0700) when `create` is set.
+    fn open_dir(&self, create: bool) -> Result<OwnedFd, String> {
+        files::open_trusted_dir(&self.dir, DirUse::Private, create)
+            .map_err(|p| format!("max_uses state_dir unusable: {p}"))
     }
 
-    /// Removes the entries of tokens expired (plus the leeway) before `now`.
+    /// Removes the entries of tokens expired (plus the leeway and the margin) before `now`.
     pub fn prune(&self, now: i64) -> Result<usize, String> {
+        let dir = self.open_dir(false)?;
+        self.prune_in(&dir, now)
+    }
+
+    fn prune_in(&self, dir: &OwnedFd, now: i64) -> Result<usize, String> {
+        let keep = self.keep_after_exp.saturating_add(PRUNE_MARGIN);
+        let listing =
+            rustix::fs::Dir::read_from(dir).map_err(|e| format!("{}: {e}", self.dir.display()))?;
         let mut removed = 0usize;
-        let entries =
-            fs::read_dir(&self.dir).map_err(|e| format!("{}: {e}", self.dir.display()))?;
-        for entry in entries.flatten() {
+        for entry in listing.flatten() {
             let name = entry.file_name();
             let Some(exp) = name
                 .to_str()
+                .ok()
                 .and_then(|n| n.split('-').next())
                 .and_then(|e| e.parse::<i64>().ok())
             else {
                 continue;
             };
-            if exp.saturating_add(self.keep_after_exp) < now
-                && fs::remove_file(entry.path()).is_ok()
+            if exp.saturating_add(keep) < now
+                && rustix::fs::unlinkat(dir, name, AtFlags::empty()).is_ok()
             {
                 removed = removed.saturating_add(1);
             }
@@ -140,38 +115,46 @@ impl DiskLedger {
 
 impl UseLedger for DiskLedger {
     fn count(&self, token: &TokenId, max: u32) -> Result<u32, String> {
-        if fs::symlink_metadata(&self.dir).is_err() {
-            return Ok(0); // nothing recorded yet on this host
-        }
-        self.checked_dir(false)?;
+        let dir = match self.open_dir(false) {
+            Ok(d) => d,
+            // Nothing recorded yet on this host (the directory is made by the first use).
+            Err(_) if fs::symlink_metadata(&self.dir).is_err() => return Ok(0),
+            Err(e) => return Err(e),
+        };
         let mut n = 0u32;
-        while n < max && token.file(&self.dir, n.saturating_add(1)).exists() {
-            n = n.saturating_add(1);
+        while n < max {
+            let next = n.saturating_add(1);
+            match rustix::fs::statat(&dir, token.file_name(next), AtFlags::SYMLINK_NOFOLLOW) {
+                Ok(_) => n = next,
+                Err(rustix::io::Errno::NOENT) => break,
+                Err(e) => return Err(format!("{}: cannot count uses: {e}", self.dir.display())),
+            }
         }
         Ok(n)
     }
 
     fn record(&self, token: &TokenId, max: u32, now: i64) -> Result<bool, String> {
-        self.checked_dir(true)?;
+        let dir = self.open_dir(true)?;
+        let flags =
+            OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC;
         for n in 1..=max {
-            let path = token.file(&self.dir, n);
-            match fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(0o600)
-                .custom_flags(libc::O_NOFOLLOW)
-                .open(&path)
-            {
+            let name = token.file_name(n);
+            match rustix::fs::openat(&dir, &name, flags, Mode::from_raw_mode(0o600)) {
                 Ok(_) => {
                     // Prune now and then (1 login in 16, chosen by the digest), so the
                     // directory stays small without a listing on every login.
                     if token.digest.ends_with('0') {
-                        let _ = self.prune(now);
+                        let _ = self.prune_in(&dir, now);
                     }
                     return Ok(true);
                 }
-                Err(e) if e.kind() == ErrorKind::AlreadyExists => continue,
-                Err(e) => return Err(format!("{}: cannot record a use: {e}", path.display())),
+                Err(rustix::io::Errno::EXIST) => continue,
+                Err(e) => {
+                    return Err(format!(
+                        "{}: cannot record a use: {e}",
+                        self.dir.join(&name).display()
+                    ));
+                }
             }
         }
         Ok(false)
@@ -203,7 +186,7 @@ mod tests {
         assert_eq!(l.count(&t, 2).unwrap(), 2);
         let other = TokenId::new("https://g", "jti-2", 2000);
         assert!(l.record(&other, 2, 1000).unwrap());
-        let mode = fs::metadata(&l.dir).unwrap().mode() & 0o777;
+        let mode = std::os::unix::fs::MetadataExt::mode(&fs::metadata(&l.dir).unwrap()) & 0o777;
         assert_eq!(mode, 0o700);
     }
 
@@ -223,7 +206,11 @@ mod tests {
         let live = TokenId::new("i", "live", 10_000);
         l.record(&old, 3, 0).unwrap();
         l.record(&live, 3, 0).unwrap();
-        assert_eq!(l.prune(1000).unwrap(), 1);
+        // Kept until exp + leeway + a day: another login node's clock may run behind.
+        let last_kept = 100 + 60 + PRUNE_MARGIN;
+        assert_eq!(l.prune(last_kept).unwrap(), 0);
+        assert_eq!(l.count(&old, 3).unwrap(), 1);
+        assert_eq!(l.prune(last_kept + 1).unwrap(), 1);
         assert_eq!(l.count(&old, 3).unwrap(), 0);
         assert_eq!(l.count(&live, 3).unwrap(), 1);
     }
@@ -235,6 +222,80 @@ mod tests {
         fs::create_dir_all(&l.dir).unwrap();
         fs::set_permissions(&l.dir, fs::Permissions::from_mode(0o777)).unwrap();
         let t = TokenId::new("i", "j", 1);
-        assert!(l.record(&t, 1, 0).unwrap_err().contains("chmod 0700"));
+        assert!(l.record(&t, 1, 0).unwrap_err().contains("chmod go-w"));
+    }
+
+    /// The attack: whoever can write a parent of state_dir renames the directory away, and
+    /// every token is fresh again. Such a parent now makes the ledger unusable (the login
+    /// is undecidable, never allowed uncounted).
+    #[test]
+    fn a_parent_others_can_write_is_refused_unless_sticky() {
+        use std::os::unix::fs::PermissionsExt;
+        let l = ledger("parent");
+        let parent = l.dir.clone();
+        let state = DiskLedger {
+            dir: parent.join("uses"),
+            keep_after_exp: 60,
+        };
+        fs::create_dir_all(&state.dir).unwrap();
+        fs::set_permissions(&state.dir, fs::Permissions::from_mode(0o700)).unwrap();
+        let t = TokenId::new("i", "j", 1);
+        for mode in [0o777, 0o775, 0o757] {
+            fs::set_permissions(&parent, fs::Permissions::from_mode(mode)).unwrap();
+            let e = state.record(&t, 1, 0).unwrap_err();
+            assert!(
+                e.contains(&format!("{}: is writable", parent.display())),
+                "{e}"
+            );
+            assert!(state.count(&t, 1).is_err());
+        }
+        // Sticky, like /tmp: nobody can rename what root owns in it.
+        fs::set_permissions(&parent, fs::Permissions::from_mode(0o1777)).unwrap();
+        assert!(state.record(&t, 1, 0).unwrap());
+        // The state directory itself may not be shared, sticky or not.
+        fs::set_permissions(&state.dir, fs::Permissions::from_mode(0o1777)).unwrap();
+        assert!(state.record(&t, 2, 0).is_err());
+        fs::set_permissions(&parent, fs::Permissions::from_mode(0o700)).unwrap();
+        let _ = fs::remove_dir_all(&parent);
+    }
+
+    #[test]
+    fn a_parent_owned_by_another_user_is_refused() {
+        if rustix::process::geteuid().as_raw() != 0 {
+            assert_ne!(
+                std::env::var("CI").as_deref(),
+                Ok("true"),
+                "needs root (chown) under CI=true"
+            );
+            eprintln!("SKIPPED (not root): a_parent_owned_by_another_user_is_refused");
+            return;
+        }
+        let l = ledger("owner");
+        let parent = l.dir.clone();
+        let state = DiskLedger {
+            dir: parent.join("uses"),
+            keep_after_exp: 60,
+        };
+        fs::create_dir_all(&state.dir).unwrap();
+        std::os::unix::fs::chown(&parent, Some(54321), None).unwrap();
+        let e = state.record(&TokenId::new("i", "j", 1), 1, 0).unwrap_err();
+        assert!(e.contains("owned by uid 54321"), "{e}");
+        let _ = fs::remove_dir_all(&parent);
+    }
+
+    #[test]
+    fn a_symlinked_state_dir_is_refused() {
+        let l = ledger("link");
+        fs::create_dir_all(&l.dir).unwrap();
+        let real = l.dir.join("real");
+        fs::create_dir_all(&real).unwrap();
+        let link = DiskLedger {
+            dir: l.dir.join("link"),
+            keep_after_exp: 60,
+        };
+        std::os::unix::fs::symlink(&real, &link.dir).unwrap();
+        let e = link.record(&TokenId::new("i", "j", 1), 1, 0).unwrap_err();
+        assert!(e.contains("is not a directory"), "{e}");
+        let _ = fs::remove_dir_all(&l.dir);
     }
 }

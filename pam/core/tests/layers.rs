@@ -11,8 +11,10 @@ use std::path::Path;
 const LAYERS: &[&[&str]] = &[
     &[
         "sanitize", "claims", "glob", "reason", "timefmt", "files", "accounts", "jwks", "jws",
-        "usermap", "uses",
+        "usermap",
     ],
+    // The use ledger opens state_dir through the trusted-directory walk of files.
+    &["uses"],
     &["config"],
     &["keystore"],
     &["policy"],
