@@ -2,6 +2,8 @@
 //! this one only parses arguments and maps outcomes to the SPEC's exit codes.
 //!
 //! Outside tests nothing here may panic: every failure is a message and an exit code.
+//! Nor is there any unsafe code: the command needs no FFI of its own.
+#![forbid(unsafe_code)]
 #![cfg_attr(
     not(test),
     deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)

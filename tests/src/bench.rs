@@ -23,7 +23,7 @@ use idtoken_core::usermap::UserMap;
 use idtoken_core::uses::{TokenId, UseLedger};
 use jsonwebtoken::{Algorithm, DecodingKey};
 use pam_idtoken::collect::Prompter;
-use pam_idtoken::handle::{Level, Session};
+use pam_idtoken::handle::{Level, PamContext};
 use serde_json::json;
 
 use crate::keys::{self, Key, with};
@@ -266,7 +266,7 @@ impl Files {
     }
 }
 
-/// A PAM handle seen by the module, without libpam: what `authenticate_session` gets from
+/// A PAM handle seen by the module, without libpam: what `authenticate_with` gets from
 /// the real one. The token is the answer to the prompt; log lines go to syslog(3) as
 /// pam_syslog sends them (facility authpriv, `pam_idtoken(sshd:auth):` prefix).
 pub struct FakeSession {
@@ -280,7 +280,7 @@ impl Prompter for FakeSession {
     }
 }
 
-impl Session for FakeSession {
+impl PamContext for FakeSession {
     fn user(&mut self) -> Option<String> {
         Some(ACCOUNT.to_string())
     }
@@ -331,7 +331,12 @@ impl PerLogin {
 
     /// The PAM answer: 0 (PAM_SUCCESS) when the login is allowed.
     pub fn run(&mut self) -> i32 {
-        pam_idtoken::hooks::authenticate_session(&mut self.session, &self.args, self.now) as i32
+        pam_idtoken::hooks::authenticate_with(
+            &mut self.session,
+            &self.args,
+            self.now,
+            &pam_idtoken::hooks::World::HOST,
+        ) as i32
     }
 }
 

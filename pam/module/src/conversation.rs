@@ -42,6 +42,17 @@ unsafe extern "C" {
     fn pam_get_item(pamh: *const c_void, item_type: c_int, item: *mut *const c_void) -> c_int;
 }
 
+// `raw_handle` reads pamsm's `Pam` as the bare `pam_handle_t *` it wraps (pamsm 0.5.5:
+// `#[repr(transparent)] struct Pam(PamHandle)`, a pointer). Should a pamsm release add a
+// field or change the wrapper, the build stops here instead of reading garbage.
+const _: () = assert!(std::mem::size_of::<Pam>() == std::mem::size_of::<*const c_void>());
+const _: () = assert!(std::mem::align_of::<Pam>() == std::mem::align_of::<*const c_void>());
+// The C structs libpam hands over: two machine words each (an int and a pointer, padded; two
+// pointers), on LP64 and ILP32 alike. A field type edited by mistake stops the build.
+const _: () = assert!(std::mem::size_of::<PamMessage>() == 2 * std::mem::size_of::<usize>());
+const _: () = assert!(std::mem::size_of::<PamResponse>() == 2 * std::mem::size_of::<usize>());
+const _: () = assert!(std::mem::size_of::<PamConv>() == 2 * std::mem::size_of::<usize>());
+
 /// The raw handle inside pamsm's `Pam`.
 fn raw_handle(pamh: &Pam) -> *const c_void {
     // SAFETY: `Pam` is `#[repr(transparent)]` over the `pam_handle_t *` libpam passed in.

@@ -16,7 +16,9 @@ pub enum Level {
     Debug,
 }
 
-pub trait Session: Prompter {
+/// The PAM handle as the authenticate hook sees it (a context, not a PAM session: the
+/// session is a phase this module does not take part in).
+pub trait PamContext: Prompter {
     /// PAM_USER (asking the application for it if unset).
     fn user(&mut self) -> Option<String>;
     fn service(&self) -> Option<String>;
@@ -30,8 +32,8 @@ pub trait Session: Prompter {
     fn log(&self, level: Level, message: &str);
 }
 
-/// The real handle.
-pub struct PamSession<'a> {
+/// The real handle, through pamsm and [`conversation`].
+pub struct PamHandleContext<'a> {
     pub pamh: &'a Pam,
 }
 
@@ -41,13 +43,13 @@ fn text(item: Result<Option<&CStr>, pamsm::PamError>) -> Option<String> {
         .map(|c| c.to_string_lossy().into_owned())
 }
 
-impl Prompter for PamSession<'_> {
+impl Prompter for PamHandleContext<'_> {
     fn prompt(&mut self, text: &str) -> Option<Vec<u8>> {
         conversation::prompt_echo_off(self.pamh, text)
     }
 }
 
-impl Session for PamSession<'_> {
+impl PamContext for PamHandleContext<'_> {
     fn user(&mut self) -> Option<String> {
         text(self.pamh.get_user(None))
     }

@@ -2,26 +2,52 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use idtoken_core::accounts::Nss;
+use idtoken_core::accounts::{AccountSource, Nss};
 use idtoken_core::audit;
 use idtoken_core::config::Config;
 use idtoken_core::decision::{self, Decision, Env, Request, UseMode, Verdict};
 use idtoken_core::jws::looks_like_jws;
-use idtoken_core::keystore::DiskIssuerData;
+use idtoken_core::keystore::{DiskIssuerData, IssuerData};
 use idtoken_core::sanitize::clean;
-use idtoken_core::uses::DiskLedger;
+use idtoken_core::uses::{DiskLedger, UseLedger};
 use pamsm::{Pam, PamError};
 
 use crate::args::{self, ModuleArgs};
 use crate::collect::{self, Collected};
-use crate::handle::{Level, PamSession, Session};
+use crate::handle::{Level, PamContext, PamHandleContext};
 
 /// The one line a refused client sees when the site does not set `explain`.
 pub const GENERIC_REFUSAL: &str = "ID token refused.";
 
+/// What the authenticate hook decides against, besides the PAM handle and the config:
+/// the host's accounts, issuer files and use ledger in production, fakes in the tests.
+#[derive(Clone, Copy)]
+pub struct World<'a> {
+    pub accounts: &'a dyn AccountSource,
+    pub issuer_data: &'a dyn IssuerData,
+    pub uses: Uses<'a>,
+}
+
+/// Where `max_uses` is counted.
+#[derive(Clone, Copy)]
+pub enum Uses<'a> {
+    /// In the config's `state_dir` (the ledger can only be made once the config is read).
+    StateDir,
+    Ledger(&'a dyn UseLedger),
+}
+
+impl World<'static> {
+    /// The real host: NSS, the key caches and user maps on disk, the ledger in `state_dir`.
+    pub const HOST: World<'static> = World {
+        accounts: &Nss,
+        issuer_data: &DiskIssuerData,
+        uses: Uses::StateDir,
+    };
+}
+
 pub fn authenticate(pamh: &Pam, args: &[String]) -> PamError {
-    let mut session = PamSession { pamh };
-    authenticate_session(&mut session, args, now())
+    let mut ctx = PamHandleContext { pamh };
+    authenticate_with(&mut ctx, args, now(), &World::HOST)
 }
 
 pub fn setcred(_pamh: &Pam, _args: &[String]) -> PamError {
@@ -40,12 +66,18 @@ fn now() -> i64 {
         .unwrap_or(0)
 }
 
-/// The authenticate hook over any session: what the tests drive with a fake.
-pub fn authenticate_session(session: &mut dyn Session, raw_args: &[String], now: i64) -> PamError {
+/// The authenticate hook over any PAM context and outside world: what the tests drive with
+/// fakes, and the real hook with the handle and [`World::HOST`].
+pub fn authenticate_with(
+    ctx: &mut dyn PamContext,
+    raw_args: &[String],
+    now: i64,
+    world: &World,
+) -> PamError {
     let args = match args::parse(raw_args) {
         Ok(a) => a,
         Err(why) => {
-            session.log(
+            ctx.log(
                 Level::Error,
                 &format!("{why}; refusing until the PAM stack is fixed"),
             );
@@ -57,32 +89,29 @@ pub fn authenticate_session(session: &mut dyn Session, raw_args: &[String], now:
         Ok(c) => c,
         Err(e) => {
             let lines = e.to_string().replace('\n', "; ");
-            session.log(
+            ctx.log(
                 Level::Error,
                 &format!("config unusable, every token refused: {lines}"),
             );
             return PamError::AUTHINFO_UNAVAIL;
         }
     };
-    let Some(account) = session.user().filter(|u| !u.is_empty()) else {
-        session.log(Level::Error, "no user name for this login");
+    let Some(account) = ctx.user().filter(|u| !u.is_empty()) else {
+        ctx.log(Level::Error, "no user name for this login");
         return PamError::USER_UNKNOWN;
     };
-    let first = session.cached_authtok();
+    let first = ctx.cached_authtok();
     if first
         .as_ref()
         .is_some_and(|f| f.len() == collect::OPENSSH_CUT)
     {
-        log_cut_hint(session);
+        log_cut_hint(ctx);
     }
-    let mut watched = CutWatch {
-        session,
-        answers: 0,
-    };
+    let mut watched = CutWatch { ctx, answers: 0 };
     let collected = collect::collect(first, &mut watched);
-    let session = watched.session;
+    let ctx = watched.ctx;
     let Some(collected) = collected else {
-        session.log(
+        ctx.log(
             Level::Notice,
             &format!(
                 "no answer to the ID token prompt for account {}",
@@ -97,38 +126,45 @@ pub fn authenticate_session(session: &mut dyn Session, raw_args: &[String], now:
     else {
         // Not a token: most likely a password for the next module.
         if args.debug {
-            session.log(
+            ctx.log(
                 Level::Debug,
                 "answer is not JWT-shaped; passing it on (PAM_IGNORE)",
             );
         }
-        session.set_authtok(&collected.token);
+        ctx.set_authtok(&collected.token);
         return PamError::IGNORE;
     };
-    let service = session.service().unwrap_or_default();
-    let rhost = session.rhost();
-    let decision = decide(&config, token, &account, &service, now);
-    report(
-        session,
-        &args,
-        &config,
-        &decision,
-        &collected,
-        rhost.as_deref(),
-    );
-    answer(session, &decision)
+    let service = ctx.service().unwrap_or_default();
+    let rhost = ctx.rhost();
+    let decision = decide(world, &config, token, &account, &service, now);
+    report(ctx, &args, &config, &decision, &collected, rhost.as_deref());
+    answer(ctx, &decision)
 }
 
-fn decide(config: &Config, token: &str, account: &str, service: &str, now: i64) -> Decision {
-    let ledger = DiskLedger {
-        dir: config.defaults.state_dir.clone(),
-        keep_after_exp: config.defaults.leeway,
+fn decide(
+    world: &World,
+    config: &Config,
+    token: &str,
+    account: &str,
+    service: &str,
+    now: i64,
+) -> Decision {
+    let disk;
+    let uses: &dyn UseLedger = match world.uses {
+        Uses::StateDir => {
+            disk = DiskLedger {
+                dir: config.defaults.state_dir.clone(),
+                keep_after_exp: config.defaults.leeway,
+            };
+            &disk
+        }
+        Uses::Ledger(ledger) => ledger,
     };
     let env = Env {
         config,
-        issuer_data: &DiskIssuerData,
-        accounts: &Nss,
-        uses: &ledger,
+        issuer_data: world.issuer_data,
+        accounts: world.accounts,
+        uses,
     };
     decision::evaluate(
         &env,
@@ -144,7 +180,7 @@ fn decide(config: &Config, token: &str, account: &str, service: &str, now: i64) 
 
 /// The audit line, and the client's view of a refusal.
 fn report(
-    session: &mut dyn Session,
+    ctx: &mut dyn PamContext,
     args: &ModuleArgs,
     config: &Config,
     d: &Decision,
@@ -155,10 +191,10 @@ fn report(
         Verdict::Unavailable(_) => Level::Error,
         _ => Level::Notice,
     };
-    session.log(level, &audit::line(d, rhost));
+    ctx.log(level, &audit::line(d, rhost));
     if args.debug {
         for s in &d.steps {
-            session.log(
+            ctx.log(
                 Level::Debug,
                 &format!(
                     "step {} {}: {}",
@@ -169,7 +205,7 @@ fn report(
             );
         }
         for r in &d.rules {
-            session.log(
+            ctx.log(
                 Level::Debug,
                 &format!(
                     "rule {:?}: matched={} granted={} {}",
@@ -196,34 +232,34 @@ fn report(
         }
         _ => GENERIC_REFUSAL.to_string(),
     };
-    session.error_message(&to_client);
+    ctx.error_message(&to_client);
 }
 
 /// Watches the answers for one of exactly the OpenSSH cut length. The hint is logged at
 /// once, not with the decision: a client that cut the token usually hangs up at the part 2
 /// prompt, and sshd then ends the PAM process before any decision is made.
 struct CutWatch<'a> {
-    session: &'a mut dyn Session,
+    ctx: &'a mut dyn PamContext,
     answers: usize,
 }
 
 impl collect::Prompter for CutWatch<'_> {
     fn prompt(&mut self, text: &str) -> Option<Vec<u8>> {
-        let answer = self.session.prompt(text);
+        let answer = self.ctx.prompt(text);
         if self.answers == 0
             && answer
                 .as_ref()
                 .is_some_and(|a| a.len() == collect::OPENSSH_CUT)
         {
-            log_cut_hint(self.session);
+            log_cut_hint(self.ctx);
         }
         self.answers = self.answers.saturating_add(1);
         answer
     }
 }
 
-fn log_cut_hint(session: &mut dyn Session) {
-    session.log(
+fn log_cut_hint(ctx: &mut dyn PamContext) {
+    ctx.log(
         Level::Notice,
         "the first answer is exactly 1023 characters: OpenSSH clients cut longer answers there, so this \
          is likely a cut token; asking for part 2 (clients must send long tokens in parts with \
@@ -231,10 +267,10 @@ fn log_cut_hint(session: &mut dyn Session) {
     );
 }
 
-fn answer(session: &mut dyn Session, d: &Decision) -> PamError {
+fn answer(ctx: &mut dyn PamContext, d: &Decision) -> PamError {
     match &d.verdict {
         Verdict::Allow => {
-            set_environment(session, d);
+            set_environment(ctx, d);
             PamError::SUCCESS
         }
         Verdict::Deny(_) => PamError::AUTH_ERR,
@@ -242,7 +278,7 @@ fn answer(session: &mut dyn Session, d: &Decision) -> PamError {
     }
 }
 
-fn set_environment(session: &mut dyn Session, d: &Decision) {
+fn set_environment(ctx: &mut dyn PamContext, d: &Decision) {
     let vars = [
         ("IDTOKEN_ISSUER", d.issuer.as_deref()),
         (
@@ -254,7 +290,7 @@ fn set_environment(session: &mut dyn Session, d: &Decision) {
     ];
     for (name, value) in vars {
         if let Some(v) = value {
-            session.putenv(name, &clean(v));
+            ctx.putenv(name, &clean(v));
         }
     }
 }

@@ -23,6 +23,8 @@ pub mod collect;
 pub mod conversation;
 pub mod handle;
 pub mod hooks;
+#[cfg(test)]
+mod tests;
 
 use std::ffi::{CStr, c_char, c_int};
 use std::panic::{AssertUnwindSafe, catch_unwind};

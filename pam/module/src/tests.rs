@@ -1,0 +1,700 @@
+//! The authenticate hook driven through a scripted fake PAM context, without libpam, root or
+//! host state: accounts, key cache and use ledger are in memory, the config is a 0600 file
+//! of the running user in a temporary directory.
+//!
+//! Each test lists the calls it expects the hook to make, in order (ask for the user, prompt
+//! with this text and get this answer, log this at that level, ...). The fake serves them in
+//! that order, fails the test at the first call that differs, and fails it on drop if an
+//! expected call never came.
+
+use std::cell::{Cell, RefCell};
+use std::collections::{HashMap, VecDeque};
+use std::fmt;
+use std::fs;
+use std::io::Write;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::PathBuf;
+
+use idtoken_core::MAX_TOKEN_BYTES;
+use idtoken_core::accounts::{Account, AccountSource};
+use idtoken_core::config::Issuer;
+use idtoken_core::jwks::{self, KeySet};
+use idtoken_core::keystore::{DataProblem, IssuerData};
+use idtoken_core::reason::Reason;
+use idtoken_core::usermap::UserMap;
+use idtoken_core::uses::{TokenId, UseLedger};
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use pamsm::PamError;
+use serde_json::{Value, json};
+
+use crate::collect::{OPENSSH_CUT, Prompter};
+use crate::handle::{Level, PamContext};
+use crate::hooks::{GENERIC_REFUSAL, Uses, World, authenticate_with};
+
+const NOW: i64 = 1_767_225_600;
+const ISS: &str = "https://gitlab.test.example";
+const AUD: &str = "https://login.test.example";
+const KEY_A_PEM: &[u8] = include_bytes!("../../../tests/fixtures/keys/rsa-a.pem");
+const PUBLIC_JWKS: &str = include_str!("../../../tests/fixtures/keys/public-jwks-members.json");
+
+// ---------------------------------------------------------------------------------------
+// The scripted context.
+
+/// A prompt's answer, shown by length only: failure output stays readable.
+struct Answer(Option<Vec<u8>>);
+
+impl fmt::Debug for Answer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.0 {
+            Some(a) => write!(f, "<{} bytes>", a.len()),
+            None => f.write_str("<no answer>"),
+        }
+    }
+}
+
+/// One call the hook is expected to make, with what the fake answers.
+#[derive(Debug)]
+enum Event {
+    User(Option<String>),
+    Service(Option<String>),
+    Rhost(Option<String>),
+    CachedAuthtok(Answer),
+    Prompt(String, Answer),
+    ErrorMessage(String),
+    Putenv(String, String),
+    SetAuthtok(Answer),
+    /// A log line at this level containing this text.
+    Log(Level, String),
+}
+
+fn user(name: &str) -> Event {
+    Event::User(Some(name.to_string()))
+}
+fn service(name: &str) -> Event {
+    Event::Service(Some(name.to_string()))
+}
+fn rhost(host: &str) -> Event {
+    Event::Rhost(Some(host.to_string()))
+}
+fn no_cached_authtok() -> Event {
+    Event::CachedAuthtok(Answer(None))
+}
+fn prompt(text: &str, answer: &[u8]) -> Event {
+    Event::Prompt(text.to_string(), Answer(Some(answer.to_vec())))
+}
+fn prompt_unanswered(text: &str) -> Event {
+    Event::Prompt(text.to_string(), Answer(None))
+}
+fn error_message(text: &str) -> Event {
+    Event::ErrorMessage(text.to_string())
+}
+fn putenv(name: &str, value: &str) -> Event {
+    Event::Putenv(name.to_string(), value.to_string())
+}
+fn set_authtok(authtok: &[u8]) -> Event {
+    Event::SetAuthtok(Answer(Some(authtok.to_vec())))
+}
+fn log(level: Level, text: &str) -> Event {
+    Event::Log(level, text.to_string())
+}
+
+/// The fake PAM context: serves the script, and checks that nothing the client answered
+/// (a token, a password) ever reaches a log line or a message.
+struct Script {
+    events: RefCell<VecDeque<Event>>,
+    answers: RefCell<Vec<Vec<u8>>>,
+}
+
+impl Script {
+    fn new(events: Vec<Event>) -> Script {
+        Script {
+            events: RefCell::new(events.into()),
+            answers: RefCell::new(Vec::new()),
+        }
+    }
+
+    fn next(&self, call: &str) -> Event {
+        match self.events.borrow_mut().pop_front() {
+            Some(e) => e,
+            None => panic!("unexpected call {call}: the script has no more events"),
+        }
+    }
+
+    fn remember(&self, answer: &Option<Vec<u8>>) {
+        if let Some(a) = answer {
+            self.answers.borrow_mut().push(a.clone());
+        }
+    }
+
+    fn assert_no_secret(&self, what: &str, text: &str) {
+        for a in self.answers.borrow().iter() {
+            // Short answers ("", "x") occur in ordinary text by chance; tokens and
+            // passwords in the tests are longer.
+            if a.len() >= 8 {
+                let a = String::from_utf8_lossy(a);
+                assert!(!text.contains(&*a), "{what} contains an answer: {text:?}");
+            }
+        }
+    }
+}
+
+impl Drop for Script {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            let left = self.events.borrow();
+            assert!(left.is_empty(), "expected calls never made: {left:?}");
+        }
+    }
+}
+
+impl Prompter for Script {
+    fn prompt(&mut self, text: &str) -> Option<Vec<u8>> {
+        match self.next(&format!("prompt({text:?})")) {
+            Event::Prompt(want, Answer(answer)) => {
+                assert_eq!(text, want, "prompt text");
+                self.remember(&answer);
+                answer
+            }
+            other => panic!("expected {other:?}, got prompt({text:?})"),
+        }
+    }
+}
+
+impl PamContext for Script {
+    fn user(&mut self) -> Option<String> {
+        match self.next("user()") {
+            Event::User(u) => u,
+            other => panic!("expected {other:?}, got user()"),
+        }
+    }
+
+    fn service(&self) -> Option<String> {
+        match self.next("service()") {
+            Event::Service(s) => s,
+            other => panic!("expected {other:?}, got service()"),
+        }
+    }
+
+    fn rhost(&self) -> Option<String> {
+        match self.next("rhost()") {
+            Event::Rhost(r) => r,
+            other => panic!("expected {other:?}, got rhost()"),
+        }
+    }
+
+    fn cached_authtok(&self) -> Option<Vec<u8>> {
+        match self.next("cached_authtok()") {
+            Event::CachedAuthtok(Answer(a)) => {
+                self.remember(&a);
+                a
+            }
+            other => panic!("expected {other:?}, got cached_authtok()"),
+        }
+    }
+
+    fn set_authtok(&mut self, authtok: &[u8]) {
+        let got = Answer(Some(authtok.to_vec()));
+        match self.next("set_authtok()") {
+            Event::SetAuthtok(Answer(want)) => {
+                assert!(
+                    want.as_deref() == Some(authtok),
+                    "set_authtok: expected {:?}, got {got:?}",
+                    Answer(want.clone())
+                );
+            }
+            other => panic!("expected {other:?}, got set_authtok({got:?})"),
+        }
+    }
+
+    fn error_message(&mut self, text: &str) {
+        self.assert_no_secret("error message", text);
+        match self.next(&format!("error_message({text:?})")) {
+            Event::ErrorMessage(want) => assert_eq!(text, want, "error message"),
+            other => panic!("expected {other:?}, got error_message({text:?})"),
+        }
+    }
+
+    fn putenv(&mut self, name: &str, value: &str) {
+        match self.next(&format!("putenv({name}={value})")) {
+            Event::Putenv(n, v) => assert_eq!((name, value), (&*n, &*v), "putenv"),
+            other => panic!("expected {other:?}, got putenv({name}={value})"),
+        }
+    }
+
+    fn log(&self, level: Level, message: &str) {
+        self.assert_no_secret("log line", message);
+        match self.next(&format!("log({level:?}, {message:?})")) {
+            Event::Log(l, fragment) => {
+                assert_eq!(level, l, "log level of {message:?}");
+                assert!(
+                    message.contains(&fragment),
+                    "log line {message:?} lacks {fragment:?}"
+                );
+            }
+            other => panic!("expected {other:?}, got log({level:?}, {message:?})"),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// The outside world, in memory.
+
+struct Keys(Result<KeySet, DataProblem>);
+
+impl IssuerData for Keys {
+    fn keys(&self, _issuer: &Issuer) -> Result<KeySet, DataProblem> {
+        self.0.clone()
+    }
+    fn user_map(&self, _issuer: &Issuer) -> Result<Option<UserMap>, DataProblem> {
+        Ok(None)
+    }
+}
+
+fn key_a() -> Keys {
+    let all: Value = serde_json::from_str(PUBLIC_JWKS).unwrap();
+    Keys(Ok(jwks::parse(
+        json!({"keys": [all["a"]]}).to_string().as_bytes(),
+    )
+    .unwrap()))
+}
+
+/// One local account, alice (uid 2001).
+struct Accounts;
+
+impl AccountSource for Accounts {
+    fn account(&self, name: &str) -> Option<Account> {
+        (name == "alice").then(|| Account {
+            name: name.to_string(),
+            uid: 2001,
+            gid: 2001,
+        })
+    }
+    fn listed_in(&self, _account: &Account, _group: &str) -> bool {
+        false
+    }
+    fn group_names(&self, account: &Account) -> Vec<String> {
+        vec![account.name.clone()]
+    }
+}
+
+#[derive(Default)]
+struct Ledger {
+    uses: RefCell<HashMap<String, u32>>,
+    records: Cell<u32>,
+}
+
+impl UseLedger for Ledger {
+    fn count(&self, token: &TokenId, max: u32) -> Result<u32, String> {
+        Ok((*self.uses.borrow().get(&token.digest).unwrap_or(&0)).min(max))
+    }
+    fn record(&self, token: &TokenId, max: u32, _now: i64) -> Result<bool, String> {
+        let mut m = self.uses.borrow_mut();
+        let n = m.entry(token.digest.clone()).or_insert(0);
+        if *n >= max {
+            return Ok(false);
+        }
+        *n += 1;
+        self.records.set(self.records.get() + 1);
+        Ok(true)
+    }
+}
+
+/// The config file: one issuer, one rule letting GitLab user alice in as alice from a
+/// protected ref. `defaults` is the body of `[defaults]`.
+struct Site {
+    dir: PathBuf,
+    args: Vec<String>,
+}
+
+impl Site {
+    fn new(tag: &str, defaults: &str) -> Site {
+        let dir =
+            std::env::temp_dir().join(format!("pam-idtoken-hooks-{}-{tag}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::DirBuilder::new().mode(0o700).create(&dir).unwrap();
+        let path = dir.join("idtoken.toml");
+        let mut f = fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&path)
+            .unwrap();
+        write!(
+            f,
+            "[defaults]\n{defaults}\n\n[[issuer]]\nname = \"gitlab\"\nurl = \"{ISS}\"\n\
+             audiences = [\"{AUD}\"]\n\n[[rule]]\nname = \"own\"\nusers = [\"alice\"]\n\
+             [rule.claims]\nref_protected = \"true\"\n"
+        )
+        .unwrap();
+        Site {
+            args: vec![format!("config={}", path.display())],
+            dir,
+        }
+    }
+}
+
+impl Drop for Site {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn claims() -> Value {
+    json!({"iss": ISS, "aud": AUD, "iat": NOW, "nbf": NOW - 5, "exp": NOW + 300, "jti": "j1",
+           "user_login": "alice", "ref_protected": "true", "project_path": "hpc/app",
+           "pipeline_id": "4711", "job_id": 815})
+}
+
+fn token(claims: &Value) -> String {
+    let mut header = Header::new(Algorithm::RS256);
+    header.kid = Some("test-a".to_string());
+    jsonwebtoken::encode(
+        &header,
+        claims,
+        &EncodingKey::from_rsa_pem(KEY_A_PEM).unwrap(),
+    )
+    .unwrap()
+}
+
+/// A valid token made long by `len` bytes of padding claim (GitLab's are over 1023).
+fn long_token(len: usize) -> String {
+    let mut c = claims();
+    c["padding"] = json!("p".repeat(len));
+    token(&c)
+}
+
+/// Runs the hook on the script with alice's world and the given key cache.
+fn run(script: &mut Script, args: &[String], keys: &Keys, ledger: &Ledger) -> PamError {
+    let world = World {
+        accounts: &Accounts,
+        issuer_data: keys,
+        uses: Uses::Ledger(ledger),
+    };
+    authenticate_with(script, args, NOW, &world)
+}
+
+/// The calls every login that gets as far as asking makes first.
+fn start() -> Vec<Event> {
+    vec![user("alice"), no_cached_authtok()]
+}
+
+/// The calls after a JWT-shaped answer, up to the audit line.
+fn decided(audit: &str) -> Vec<Event> {
+    vec![
+        service("sshd"),
+        rhost("192.0.2.7"),
+        log(Level::Notice, audit),
+    ]
+}
+
+fn script(parts: Vec<Vec<Event>>) -> Script {
+    Script::new(parts.into_iter().flatten().collect())
+}
+
+// ---------------------------------------------------------------------------------------
+// The tests.
+
+#[test]
+fn bad_module_argument_is_authinfo_unavail_and_logged() {
+    let mut s = script(vec![vec![log(
+        Level::Error,
+        "unknown module argument \"try_first_pass\"; pam_idtoken.so takes config=PATH and debug; \
+         refusing until the PAM stack is fixed",
+    )]]);
+    let code = run(
+        &mut s,
+        &["try_first_pass".to_string()],
+        &key_a(),
+        &Ledger::default(),
+    );
+    assert_eq!(code, PamError::AUTHINFO_UNAVAIL);
+}
+
+#[test]
+fn unreadable_config_is_authinfo_unavail_and_logged() {
+    let site = Site::new("noconfig", "");
+    let args = vec![format!("config={}", site.dir.join("absent.toml").display())];
+    let mut s = script(vec![vec![log(
+        Level::Error,
+        "config unusable, every token refused: ",
+    )]]);
+    let code = run(&mut s, &args, &key_a(), &Ledger::default());
+    assert_eq!(code, PamError::AUTHINFO_UNAVAIL);
+}
+
+#[test]
+fn non_jwt_answer_is_ignored_and_passed_on_as_the_authtok() {
+    let site = Site::new("password", "");
+    let mut s = script(vec![
+        start(),
+        vec![
+            prompt("ID token: ", b"correct horse battery"),
+            set_authtok(b"correct horse battery"),
+        ],
+    ]);
+    let code = run(&mut s, &site.args, &key_a(), &Ledger::default());
+    assert_eq!(code, PamError::IGNORE);
+}
+
+#[test]
+fn non_jwt_answer_is_noted_at_debug_level_with_debug() {
+    let site = Site::new("password-debug", "");
+    let mut args = site.args.clone();
+    args.push("debug".to_string());
+    let mut s = script(vec![
+        start(),
+        vec![
+            prompt("ID token: ", b"correct horse battery"),
+            log(Level::Debug, "answer is not JWT-shaped; passing it on"),
+            set_authtok(b"correct horse battery"),
+        ],
+    ]);
+    let code = run(&mut s, &args, &key_a(), &Ledger::default());
+    assert_eq!(code, PamError::IGNORE);
+}
+
+#[test]
+fn empty_answer_is_ignored_and_passed_on_as_an_empty_authtok() {
+    // Enter at the prompt: not a token, so it goes to the next module like a password
+    // would (pam_unix then asks again or fails it); no part prompt follows.
+    let site = Site::new("empty", "");
+    let mut s = script(vec![
+        start(),
+        vec![prompt("ID token: ", b""), set_authtok(b"")],
+    ]);
+    let code = run(&mut s, &site.args, &key_a(), &Ledger::default());
+    assert_eq!(code, PamError::IGNORE);
+}
+
+#[test]
+fn no_answer_at_all_is_conv_err_and_logged() {
+    let site = Site::new("noanswer", "");
+    let mut s = script(vec![
+        start(),
+        vec![
+            prompt_unanswered("ID token: "),
+            log(
+                Level::Notice,
+                "no answer to the ID token prompt for account alice",
+            ),
+        ],
+    ]);
+    let code = run(&mut s, &site.args, &key_a(), &Ledger::default());
+    assert_eq!(code, PamError::CONV_ERR);
+}
+
+#[test]
+fn allow_sets_the_pam_environment_and_records_the_use() {
+    let site = Site::new("allow", "max_uses = 1");
+    let ledger = Ledger::default();
+    let t = token(&claims());
+    let mut s = script(vec![
+        start(),
+        vec![prompt("ID token: ", t.as_bytes())],
+        decided(
+            "decision=allow reason=- service=sshd account=alice issuer=gitlab user=alice \
+             project_path=hpc/app pipeline_id=4711 job_id=815 jti=j1 rule=own rhost=192.0.2.7 \
+             verified=yes",
+        ),
+        vec![
+            putenv("IDTOKEN_ISSUER", "gitlab"),
+            putenv("IDTOKEN_PROJECT_PATH", "hpc/app"),
+            putenv("IDTOKEN_PIPELINE_ID", "4711"),
+            putenv("IDTOKEN_JOB_ID", "815"),
+        ],
+    ]);
+    let code = run(&mut s, &site.args, &key_a(), &ledger);
+    assert_eq!(code, PamError::SUCCESS);
+    assert_eq!(ledger.records.get(), 1, "the login is counted");
+    drop(s);
+    // max_uses = 1: the same token again is a replay, counted in the ledger handed in.
+    let mut again = script(vec![
+        start(),
+        vec![prompt("ID token: ", t.as_bytes())],
+        decided("decision=deny reason=replayed"),
+        vec![error_message("ID token refused.")],
+    ]);
+    let code = run(&mut again, &site.args, &key_a(), &ledger);
+    assert_eq!(code, PamError::AUTH_ERR);
+}
+
+#[test]
+fn refusal_explains_the_reason_when_explain_is_set() {
+    let site = Site::new("explain", "explain = true");
+    let expired = token(&{
+        let mut c = claims();
+        c["exp"] = json!(NOW - 3600);
+        c
+    });
+    let mut s = script(vec![
+        start(),
+        vec![prompt("ID token: ", expired.as_bytes())],
+        decided("decision=deny reason=expired"),
+        vec![error_message(&format!(
+            "{GENERIC_REFUSAL} Reason: expired: {}",
+            Reason::Expired.client_hint()
+        ))],
+    ]);
+    let code = run(&mut s, &site.args, &key_a(), &Ledger::default());
+    assert_eq!(code, PamError::AUTH_ERR);
+}
+
+#[test]
+fn refusal_shows_only_the_generic_text_without_explain() {
+    let site = Site::new("generic", "");
+    let expired = token(&{
+        let mut c = claims();
+        c["exp"] = json!(NOW - 3600);
+        c
+    });
+    let mut s = script(vec![
+        start(),
+        vec![prompt("ID token: ", expired.as_bytes())],
+        decided("decision=deny reason=expired"),
+        vec![error_message("ID token refused.")],
+    ]);
+    let code = run(&mut s, &site.args, &key_a(), &Ledger::default());
+    assert_eq!(code, PamError::AUTH_ERR);
+}
+
+#[test]
+fn unusable_key_cache_is_authinfo_unavail_with_the_generic_text_even_with_explain() {
+    let site = Site::new("unavailable", "explain = true");
+    let broken = Keys(Err(DataProblem::Invalid {
+        path: "/var/cache/idtoken/gitlab.jwks".to_string(),
+        why: "not JSON".to_string(),
+    }));
+    let t = token(&claims());
+    let mut s = script(vec![
+        start(),
+        vec![prompt("ID token: ", t.as_bytes())],
+        vec![
+            service("sshd"),
+            rhost("192.0.2.7"),
+            log(Level::Error, "decision=deny reason=unavailable"),
+            error_message("ID token refused."),
+        ],
+    ]);
+    let code = run(&mut s, &site.args, &broken, &Ledger::default());
+    assert_eq!(code, PamError::AUTHINFO_UNAVAIL);
+}
+
+#[test]
+fn answer_of_exactly_1023_characters_logs_the_cut_hint_before_part_2() {
+    // A real token cut by an OpenSSH client that then hangs up at the part 2 prompt: the
+    // hint is in the log before the second prompt, and the client is told why.
+    let site = Site::new("cut", "explain = true");
+    let whole = long_token(1500);
+    let cut = &whole.as_bytes()[..OPENSSH_CUT];
+    let mut s = script(vec![
+        start(),
+        vec![
+            prompt("ID token: ", cut),
+            log(
+                Level::Notice,
+                "the first answer is exactly 1023 characters: OpenSSH clients cut longer answers",
+            ),
+            prompt_unanswered("ID token (part 2): "),
+        ],
+        decided("decision=deny"),
+        vec![error_message(
+            "ID token refused. Reason: malformed: the token was cut at 1023 characters; send it \
+             in parts (idtoken askpass)",
+        )],
+    ]);
+    let code = run(&mut s, &site.args, &key_a(), &Ledger::default());
+    assert_eq!(code, PamError::AUTH_ERR);
+}
+
+#[test]
+fn cached_authtok_of_exactly_1023_characters_logs_the_cut_hint_before_asking() {
+    let site = Site::new("cut-authtok", "");
+    let whole = long_token(1500);
+    let (cut, rest) = whole.as_bytes().split_at(OPENSSH_CUT);
+    let mut s = script(vec![
+        vec![
+            user("alice"),
+            Event::CachedAuthtok(Answer(Some(cut.to_vec()))),
+            log(Level::Notice, "the first answer is exactly 1023 characters"),
+            prompt("ID token (part 2): ", rest),
+        ],
+        decided("decision=allow"),
+        vec![
+            putenv("IDTOKEN_ISSUER", "gitlab"),
+            putenv("IDTOKEN_PROJECT_PATH", "hpc/app"),
+            putenv("IDTOKEN_PIPELINE_ID", "4711"),
+            putenv("IDTOKEN_JOB_ID", "815"),
+        ],
+    ]);
+    let code = run(&mut s, &site.args, &key_a(), &Ledger::default());
+    assert_eq!(code, PamError::SUCCESS);
+}
+
+#[test]
+fn long_token_in_parts_is_joined_and_allowed() {
+    // Parts of 1000 and 1023 characters both mean "more follows"; a shorter one ends it.
+    let site = Site::new("parts", "");
+    let t = long_token(1300);
+    let b = t.as_bytes();
+    assert!(
+        (2024..3023).contains(&b.len()),
+        "a token of three parts: {}",
+        b.len()
+    );
+    let mut s = script(vec![
+        start(),
+        vec![
+            prompt("ID token: ", &b[..1000]),
+            prompt("ID token (part 2): ", &b[1000..2023]),
+            prompt("ID token (part 3): ", &b[2023..]),
+        ],
+        decided("decision=allow"),
+        vec![
+            putenv("IDTOKEN_ISSUER", "gitlab"),
+            putenv("IDTOKEN_PROJECT_PATH", "hpc/app"),
+            putenv("IDTOKEN_PIPELINE_ID", "4711"),
+            putenv("IDTOKEN_JOB_ID", "815"),
+        ],
+    ]);
+    let code = run(&mut s, &site.args, &key_a(), &Ledger::default());
+    assert_eq!(code, PamError::SUCCESS);
+}
+
+#[test]
+fn part_prompts_stop_at_the_64_kib_limit() {
+    // 1000 + 63 × 1023 = 65449 bytes is still under 64 KiB (65536), so part 65 is asked
+    // for; 1000 + 64 × 1023 = 66472 is not, so there is no part 66. The joined answer is
+    // not JWT-shaped and goes on as a password would.
+    assert_eq!(MAX_TOKEN_BYTES, 65536);
+    let site = Site::new("limit", "");
+    let first = vec![b'x'; 1000];
+    let part = vec![b'x'; 1023];
+    let mut events = start();
+    events.push(prompt("ID token: ", &first));
+    let mut joined = first.clone();
+    for n in 2..=65 {
+        events.push(prompt(&format!("ID token (part {n}): "), &part));
+        joined.extend_from_slice(&part);
+    }
+    events.push(set_authtok(&joined));
+    let mut s = Script::new(events);
+    let code = run(&mut s, &site.args, &key_a(), &Ledger::default());
+    assert_eq!(code, PamError::IGNORE);
+}
+
+#[test]
+fn the_script_fails_a_test_whose_expected_call_never_came() {
+    // The fake itself must be able to fail: a script with a prompt the hook never makes
+    // (module arguments are refused first) panics on drop.
+    let outcome = std::panic::catch_unwind(|| {
+        let mut s = script(vec![vec![
+            log(Level::Error, "unknown module argument"),
+            prompt("ID token: ", b"never asked"),
+        ]]);
+        run(&mut s, &["bogus".to_string()], &key_a(), &Ledger::default())
+    });
+    assert!(
+        outcome.is_err(),
+        "a leftover expected call must fail the test"
+    );
+}
