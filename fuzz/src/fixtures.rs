@@ -98,12 +98,14 @@ project_path = "example/gitlab-ci-validate-jwt"
 
 [[rule]]
 name = "admin-attempt"
+issuer = "gitlab"
 login_as = "root"
 [rule.claims]
 namespace_path = "admin"
 
 [[rule]]
 name = "flagged"
+issuer = "gitlab"
 users = ["*"]
 [rule.claims]
 flag = true

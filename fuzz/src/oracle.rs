@@ -263,11 +263,8 @@ pub fn rule_matches(
     if rule.issuer.as_ref().is_some_and(|n| *n != issuer.name) {
         return false;
     }
-    if rule
-        .services
-        .as_ref()
-        .is_some_and(|s| !any_glob(s, service))
-    {
+    // Every rule has services after loading: its own, or [defaults] services.
+    if !any_glob(&rule.services, service) {
         return false;
     }
     if rule.users.as_ref().is_some_and(|u| !any_glob(u, user)) {

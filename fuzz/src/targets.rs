@@ -110,9 +110,14 @@ fn check_loaded(c: &Config) {
                 r.name
             );
         }
-        for list in [&r.services, &r.users, &r.groups, &r.local_groups]
-            .into_iter()
-            .flatten()
+        for list in [
+            Some(&r.services),
+            r.users.as_ref(),
+            r.groups.as_ref(),
+            r.local_groups.as_ref(),
+        ]
+        .into_iter()
+        .flatten()
         {
             assert!(
                 !list.is_empty() && list.iter().all(|g| glob_ok(g)),

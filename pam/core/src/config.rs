@@ -30,7 +30,10 @@ pub const MAX_RULES: usize = 4096;
 pub const DEFAULT_LEEWAY: i64 = 60;
 pub const DEFAULT_MAX_LIFETIME: i64 = 86400;
 pub const DEFAULT_MIN_UID: u32 = 1000;
-pub const DEFAULT_DENY_USERS: &[&str] = &["root"];
+pub const DEFAULT_DENY_USERS: &[&str] = &["root", "nobody"];
+/// The PAM services of a rule that names none: a CI token is for logins, not for sudo,
+/// polkit, chsh or a screen locker (SPEC v2).
+pub const DEFAULT_SERVICES: &[&str] = &["sshd", "su"];
 pub const DEFAULT_MAX_USES: u32 = 0;
 pub const DEFAULT_EXPLAIN: bool = false;
 pub const DEFAULT_KEY_GRACE: i64 = 86400;
@@ -55,6 +58,8 @@ pub struct Defaults {
     pub max_lifetime: i64,
     pub min_uid: u32,
     pub deny_users: Vec<String>,
+    /// The services of every rule that names none.
+    pub services: Vec<String>,
     pub max_uses: u32,
     pub explain: bool,
     pub state_dir: PathBuf,
@@ -71,6 +76,7 @@ impl Default for Defaults {
             max_lifetime: DEFAULT_MAX_LIFETIME,
             min_uid: DEFAULT_MIN_UID,
             deny_users: DEFAULT_DENY_USERS.iter().map(|u| u.to_string()).collect(),
+            services: DEFAULT_SERVICES.iter().map(|u| u.to_string()).collect(),
             max_uses: DEFAULT_MAX_USES,
             explain: DEFAULT_EXPLAIN,
             state_dir: PathBuf::from(DEFAULT_STATE_DIR),
@@ -97,7 +103,8 @@ pub struct Issuer {
 pub struct Rule {
     pub name: String,
     pub issuer: Option<String>,
-    pub services: Option<Vec<String>>,
+    /// The rule's own `services`, or `[defaults] services` when it names none.
+    pub services: Vec<String>,
     pub users: Option<Vec<String>>,
     pub groups: Option<Vec<String>>,
     pub local_groups: Option<Vec<String>>,
@@ -235,6 +242,7 @@ struct RawDefaults {
     max_lifetime: Option<Spanned<i64>>,
     min_uid: Option<Spanned<i64>>,
     deny_users: Option<Spanned<Vec<String>>>,
+    services: Option<Spanned<Vec<String>>>,
     max_uses: Option<Spanned<i64>>,
     explain: Option<bool>,
     state_dir: Option<Spanned<String>>,
@@ -313,6 +321,17 @@ impl Validator<'_> {
                             i.name
                         ),
                     );
+                } else if let Some(o) = issuers.iter().find(|o| o.jwks_cache == i.jwks_cache) {
+                    self.err(
+                        line,
+                        format!(
+                            "issuers {:?} and {:?} share the key cache {}: refresh would merge \
+                             both key sets into the file each trusts; give each its own jwks_cache",
+                            o.name,
+                            i.name,
+                            i.jwks_cache.display()
+                        ),
+                    );
                 } else if issuers.iter().any(|o| o.url == i.url) {
                     self.err(
                         line,
@@ -328,7 +347,7 @@ impl Validator<'_> {
         let mut rules: Vec<Rule> = Vec::new();
         for spanned in raw.rule {
             let line = self.at(&spanned);
-            if let Some(r) = self.rule(spanned.into_inner(), line, &issuers) {
+            if let Some(r) = self.rule(spanned.into_inner(), line, &issuers, &defaults) {
                 if rules.iter().any(|o| o.name == r.name) {
                     self.err(
                         line,
@@ -422,6 +441,9 @@ impl Validator<'_> {
                 self.err(at, "deny_users has an empty name");
             }
         }
+        if let Some(services) = self.globs(raw.services, "[defaults]", "services") {
+            d.services = services;
+        }
         if let Some(s) = raw.state_dir {
             d.state_dir = self.absolute_path(&s, "state_dir");
         }
@@ -455,13 +477,17 @@ impl Validator<'_> {
             );
         }
         let url = match raw.url {
-            Some(u) if !u.get_ref().is_empty() && u.get_ref().trim() == u.get_ref() => {
-                u.into_inner()
-            }
-            Some(u) => {
+            Some(u) if u.get_ref().trim() != u.get_ref() => {
                 let l = self.at(&u);
                 self.err(l, format!("issuer {name:?}: url must be the token's iss exactly, without surrounding spaces"));
                 return None;
+            }
+            Some(u) => {
+                if let Some(why) = https_problem(u.get_ref()) {
+                    let l = self.at(&u);
+                    self.err(l, format!("issuer {name:?}: url {why}"));
+                }
+                u.into_inner()
             }
             None => {
                 self.err(
@@ -525,12 +551,9 @@ impl Validator<'_> {
         let user_map = raw.user_map.map(|s| self.absolute_path(&s, "user_map"));
         let ca_file = raw.ca_file.map(|s| self.absolute_path(&s, "ca_file"));
         let jwks_url = raw.jwks_url.map(|s| {
-            if !(s.get_ref().starts_with("https://") || s.get_ref().starts_with("http://")) {
+            if let Some(why) = https_problem(s.get_ref()) {
                 let l = self.at(&s);
-                self.err(
-                    l,
-                    format!("issuer {name:?}: jwks_url must be an https:// URL"),
-                );
+                self.err(l, format!("issuer {name:?}: jwks_url {why}"));
             }
             s.into_inner()
         });
@@ -547,27 +570,34 @@ impl Validator<'_> {
         })
     }
 
+    /// A list of globs; `owner` names where it is (`rule "x"` or `[defaults]`).
     fn globs(
         &mut self,
         v: Option<Spanned<Vec<String>>>,
-        rule: &str,
+        owner: &str,
         key: &str,
     ) -> Option<Vec<String>> {
         let s = v?;
         let line = self.at(&s);
         let list = s.into_inner();
         if list.is_empty() {
-            self.err(line, format!("rule {rule:?}: {key} is an empty list, which nothing matches; remove it or list values"));
+            self.err(line, format!("{owner}: {key} is an empty list, which nothing matches; remove it or list values"));
         }
         for g in &list {
             if let Some(msg) = glob_problem(g) {
-                self.err(line, format!("rule {rule:?}: {key}: {msg}"));
+                self.err(line, format!("{owner}: {key}: {msg}"));
             }
         }
         Some(list)
     }
 
-    fn rule(&mut self, raw: RawRule, line: Option<At>, issuers: &[Issuer]) -> Option<Rule> {
+    fn rule(
+        &mut self,
+        raw: RawRule,
+        line: Option<At>,
+        issuers: &[Issuer],
+        defaults: &Defaults,
+    ) -> Option<Rule> {
         let Some(name) = raw.name else {
             self.err(line, "[[rule]] needs a name");
             return None;
@@ -575,6 +605,16 @@ impl Validator<'_> {
         let name = name.into_inner();
         if name.is_empty() {
             self.err(line, "rule name must not be empty");
+        }
+        if raw.issuer.is_none() && issuers.len() > 1 {
+            self.err(
+                line,
+                format!(
+                    "rule {name:?} names no issuer, and {} issuers are configured: a rule \
+                     without one would trust every issuer's tokens; add issuer = \"NAME\"",
+                    issuers.len()
+                ),
+            );
         }
         let issuer = raw.issuer.map(|i| {
             if !issuers.iter().any(|x| &x.name == i.get_ref()) {
@@ -589,10 +629,13 @@ impl Validator<'_> {
             }
             i.into_inner()
         });
-        let services = self.globs(raw.services, &name, "services");
-        let users = self.globs(raw.users, &name, "users");
-        let groups = self.globs(raw.groups, &name, "groups");
-        let local_groups = self.globs(raw.local_groups, &name, "local_groups");
+        let owner = format!("rule {name:?}");
+        let services = self
+            .globs(raw.services, &owner, "services")
+            .unwrap_or_else(|| defaults.services.clone());
+        let users = self.globs(raw.users, &owner, "users");
+        let groups = self.globs(raw.groups, &owner, "groups");
+        let local_groups = self.globs(raw.local_groups, &owner, "local_groups");
         let login_as = raw.login_as.map(|s| {
             if s.get_ref().is_empty() || !crate::glob::is_literal(s.get_ref()) {
                 let l = self.at(&s);
@@ -638,6 +681,20 @@ impl Validator<'_> {
             login_as,
             claims,
         })
+    }
+}
+
+/// Why a URL the keys are trusted from is not acceptable. Only https: plain http, to
+/// loopback too, lets any local user who binds the port hand refresh its own keys.
+fn https_problem(url: &str) -> Option<String> {
+    match url.strip_prefix("https://") {
+        Some(rest) if !rest.is_empty() && !rest.starts_with('/') => None,
+        Some(_) => Some(format!("{url:?} names no host")),
+        None if url.starts_with("http://") => Some(format!(
+            "{url:?} is plain http, which is refused (loopback included: any local user could \
+             serve keys there); use https://, with ca_file for a private CA"
+        )),
+        None => Some(format!("{url:?} must be an https:// URL")),
     }
 }
 
@@ -698,7 +755,7 @@ runner_id = 42
         assert_eq!(c.defaults.leeway, 30);
         assert_eq!(c.defaults.max_lifetime, 86400);
         assert_eq!(c.defaults.min_uid, 1000);
-        assert_eq!(c.defaults.deny_users, vec!["root"]);
+        assert_eq!(c.defaults.deny_users, vec!["root", "nobody"]);
         let i = &c.issuers[0];
         assert_eq!(i.algorithms, vec![Algorithm::RS256]);
         assert_eq!(i.user_claim, "user_login");
@@ -724,7 +781,8 @@ runner_id = 42
         assert_eq!(d.leeway, 60);
         assert_eq!(d.max_lifetime, 86400);
         assert_eq!(d.min_uid, 1000);
-        assert_eq!(d.deny_users, vec!["root"]);
+        assert_eq!(d.deny_users, vec!["root", "nobody"]);
+        assert_eq!(d.services, vec!["sshd", "su"]);
         assert_eq!(d.max_uses, 0);
         assert!(!d.explain);
         assert_eq!(d.state_dir, PathBuf::from("/var/lib/idtoken/uses"));
@@ -792,7 +850,7 @@ runner_id = 42
         assert_eq!(p[0].line, Some(3));
         assert!(p[0].message.contains("leway"), "{:?}", p[0]);
         let p = problems(
-            "[[issuer]]\nname = \"a\"\nurl = \"u\"\naudiences = [\"x\"]\naudience = \"y\"\n",
+            "[[issuer]]\nname = \"a\"\nurl = \"https://u\"\naudiences = [\"x\"]\naudience = \"y\"\n",
         );
         assert_eq!(p[0].line, Some(5), "{p:?}");
         let p = problems("[[rule]]\nname = \"r\"\n\nuser = [\"a\"]\n");
@@ -805,7 +863,7 @@ runner_id = 42
     fn refused_algorithms() {
         for alg in ["none", "HS256", "hs512", "XX1"] {
             let text = format!(
-                "[[issuer]]\nname = \"a\"\nurl = \"u\"\naudiences = [\"x\"]\nalgorithms = [\"{alg}\"]\n"
+                "[[issuer]]\nname = \"a\"\nurl = \"https://u\"\naudiences = [\"x\"]\nalgorithms = [\"{alg}\"]\n"
             );
             let p = problems(&text);
             assert!(p.iter().any(|x| x.line == Some(5)), "{alg}: {p:?}");
@@ -814,18 +872,19 @@ runner_id = 42
 
     #[test]
     fn empty_audiences_and_missing_fields() {
-        let p = problems("[[issuer]]\nname = \"a\"\nurl = \"u\"\naudiences = []\n");
+        let p = problems("[[issuer]]\nname = \"a\"\nurl = \"https://u\"\naudiences = []\n");
         assert_eq!(p[0].line, Some(4));
-        let p = problems("[[issuer]]\nname = \"a\"\nurl = \"u\"\n");
+        let p = problems("[[issuer]]\nname = \"a\"\nurl = \"https://u\"\n");
         assert!(p[0].message.contains("audiences"));
-        let p = problems("[[issuer]]\nname = \"Bad Name\"\nurl = \"u\"\naudiences = [\"x\"]\n");
+        let p =
+            problems("[[issuer]]\nname = \"Bad Name\"\nurl = \"https://u\"\naudiences = [\"x\"]\n");
         assert!(p[0].message.contains("[a-z0-9_-]+"));
     }
 
     #[test]
     fn duplicates_and_unknown_issuer_reference() {
-        let text = "[[issuer]]\nname = \"a\"\nurl = \"u\"\naudiences = [\"x\"]\n\
-                    [[issuer]]\nname = \"a\"\nurl = \"v\"\naudiences = [\"x\"]\n\
+        let text = "[[issuer]]\nname = \"a\"\nurl = \"https://u\"\naudiences = [\"x\"]\n\
+                    [[issuer]]\nname = \"a\"\nurl = \"https://v\"\naudiences = [\"x\"]\n\
                     [[rule]]\nname = \"r\"\nissuer = \"zz\"\n[[rule]]\nname = \"r\"\n";
         let p = problems(text);
         assert!(p.iter().any(|x| x.message.contains("issuer name \"a\" is used twice") && x.line == Some(5)), "{p:?}");
@@ -863,8 +922,7 @@ runner_id = 42
 
     #[test]
     fn every_problem_is_reported_not_just_the_first() {
-        let text =
-            "[[issuer]]\nname = \"a\"\nurl = \"u\"\naudiences = []\nalgorithms = [\"none\"]\n";
+        let text = "[[issuer]]\nname = \"a\"\nurl = \"https://u\"\naudiences = []\nalgorithms = [\"none\"]\n";
         assert_eq!(problems(text).len(), 2);
     }
 }

@@ -365,15 +365,7 @@ fn select_key<'k>(
             return deny(StepName::Key, Reason::UnknownKey, why);
         }
     };
-    let grace = config.defaults.key_grace;
-    if let Some(retired) = key.retired_at
-        && now_past(now, retired, grace)
-    {
-        let why = format!(
-            "key {:?} was withdrawn by the issuer at {} and key_grace ({grace} s) has passed",
-            key.kid,
-            utc(retired),
-        );
+    if let Some(why) = withdrawn(config, now, key) {
         return deny(StepName::Key, Reason::UnknownKey, why);
     }
     d.pass(
@@ -381,6 +373,30 @@ fn select_key<'k>(
         format!("kid {:?} ({})", key.kid, key.kind.describe()),
     );
     Ok(key)
+}
+
+/// Why a key the issuer withdrew may no longer verify, if it may not: key_grace has
+/// passed since its `retired-at` stamp, or the stamp lies in the future (a refresh whose
+/// clock ran ahead wrote it; trusting it would keep a withdrawn key as long as that clock
+/// was wrong).
+fn withdrawn(config: &Config, now: i64, key: &VerifyKey) -> Option<String> {
+    let retired = key.retired_at?;
+    let (grace, leeway) = (config.defaults.key_grace, config.defaults.leeway);
+    if retired > now.saturating_add(leeway) {
+        return Some(format!(
+            "key {:?} is marked withdrawn at {}, later than now: the cache was written with a \
+             wrong clock; run `idtoken refresh` with a correct clock",
+            key.kid,
+            utc(retired),
+        ));
+    }
+    now_past(now, retired, grace).then(|| {
+        format!(
+            "key {:?} was withdrawn by the issuer at {} and key_grace ({grace} s) has passed",
+            key.kid,
+            utc(retired),
+        )
+    })
 }
 
 /// Step 5: the signature verifies; from here on the claims are the issuer's word.
@@ -610,11 +626,20 @@ fn requested_account_granted(req: &Request, d: &Decision) -> Result<(), Stop> {
     deny(StepName::Grant, Reason::UserMismatch, why)
 }
 
-/// Step 13: the account exists in NSS, is not in deny_users and has uid >= min_uid.
+/// Uids never granted, whatever min_uid says: `nobody` (65534), and (uid_t)-1 / -2, which
+/// mean "no uid" to the kernel and to NFS.
+fn uid_never_granted(uid: u32) -> bool {
+    uid == 65534 || uid >= 4_294_967_294
+}
+
+/// Step 13: the account exists in NSS, is not in deny_users (by the name asked for or the
+/// name NSS calls it, so `ADMIN` under a case-insensitive directory is still `admin`), and
+/// has a uid that may log in.
 fn check_account(env: &Env, req: &Request, d: &mut Decision) -> Result<Account, Stop> {
     let invalid = |why: String| Stop::Deny(StepName::Account, Reason::AccountInvalid, why);
     let defaults = &env.config.defaults;
-    if defaults.deny_users.iter().any(|u| u == req.account) {
+    let denied = |name: &str| defaults.deny_users.iter().any(|u| u == name);
+    if denied(req.account) {
         return Err(invalid(format!(
             "{:?} is in deny_users",
             clean(req.account)
@@ -626,6 +651,20 @@ fn check_account(env: &Env, req: &Request, d: &mut Decision) -> Result<Account, 
             clean(req.account)
         )));
     };
+    if denied(&account.name) {
+        return Err(invalid(format!(
+            "{:?} is {:?} to NSS, which is in deny_users",
+            clean(req.account),
+            clean(&account.name)
+        )));
+    }
+    if uid_never_granted(account.uid) {
+        return Err(invalid(format!(
+            "{:?} has uid {}, which is never granted (nobody, or no uid)",
+            clean(&account.name),
+            account.uid
+        )));
+    }
     if account.uid < defaults.min_uid {
         return Err(invalid(format!(
             "{:?} has uid {}, under min_uid {}",

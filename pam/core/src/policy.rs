@@ -26,6 +26,12 @@ pub struct TokenFacts<'a> {
 /// The groups claim GitLab sends, when it sends it.
 pub const GROUPS_CLAIM: &str = "groups_direct";
 
+/// Whether the rule can ever apply to logins through this PAM service. The module asks
+/// this before prompting: where no rule can, it steps aside without a prompt.
+pub fn applies_to_service(rule: &Rule, service: &str) -> bool {
+    glob::any_matches(&rule.services, service)
+}
+
 /// Checks the rule's token conditions in a fixed order; the error is the first that fails.
 pub fn token_conditions(rule: &Rule, t: &TokenFacts) -> Result<(), String> {
     if let Some(want) = &rule.issuer
@@ -36,12 +42,11 @@ pub fn token_conditions(rule: &Rule, t: &TokenFacts) -> Result<(), String> {
             t.issuer.name
         ));
     }
-    if let Some(services) = &rule.services
-        && !glob::any_matches(services, t.service)
-    {
+    if !glob::any_matches(&rule.services, t.service) {
         return Err(format!(
-            "services: PAM service {:?} matches none of {services:?}",
-            clean(t.service)
+            "services: PAM service {:?} matches none of {:?}",
+            clean(t.service),
+            rule.services
         ));
     }
     if let Some(users) = &rule.users
@@ -122,6 +127,12 @@ mod tests {
     use serde_json::json;
 
     fn setup(rule: &str) -> (Config, Map<String, Value>) {
+        // With two issuers every rule names one (SPEC v2); tests that are about it say so.
+        let rule = if rule.contains("issuer =") {
+            rule.to_string()
+        } else {
+            format!("issuer = \"gitlab\"\n{rule}")
+        };
         let text = format!(
             "[[issuer]]\nname = \"gitlab\"\nurl = \"https://g\"\naudiences = [\"a\"]\n\
              [[issuer]]\nname = \"other\"\nurl = \"https://o\"\naudiences = [\"a\"]\n[[rule]]\nname = \"r\"\n{rule}"
@@ -158,6 +169,40 @@ mod tests {
                 .unwrap_err()
                 .starts_with("issuer:")
         );
+    }
+
+    /// A CI token is for logins: a rule that names no services applies to sshd and su
+    /// only, so a token pasted at sudo's, polkit's or a screen locker's prompt matches none.
+    #[test]
+    fn a_rule_without_services_is_for_sshd_and_su_only() {
+        let (c, claims) = setup("");
+        for (service, applies) in [
+            ("sshd", true),
+            ("su", true),
+            ("sudo", false),
+            ("polkit-1", false),
+        ] {
+            let facts = TokenFacts {
+                issuer: &c.issuers[0],
+                claims: &claims,
+                user: "alice",
+                service,
+            };
+            assert_eq!(
+                applies_to_service(&c.rules[0], service),
+                applies,
+                "{service}"
+            );
+            let r = token_conditions(&c.rules[0], &facts);
+            assert_eq!(r.is_ok(), applies, "{service}: {r:?}");
+            if let Err(why) = r {
+                assert!(why.contains("matches none of [\"sshd\", \"su\"]"), "{why}");
+            }
+        }
+        // A site that wants another service says so.
+        let (c, _) = setup("services = [\"sshd\", \"sudo\"]");
+        assert!(applies_to_service(&c.rules[0], "sudo"));
+        assert!(!applies_to_service(&c.rules[0], "su"));
     }
 
     #[test]
