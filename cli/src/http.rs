@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use idtoken_core::files;
 use ureq::http::Uri;
 use ureq::tls::{Certificate, PemItem, RootCerts, TlsConfig, TlsProvider};
 
@@ -107,9 +108,6 @@ impl Client {
                 .https_only(true)
                 .max_redirects(MAX_REDIRECTS)
                 .proxy(None),
-            // Loopback http (tests): no redirects at all, so it can lead nowhere else, and
-            // no proxy, which could not reach this host's loopback anyway.
-            Target::LoopbackHttp => config.https_only(false).max_redirects(0).proxy(None),
         };
         config.build().into()
     }
@@ -156,20 +154,20 @@ fn tls_failed(e: &dyn std::fmt::Display) -> String {
 pub enum Target {
     Https,
     LoopbackHttps,
-    LoopbackHttp,
 }
 
 impl Target {
-    /// https:// anywhere, or http:// to a loopback host; anything else is refused.
+    /// https:// only. Plain http is refused everywhere, loopback included: any local user
+    /// can bind a loopback port and serve keys there (security review 2, finding 2).
     pub fn of(url: &str) -> Result<Target, String> {
         let uri: Uri = url.parse().map_err(|_| format!("{url:?} is not a URL"))?;
         let host = uri.host().unwrap_or_default();
         match uri.scheme_str() {
             Some("https") if is_loopback(host) => Ok(Target::LoopbackHttps),
             Some("https") if !host.is_empty() => Ok(Target::Https),
-            Some("http") if is_loopback(host) => Ok(Target::LoopbackHttp),
             Some("http") => Err(format!(
-                "{url} is plain http, which is refused: keys must come over https"
+                "{url} is plain http, which is refused (loopback included: any local user could \
+                 serve keys there): keys must come over https; use ca_file for a private CA"
             )),
             _ => Err(format!("{url:?} is not an https:// URL")),
         }
@@ -207,7 +205,9 @@ fn system_roots() -> Vec<Certificate<'static>> {
     let Some(path) = chosen else {
         return Vec::new();
     };
-    let Ok(pem) = std::fs::read(&path) else {
+    // Trust roots decide whose keys are fetched: read with the config's rules (root-owned,
+    // not writable by others), so a bundle someone else can write adds no root.
+    let Ok(pem) = files::read_trusted(&path, MAX_PEM_BYTES) else {
         return Vec::new();
     };
     ureq::tls::parse_pem(&pem)
@@ -218,9 +218,14 @@ fn system_roots() -> Vec<Certificate<'static>> {
         .collect()
 }
 
+/// A PEM bundle larger than this is refused (Debian's whole bundle is ~220 KB).
+const MAX_PEM_BYTES: u64 = 16 * 1024 * 1024;
+
 /// The certificates of a PEM file such as `ca_file`; a file that holds none is an error.
-fn certificates_in(path: &Path) -> Result<Vec<Certificate<'static>>, String> {
-    let pem = std::fs::read(path).map_err(|e| format!("ca_file {}: {e}", path.display()))?;
+/// It is read with the trusted-file checks of the config: whoever can write it can make
+/// refresh trust their own server (security review 2, finding 7).
+pub fn certificates_in(path: &Path) -> Result<Vec<Certificate<'static>>, String> {
+    let pem = files::read_trusted(path, MAX_PEM_BYTES).map_err(|p| format!("ca_file {p}"))?;
     let mut certs = Vec::new();
     for item in ureq::tls::parse_pem(&pem) {
         match item {
@@ -243,18 +248,24 @@ mod tests {
     use super::*;
 
     #[test]
-    fn only_https_or_loopback_http() {
+    fn only_https_loopback_included() {
         assert_eq!(
             Target::of("https://gitlab.example.org/oauth/discovery/keys"),
             Ok(Target::Https)
         );
         assert_eq!(
-            Target::of("http://127.0.0.1:8080/keys"),
-            Ok(Target::LoopbackHttp)
+            Target::of("https://127.0.0.1:8443/keys"),
+            Ok(Target::LoopbackHttps)
         );
-        assert_eq!(Target::of("http://127.8.9.10/k"), Ok(Target::LoopbackHttp));
-        assert_eq!(Target::of("http://localhost/k"), Ok(Target::LoopbackHttp));
-        assert_eq!(Target::of("http://[::1]:99/k"), Ok(Target::LoopbackHttp));
+        for loopback in [
+            "http://127.0.0.1:8080/keys",
+            "http://127.8.9.10/k",
+            "http://localhost/k",
+            "http://[::1]:99/k",
+        ] {
+            let e = Target::of(loopback).unwrap_err();
+            assert!(e.contains("plain http"), "{loopback}: {e}");
+        }
         assert!(Target::of("http://gitlab.example.org/k").is_err());
         assert!(Target::of("http://10.0.0.1/k").is_err());
         assert!(Target::of("http://localhost.example.org/k").is_err());

@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use idtoken_core::claims::numeric_date;
 use idtoken_core::jws;
+use idtoken_core::sanitize;
 use idtoken_core::timefmt;
 use serde_json::{Map, Value, json};
 
@@ -40,7 +41,8 @@ pub fn run(args: &Args) -> u8 {
     if args.json {
         println!(
             "{}",
-            json!({"verified": false, "header": token.header, "claims": token.claims, "dates": dates})
+            json!({"verified": false, "header": stripped(&Value::Object(token.header)),
+                   "claims": stripped(&Value::Object(token.claims)), "dates": dates})
         );
         return 0;
     }
@@ -64,11 +66,31 @@ fn dates_of(claims: &Map<String, Value>) -> Map<String, Value> {
         .collect()
 }
 
+/// A JSON value with every name and string stripped of control, format and separator
+/// characters (JSON escapes C0 controls, but C1 controls, bidi overrides and U+2028 would
+/// reach the terminal as they are).
+fn stripped(v: &Value) -> Value {
+    match v {
+        Value::String(s) => Value::String(sanitize::strip(s)),
+        Value::Array(items) => Value::Array(items.iter().map(stripped).collect()),
+        Value::Object(m) => Value::Object(
+            m.iter()
+                .map(|(k, v)| (sanitize::strip(k), stripped(v)))
+                .collect(),
+        ),
+        other => other.clone(),
+    }
+}
+
+/// Names and values as lines; both come from the token, so both are cleaned: a claim name
+/// must not clear the screen, move the cursor or set the terminal's title.
 fn print_object(m: &Map<String, Value>, dates: &Map<String, Value>) {
-    let width = m.keys().map(|k| k.chars().count()).max().unwrap_or(0);
-    for (k, v) in m {
-        let shown = idtoken_core::sanitize::clean(&v.to_string());
-        match dates.get(k).and_then(Value::as_str) {
+    let names: Vec<String> = m.keys().map(|k| sanitize::clean(k)).collect();
+    let width = names.iter().map(|k| k.chars().count()).max().unwrap_or(0);
+    for ((raw_name, v), k) in m.iter().zip(&names) {
+        let shown = sanitize::clean(&v.to_string());
+        let k = k.as_str();
+        match dates.get(raw_name).and_then(Value::as_str) {
             Some(date) => println!("  {k:<width$}  {shown}  ({date})"),
             None => println!("  {k:<width$}  {shown}"),
         }

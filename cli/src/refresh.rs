@@ -124,6 +124,16 @@ impl Report {
         if !ch.added.is_empty() {
             println!("  new keys: {}", ch.added.join(", "));
         }
+        for kid in &ch.replaced {
+            // On stderr too: a key replaced under its kid is what an emergency rotation
+            // (or a compromised endpoint) looks like, and a timer's log should show it.
+            eprintln!(
+                "idtoken refresh: warning: {}: key {kid} now has other key material; the old \
+                 material is no longer trusted, so tokens signed with it are refused",
+                issuer.name
+            );
+            println!("  rotated under the same kid (old material dropped): {kid}");
+        }
         if !ch.reappeared.is_empty() {
             println!(
                 "  published again, no longer retired: {}",

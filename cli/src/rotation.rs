@@ -45,6 +45,10 @@ pub struct Changes {
     pub added: Vec<String>,
     /// Published now after having been marked retired.
     pub reappeared: Vec<String>,
+    /// Published under a kid the cache knew, with other key material: the old material is
+    /// not kept (a kid names one key; an issuer that reuses one is replacing a key in a
+    /// hurry, and tokens signed with the old material are refused from now on).
+    pub replaced: Vec<String>,
     /// Vanished from the endpoint, still trusted: (kid, retired at).
     pub retired: Vec<(String, i64)>,
     /// Vanished longer than `key_grace` ago (or `key_grace` is 0): no longer in the cache.
@@ -68,6 +72,7 @@ pub fn merge(
         let kid = kid_of(&jwk);
         match previous.iter().find(|p| kid_of(p) == kid) {
             None => changes.added.push(kid.clone()),
+            Some(p) if !same_material(p, &jwk) => changes.replaced.push(kid.clone()),
             Some(p) if p.contains_key(RETIRED_AT) => changes.reappeared.push(kid.clone()),
             Some(_) => {}
         }
@@ -107,6 +112,14 @@ pub fn merge(
         }
     }
     (json!({ "keys": keys }), changes)
+}
+
+/// Whether two JWKs hold the same key material (kty and the public key's members); other
+/// members (alg, use, x5t, our retired mark) may change without it being another key.
+fn same_material(a: &Map<String, Value>, b: &Map<String, Value>) -> bool {
+    ["kty", "n", "e", "crv", "x", "y"]
+        .iter()
+        .all(|m| a.get(*m) == b.get(*m))
 }
 
 fn kid_of(jwk: &Map<String, Value>) -> String {
@@ -196,6 +209,23 @@ mod tests {
     fn an_endpoint_cannot_mark_its_own_keys() {
         let (doc, _) = merge(&[retired("a", 1)], &[], NOW, DAY);
         assert_eq!(kids(&doc), vec![("a".into(), None)]);
+    }
+
+    /// Security review 2, finding 15: new material under a known kid was reported as no
+    /// change. It is a rotation, and only the published material stays.
+    #[test]
+    fn new_material_under_a_known_kid_is_reported_as_replaced() {
+        let mut other = key("k1");
+        other.insert("n".to_string(), Value::from("AQAB-other-modulus"));
+        let (doc, ch) = merge(&[other.clone()], &[key("k1")], NOW, 3600);
+        assert_eq!(ch.replaced, vec!["k1".to_string()]);
+        assert!(ch.added.is_empty() && ch.retired.is_empty());
+        assert_eq!(doc["keys"].as_array().unwrap(), &vec![Value::Object(other)]);
+        // The same material with another member added is the same key.
+        let mut same = key("k1");
+        same.insert("x5t".to_string(), Value::from("thumbprint"));
+        let (_, ch) = merge(&[same], &[key("k1")], NOW, 3600);
+        assert_eq!(ch, Changes::default());
     }
 
     #[test]

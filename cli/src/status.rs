@@ -123,10 +123,18 @@ impl CacheStatus {
                         issuer.name
                     ),
                 ),
-                Ok(set) => s.add_keys(&set, issuer, defaults.key_grace, now),
+                Ok(set) => s.add_keys(&set, issuer, defaults, now),
             },
         }
         s.check_age(defaults.stale_after);
+        if let Some(ca) = &issuer.ca_file
+            && let Err(why) = crate::http::certificates_in(ca)
+        {
+            s.problem(
+                "ca_file",
+                format!("{why}; refresh of this issuer fails until it is fixed"),
+            );
+        }
         s
     }
 
@@ -134,8 +142,27 @@ impl CacheStatus {
         self.problems.push(Problem { code, message });
     }
 
-    fn add_keys(&mut self, set: &KeySet, issuer: &Issuer, grace: i64, now: i64) {
+    fn add_keys(&mut self, set: &KeySet, issuer: &Issuer, defaults: &Defaults, now: i64) {
+        let (grace, leeway) = (defaults.key_grace, defaults.leeway);
         self.skipped = set.skipped.iter().map(|s| clean(s)).collect();
+        // A withdrawal stamped in the future was written by a refresh whose clock ran
+        // ahead: the login path refuses the key, and the cache needs a refresh.
+        for k in &set.keys {
+            if let Some(t) = k.retired_at.filter(|t| *t > now.saturating_add(leeway)) {
+                self.problem(
+                    "retired_in_future",
+                    format!(
+                        "{}: key {:?} is marked withdrawn at {}, later than now; it is refused. \
+                         The cache was written with a wrong clock: fix the clock, then run \
+                         `idtoken refresh --issuer {}`",
+                        self.path.display(),
+                        clean(&k.kid),
+                        idtoken_core::timefmt::utc(t),
+                        issuer.name
+                    ),
+                );
+            }
+        }
         self.keys = set
             .keys
             .iter()
@@ -147,7 +174,8 @@ impl CacheStatus {
                     alg: k.alg.as_deref().map(clean),
                     retired_at: k.retired_at,
                     trusted_until: until,
-                    expired: until.is_some_and(|u| now > u),
+                    expired: until.is_some_and(|u| now > u)
+                        || k.retired_at.is_some_and(|t| t > now.saturating_add(leeway)),
                 }
             })
             .collect();

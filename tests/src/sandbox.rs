@@ -48,8 +48,17 @@ impl Sandbox {
     /// A config with one issuer `gitlab` (the test issuer, cache in this sandbox, state_dir
     /// here too), `defaults` and `rules` appended verbatim. Returns the config's path.
     pub fn config(&self, defaults: &str, rules: &str) -> PathBuf {
+        // The suite's PAM services have test names (sshd runs as `sshd-idtoken-test`,
+        // libpam tests as `test`, `dbg`, ...), so its rules apply to every service unless a
+        // test says otherwise; the `[defaults] services` default (sshd, su) is tested where
+        // it is the subject, with configs that leave it out.
+        let services = if defaults.contains("services") {
+            ""
+        } else {
+            "services = [\"*\"]\n"
+        };
         let text = format!(
-            "[defaults]\nstate_dir = \"{state}\"\n{defaults}\n\n[[issuer]]\nname = \"gitlab\"\nurl = \"{ISSUER}\"\n\
+            "[defaults]\nstate_dir = \"{state}\"\n{services}{defaults}\n\n[[issuer]]\nname = \"gitlab\"\nurl = \"{ISSUER}\"\n\
              audiences = [\"{AUDIENCE}\"]\njwks_cache = \"{cache}\"\n\n{rules}\n",
             state = self.path("uses").display(),
             cache = self.path("gitlab.jwks.json").display(),

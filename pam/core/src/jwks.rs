@@ -130,6 +130,15 @@ fn parse_key(jwk: &Value) -> Result<VerifyKey, String> {
     {
         return Err(format!("kid {kid:?}: use is {u}, not \"sig\""));
     }
+    // RFC 7517 §4.3: a key whose key_ops are given but exclude verify must not verify.
+    if let Some(ops) = jwk.get("key_ops") {
+        let verifies = ops
+            .as_array()
+            .is_some_and(|list| list.iter().any(|o| o.as_str() == Some("verify")));
+        if !verifies {
+            return Err(format!("kid {kid:?}: key_ops is {ops}, without \"verify\""));
+        }
+    }
     let alg = field("alg").map(str::to_string);
     let (kind, key) = match field("kty") {
         Some("RSA") => {
@@ -238,6 +247,26 @@ mod tests {
         assert_eq!(set.keys.len(), 1);
         assert_eq!(set.keys[0].kind, KeyKind::Rsa { bits: 2048 });
         assert_eq!(set.skipped.len(), 5, "{:?}", set.skipped);
+    }
+
+    /// Security review 2, finding 15: a JWK whose key_ops exclude verify was used.
+    #[test]
+    fn a_key_whose_key_ops_exclude_verify_is_skipped() {
+        let n = URL_SAFE_NO_PAD.encode([0xc5u8; 256]);
+        let doc = serde_json::json!({"keys": [
+            {"kty": "RSA", "kid": "sign-only", "n": n, "e": "AQAB", "key_ops": ["sign"]},
+            {"kty": "RSA", "kid": "odd", "n": n, "e": "AQAB", "key_ops": "verify"},
+            {"kty": "RSA", "kid": "ok", "n": n, "e": "AQAB", "key_ops": ["sign", "verify"]},
+            {"kty": "RSA", "kid": "plain", "n": n, "e": "AQAB"}
+        ]});
+        let set = parse(doc.to_string().as_bytes()).unwrap();
+        let kids: Vec<&str> = set.keys.iter().map(|k| k.kid.as_str()).collect();
+        assert_eq!(kids, vec!["ok", "plain"]);
+        assert!(
+            set.skipped[0].contains("without \"verify\""),
+            "{:?}",
+            set.skipped
+        );
     }
 
     #[test]

@@ -8,6 +8,7 @@ use idtoken_core::config::Config;
 use idtoken_core::decision::{self, Decision, Env, Request, UseMode, Verdict};
 use idtoken_core::jws::looks_like_jws;
 use idtoken_core::keystore::{DiskIssuerData, IssuerData};
+use idtoken_core::policy;
 use idtoken_core::sanitize::clean;
 use idtoken_core::uses::{DiskLedger, UseLedger};
 use pamsm::{Pam, PamError};
@@ -96,6 +97,26 @@ pub fn authenticate_with(
             return PamError::AUTHINFO_UNAVAIL;
         }
     };
+    // SPEC v2: where no rule can ever apply to this PAM service (sudo, polkit, a screen
+    // locker in common-auth), step aside before prompting, so their own `Password: `
+    // prompt is the only one the person sees, and a CI token is never asked for there.
+    let service = ctx.service().unwrap_or_default();
+    if !config
+        .rules
+        .iter()
+        .any(|r| policy::applies_to_service(r, &service))
+    {
+        if args.debug {
+            ctx.log(
+                Level::Debug,
+                &format!(
+                    "no rule applies to PAM service {:?}; not asking for a token (PAM_IGNORE)",
+                    clean(&service)
+                ),
+            );
+        }
+        return PamError::IGNORE;
+    }
     let Some(account) = ctx.user().filter(|u| !u.is_empty()) else {
         ctx.log(Level::Error, "no user name for this login");
         return PamError::USER_UNKNOWN;
@@ -134,7 +155,6 @@ pub fn authenticate_with(
         ctx.set_authtok(&collected.token);
         return PamError::IGNORE;
     };
-    let service = ctx.service().unwrap_or_default();
     let rhost = ctx.rhost();
     let decision = decide(world, &config, token, &account, &service, now);
     report(ctx, &args, &config, &decision, &collected, rhost.as_deref());

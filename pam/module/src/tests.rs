@@ -375,16 +375,12 @@ fn run(script: &mut Script, args: &[String], keys: &Keys, ledger: &Ledger) -> Pa
 
 /// The calls every login that gets as far as asking makes first.
 fn start() -> Vec<Event> {
-    vec![user("alice"), no_cached_authtok()]
+    vec![service("sshd"), user("alice"), no_cached_authtok()]
 }
 
 /// The calls after a JWT-shaped answer, up to the audit line.
 fn decided(audit: &str) -> Vec<Event> {
-    vec![
-        service("sshd"),
-        rhost("192.0.2.7"),
-        log(Level::Notice, audit),
-    ]
+    vec![rhost("192.0.2.7"), log(Level::Notice, audit)]
 }
 
 fn script(parts: Vec<Vec<Event>>) -> Script {
@@ -420,6 +416,37 @@ fn unreadable_config_is_authinfo_unavail_and_logged() {
     )]]);
     let code = run(&mut s, &args, &key_a(), &Ledger::default());
     assert_eq!(code, PamError::AUTHINFO_UNAVAIL);
+}
+
+/// Finding 1 of the second security review: a token of a sudoer pasted at sudo's prompt
+/// was a root login. No rule names sudo (the default services are sshd and su), so the
+/// hook steps aside before asking anything: the only calls are the service and the
+/// debug line; a prompt or a user lookup would fail the script.
+#[test]
+fn a_service_no_rule_applies_to_is_ignored_without_prompting() {
+    let site = Site::new("sudo", "");
+    let mut args = site.args.clone();
+    args.push("debug".to_string());
+    for svc in ["sudo", "polkit-1", "xscreensaver"] {
+        let mut s = script(vec![vec![
+            service(svc),
+            log(
+                Level::Debug,
+                &format!("no rule applies to PAM service \"{svc}\"; not asking for a token"),
+            ),
+        ]]);
+        let code = run(&mut s, &args, &key_a(), &Ledger::default());
+        assert_eq!(code, PamError::IGNORE, "{svc}");
+    }
+    // su is a default service: it is asked.
+    let mut s = script(vec![
+        vec![service("su"), user("alice"), no_cached_authtok()],
+        vec![prompt("ID token: ", b"pw"), set_authtok(b"pw")],
+    ]);
+    assert_eq!(
+        run(&mut s, &site.args, &key_a(), &Ledger::default()),
+        PamError::IGNORE
+    );
 }
 
 #[test]
@@ -569,7 +596,6 @@ fn unusable_key_cache_is_authinfo_unavail_with_the_generic_text_even_with_explai
         start(),
         vec![prompt("ID token: ", t.as_bytes())],
         vec![
-            service("sshd"),
             rhost("192.0.2.7"),
             log(Level::Error, "decision=deny reason=unavailable"),
             error_message("ID token refused."),
@@ -613,6 +639,7 @@ fn cached_authtok_of_exactly_1023_characters_logs_the_cut_hint_before_asking() {
     let (cut, rest) = whole.as_bytes().split_at(OPENSSH_CUT);
     let mut s = script(vec![
         vec![
+            service("sshd"),
             user("alice"),
             Event::CachedAuthtok(Answer(Some(cut.to_vec()))),
             log(Level::Notice, "the first answer is exactly 1023 characters"),
