@@ -829,6 +829,58 @@ runner_id = 42
         assert!(Config::parse(&(0..MAX_ISSUERS).map(one).collect::<String>()).is_ok());
     }
 
+    /// Security review 2, finding 3: with gitlab and github configured, a rule without
+    /// issuer let any GitHub repository's token with actor=alice in.
+    #[test]
+    fn with_several_issuers_every_rule_names_one() {
+        let issuers = "[[issuer]]\nname = \"gitlab\"\nurl = \"https://gitlab.example.org\"\naudiences = [\"a\"]\n\
+                       [[issuer]]\nname = \"github\"\nurl = \"https://token.actions.githubusercontent.com\"\naudiences = [\"a\"]\n";
+        let p = problems(&format!(
+            "{issuers}[[rule]]\nname = \"alice\"\nusers = [\"alice\"]\n"
+        ));
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert_eq!(p[0].line, Some(9), "{p:?}");
+        assert!(p[0].message.contains("names no issuer"), "{p:?}");
+        let ok = format!("{issuers}[[rule]]\nname = \"alice\"\nissuer = \"gitlab\"\n");
+        assert!(Config::parse(&ok).is_ok());
+        // With one issuer the rule's issuer is implied.
+        let one = "[[issuer]]\nname = \"gitlab\"\nurl = \"https://g\"\naudiences = [\"a\"]\n[[rule]]\nname = \"r\"\n";
+        assert!(Config::parse(one).is_ok());
+    }
+
+    /// Security review 2, finding 10: two issuers sharing one cache made refresh merge both
+    /// key sets into the file each trusts.
+    #[test]
+    fn two_issuers_may_not_share_a_key_cache() {
+        let text = "[[issuer]]\nname = \"a\"\nurl = \"https://a\"\naudiences = [\"x\"]\njwks_cache = \"/var/lib/idtoken/k.json\"\n\
+                    [[issuer]]\nname = \"b\"\nurl = \"https://b\"\naudiences = [\"x\"]\njwks_cache = \"/var/lib/idtoken/k.json\"\n";
+        let p = problems(text);
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert_eq!(p[0].line, Some(6), "{p:?}");
+        assert!(p[0].message.contains("share the key cache"), "{p:?}");
+    }
+
+    /// Security review 2, finding 2: keys must come over https; loopback http let any
+    /// local user who binds the port plant keys.
+    #[test]
+    fn issuer_url_and_jwks_url_must_be_https() {
+        for (url, jwks, line, word) in [
+            ("http://127.0.0.1:8080", "https://k", 3, "plain http"),
+            ("https://g", "http://localhost/keys", 5, "plain http"),
+            ("https://g", "http://[::1]/keys", 5, "plain http"),
+            ("gitlab.com", "https://k", 3, "must be an https:// URL"),
+            ("https://", "https://k", 3, "names no host"),
+        ] {
+            let text = format!(
+                "[[issuer]]\nname = \"g\"\nurl = \"{url}\"\naudiences = [\"a\"]\njwks_url = \"{jwks}\"\n"
+            );
+            let p = problems(&text);
+            assert_eq!(p.len(), 1, "{url} {jwks}: {p:?}");
+            assert_eq!(p[0].line, Some(line), "{url} {jwks}: {p:?}");
+            assert!(p[0].message.contains(word), "{url} {jwks}: {p:?}");
+        }
+    }
+
     #[test]
     fn config_without_issuers_is_valid_and_has_nothing() {
         let c = Config::parse("# nothing configured yet\n").unwrap();
