@@ -1,6 +1,6 @@
 //! The bounds SECURITY.md promises at the core's edge, each checked on both sides of the
-//! line: the `leeway` cap, the config's size, issuer and rule caps, and a key's own `alg`
-//! restricting what it verifies.
+//! line: the `leeway` and `max_uses` caps, the config's size, issuer and rule caps, the key
+//! cache's size and key caps, and a key's own `alg` restricting what it verifies.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -11,11 +11,11 @@ use idtoken_core::accounts::{Account, AccountSource};
 use idtoken_core::config::{Config, ConfigError, Issuer, MAX_CONFIG_BYTES, MAX_ISSUERS, MAX_RULES};
 use idtoken_core::decision::{Decision, Env, Request, UseMode, Verdict, evaluate};
 use idtoken_core::files::FileProblemKind;
-use idtoken_core::jwks::{self, KeySet};
-use idtoken_core::keystore::{DataProblem, IssuerData};
+use idtoken_core::jwks::{self, KeySet, MAX_JWKS_BYTES, MAX_KEYS};
+use idtoken_core::keystore::{DataProblem, IssuerData, load_key_cache};
 use idtoken_core::reason::Reason;
 use idtoken_core::usermap::UserMap;
-use idtoken_core::uses::{TokenId, UseLedger};
+use idtoken_core::uses::{MAX_USES_LIMIT, TokenId, UseLedger};
 use jsonwebtoken::{Algorithm, EncodingKey};
 use serde_json::{Value, json};
 
@@ -62,6 +62,18 @@ fn leeway_is_capped_at_3600_seconds() {
     );
     let c = Config::parse("[defaults]\nleeway = 3600\n").unwrap();
     assert_eq!(c.defaults.leeway, 3600);
+}
+
+#[test]
+fn max_uses_is_capped_at_1000() {
+    assert_eq!(MAX_USES_LIMIT, 1000, "SECURITY.md names 1000");
+    let at = |n: u32| problems(&format!("[defaults]\nmax_uses = {n}\n"));
+    assert_eq!(at(1000), Vec::<String>::new());
+    let over = at(1001);
+    assert!(
+        over.iter().any(|m| m.contains("max_uses may be at most 1000")),
+        "1001 must be refused: {over:?}"
+    );
 }
 
 #[test]
@@ -142,6 +154,67 @@ fn a_config_over_1_mib_is_refused_unread() {
             "1 MiB + 1 byte must be refused as too large: {:?}",
             other.map(|_| ()).map_err(|e| e.to_string())
         ),
+    }
+}
+
+/// `n` copies of key A's public JWK under distinct kids.
+fn jwks_of(n: usize) -> Value {
+    let all: Value = serde_json::from_str(PUBLIC_JWKS).unwrap();
+    let keys: Vec<Value> = (0..n)
+        .map(|i| {
+            let mut k = all["a"].clone();
+            k["kid"] = json!(format!("k{i}"));
+            k
+        })
+        .collect();
+    json!({ "keys": keys })
+}
+
+#[test]
+fn a_key_cache_holds_at_most_64_keys() {
+    assert_eq!(MAX_KEYS, 64, "SECURITY.md names 64");
+    let set = jwks::parse(jwks_of(64).to_string().as_bytes()).unwrap();
+    assert_eq!(set.keys.len(), 64);
+    let err = jwks::parse(jwks_of(65).to_string().as_bytes()).unwrap_err();
+    assert!(err.contains("65 keys, more than the 64"), "{err}");
+}
+
+/// The issuer `gitlab` whose key cache is `cache`.
+fn issuer_with_cache(cache: &std::path::Path) -> Issuer {
+    let cfg = Config::parse(&format!(
+        "[[issuer]]\nname = \"gitlab\"\nurl = \"{ISS}\"\naudiences = [\"{AUD}\"]\njwks_cache = \"{}\"\n",
+        cache.display()
+    ))
+    .unwrap();
+    cfg.issuers[0].clone()
+}
+
+#[test]
+fn a_key_cache_over_1_mib_is_refused_unread() {
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(MAX_JWKS_BYTES, 1024 * 1024, "SECURITY.md names 1 MiB");
+    let s = Scratch::new("cache-size");
+    // A valid JWKS padded with trailing whitespace (valid JSON) to the size wanted.
+    let write = |name: &str, len: usize| {
+        let mut text = jwks_of(1).to_string();
+        text.push_str(&" ".repeat(len - text.len()));
+        let p = s.0.join(name);
+        std::fs::write(&p, &text).unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o644)).unwrap();
+        p
+    };
+    let at = write("at.jwks.json", 1024 * 1024);
+    assert_eq!(
+        load_key_cache(&issuer_with_cache(&at)).map(|k| k.keys.len()),
+        Ok(1),
+        "a cache of exactly 1 MiB is read"
+    );
+    let over = write("over.jwks.json", 1024 * 1024 + 1);
+    match load_key_cache(&issuer_with_cache(&over)) {
+        Err(DataProblem::File(p)) => {
+            assert!(matches!(p.kind, FileProblemKind::TooLarge { .. }), "{p}")
+        }
+        other => panic!("1 MiB + 1 byte must be refused as too large: {other:?}"),
     }
 }
 
