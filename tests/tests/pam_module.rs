@@ -49,7 +49,9 @@ macro_rules! harness_or_skip {
 #[test]
 fn valid_token_logs_in_sets_environment_and_audits() {
     let h = harness_or_skip!("allow");
-    let token = live_token("alice");
+    let claims = live_claims("alice");
+    let token = mint(&claims);
+    let jti = format!("jti={}", claims["jti"].as_str().unwrap());
     let d = h.drive("test", "alice", &[Some(&token)], &["--rhost", "192.0.2.7"]);
     assert_eq!(d.rc, PAM_SUCCESS, "{d:?}");
     assert_eq!(
@@ -87,6 +89,7 @@ fn valid_token_logs_in_sets_environment_and_audits() {
         "job_id=9001",
         "rhost=192.0.2.7",
         "rule=own-account",
+        &jti,
     ] {
         assert!(line.contains(part), "{part} missing in {line}");
     }
