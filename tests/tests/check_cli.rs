@@ -1070,7 +1070,8 @@ fn config_check_and_inspect() {
         "every problem with its line: {err}"
     );
     // inspect: decoded, marked UNVERIFIED, dates readable; 2 for a non-JWT.
-    let t = s.token_file("t", &mint(&gitlab_claims("alice")));
+    let token = mint(&gitlab_claims("alice"));
+    let t = s.token_file("t", &token);
     let out = cli::idtoken(&s)
         .args(["inspect", "--token-file"])
         .arg(&t)
@@ -1078,6 +1079,11 @@ fn config_check_and_inspect() {
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(0));
+    let sig = token.rsplit('.').next().unwrap_or_default();
+    assert!(
+        !text.contains(sig) && !String::from_utf8_lossy(&out.stderr).contains(sig),
+        "inspect shows the claims, never the token itself"
+    );
     assert!(
         text.contains("UNVERIFIED")
             && text.contains("2026-01-01 00:05:00 UTC")
