@@ -175,7 +175,14 @@ fn ssh_logins_with_tokens_and_refusals() {
     // sshd ends the PAM process at the unanswered prompt first.
     let audit = s.pam.syslog.audit_lines();
     let tags: Vec<String> = audit.iter().map(|l| jti_tag(l)).collect();
-    let decided = ["long", "long-sh", "short", "wrong-account", "expired", "aud"];
+    let decided = [
+        "long",
+        "long-sh",
+        "short",
+        "wrong-account",
+        "expired",
+        "aud",
+    ];
     assert!(
         tags.len() >= decided.len() && tags[..decided.len()] == decided,
         "one audit line per attempt, in order: {tags:?}\n{audit:?}"

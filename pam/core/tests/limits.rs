@@ -71,7 +71,8 @@ fn max_uses_is_capped_at_1000() {
     assert_eq!(at(1000), Vec::<String>::new());
     let over = at(1001);
     assert!(
-        over.iter().any(|m| m.contains("max_uses may be at most 1000")),
+        over.iter()
+            .any(|m| m.contains("max_uses may be at most 1000")),
         "1001 must be refused: {over:?}"
     );
 }
@@ -146,10 +147,9 @@ fn a_config_over_1_mib_is_refused_unread() {
     );
     let over = padded_config(&s.0, "over-limit.toml", limit + 1);
     match Config::load(&over) {
-        Err(ConfigError::File(p)) => assert!(
-            matches!(p.kind, FileProblemKind::TooLarge { .. }),
-            "{p}"
-        ),
+        Err(ConfigError::File(p)) => {
+            assert!(matches!(p.kind, FileProblemKind::TooLarge { .. }), "{p}")
+        }
         other => panic!(
             "1 MiB + 1 byte must be refused as too large: {:?}",
             other.map(|_| ()).map_err(|e| e.to_string())
