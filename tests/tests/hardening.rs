@@ -132,8 +132,16 @@ fn load_64_threads_with_the_key_cache_replaced_underneath() {
 /// their exclusive creates overlap, round after round. Exactly `max` of them may record.
 #[test]
 fn racing_recorders_on_a_shared_state_dir_record_exactly_max_uses() {
+    /// Removes the shared directory however the test ends.
+    struct Cleanup(std::path::PathBuf);
+    impl Drop for Cleanup {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
     let dir = std::env::temp_dir().join(format!("idtoken-ledger-race-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
+    let _cleanup = Cleanup(dir.clone());
     let (threads, rounds) = (24usize, 150u32);
     let now = now();
     for max in [1u32, 3] {
@@ -172,7 +180,6 @@ fn racing_recorders_on_a_shared_state_dir_record_exactly_max_uses() {
             assert_eq!(ledger.count(&token, max + 1).unwrap(), max);
         }
     }
-    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 /// `max_uses = 1` through libpam on two "login nodes" (two configs, one shared state_dir):
