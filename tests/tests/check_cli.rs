@@ -2,6 +2,7 @@
 //! adversarial suite, the GitHub Actions shape, and the exit codes. Accounts come from NSS
 //! through libnss-wrapper.
 
+use base64::Engine;
 use idtoken_core::uses::{DiskLedger, TokenId, UseLedger};
 use idtoken_e2e::cli::{self, check};
 use idtoken_e2e::keys::{
@@ -39,7 +40,29 @@ fn case(
     }
 }
 
-fn cases() -> Vec<Case> {
+/// The `x5c` value for a self-signed certificate of key B, made by openssl
+/// (tests/fixtures/keys/README.md): the PEM's base64 lines are the DER's standard base64,
+/// which is what `x5c` carries. Checked to hold key B's modulus, so a token signed by key B
+/// would verify if the certificate were ever used.
+fn x5c_of_key_b() -> String {
+    let pem = std::fs::read_to_string(keys::fixtures().join("keys/rsa-b.cert.pem")).unwrap();
+    let b64: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
+    let der = base64::engine::general_purpose::STANDARD
+        .decode(&b64)
+        .unwrap();
+    let modulus = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(Key::B.jwk()["n"].as_str().unwrap())
+        .unwrap();
+    assert!(
+        modulus.len() >= 256 && der.windows(modulus.len()).any(|w| w == modulus),
+        "the certificate fixture must carry key B"
+    );
+    b64
+}
+
+/// The cases. Writes key B's JWKS into the sandbox at `evil/b.jwks.json`, for the kids that
+/// name it as a path: were a kid ever read as a path, key B would verify those tokens.
+fn cases(sb: &Sandbox) -> Vec<Case> {
     let good = gitlab_claims("alice");
     let good_token = mint(&good);
     let (h, p, s) = {
@@ -53,6 +76,12 @@ fn cases() -> Vec<Case> {
     let a_jwk = Key::A.jwk();
     let a_modulus = a_jwk["n"].as_str().unwrap().to_string();
     let b_jwk = Key::B.jwk();
+    let x5c_b = x5c_of_key_b();
+    let evil = sb.write(
+        "evil/b.jwks.json",
+        keys::jwks(&[Key::B]).to_string().as_bytes(),
+    );
+    let sandbox_name = sb.dir.file_name().unwrap().to_string_lossy().to_string();
     let payload_bob = b64(with(good.clone(), "user_login", json!("bob"))
         .to_string()
         .as_bytes());
@@ -120,11 +149,22 @@ fn cases() -> Vec<Case> {
             Some("unknown_key"),
         ),
         case(
-            "kid with path characters",
+            "kid with path characters (absolute path to a JWKS of the signing key)",
             sign_raw(
-                &header("../../../../etc/passwd"),
+                &header(&evil.display().to_string()),
                 &good,
-                Key::A,
+                Key::B,
+                Algorithm::RS256,
+            ),
+            "alice",
+            Some("unknown_key"),
+        ),
+        case(
+            "kid with path characters (../ to a JWKS of the signing key)",
+            sign_raw(
+                &header(&format!("../{sandbox_name}/evil/b.jwks.json")),
+                &good,
+                Key::B,
                 Algorithm::RS256,
             ),
             "alice",
@@ -170,15 +210,26 @@ fn cases() -> Vec<Case> {
             Some("unknown_key"),
         ),
         case(
-            "x5u and x5c headers",
+            "x5u and x5c headers (x5c: a certificate of the signing key)",
             sign_raw(
-                &json!({"alg":"RS256","kid":"test-a","x5u":"https://evil.example/c","x5c":["AAAA"]}),
+                &json!({"alg":"RS256","kid":"test-a","x5u":"https://evil.example/c","x5c":[x5c_b]}),
                 &good,
                 Key::B,
                 Algorithm::RS256,
             ),
             "alice",
             Some("bad_signature"),
+        ),
+        case(
+            "x5c of the signing key and no kid",
+            sign_raw(
+                &json!({"alg":"RS256","x5c":[x5c_b]}),
+                &good,
+                Key::B,
+                Algorithm::RS256,
+            ),
+            "alice",
+            Some("unknown_key"),
         ),
         case(
             "signature from another key under the right kid",
@@ -437,7 +488,7 @@ fn adversarial_suite() {
         "libnss-wrapper is not installed (apt-get install libnss-wrapper)"
     );
     let (s, config) = standard("adversarial");
-    let cases = cases();
+    let cases = cases(&s);
     assert!(cases.len() >= 30);
     let mut failures = Vec::new();
     for c in &cases {
@@ -483,7 +534,7 @@ fn every_reason_code_through_the_cli() {
     );
     let (s, config) = standard("reasons");
     let mut seen: std::collections::BTreeSet<String> = Default::default();
-    for c in cases() {
+    for c in cases(&s) {
         let (_, json, _) = check(&s, &config, &c.token, c.user, NOW, &[]);
         if let Some(r) = json["reason"].as_str() {
             seen.insert(r.to_string());
@@ -1012,13 +1063,15 @@ fn config_check_and_inspect() {
         .arg(&semantic)
         .output()
         .unwrap();
+    assert_eq!(out.status.code(), Some(2), "a semantically wrong config");
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
         err.contains("sem.toml:4") && err.contains("sem.toml:5") && err.contains("sem.toml:9"),
         "every problem with its line: {err}"
     );
     // inspect: decoded, marked UNVERIFIED, dates readable; 2 for a non-JWT.
-    let t = s.token_file("t", &mint(&gitlab_claims("alice")));
+    let token = mint(&gitlab_claims("alice"));
+    let t = s.token_file("t", &token);
     let out = cli::idtoken(&s)
         .args(["inspect", "--token-file"])
         .arg(&t)
@@ -1026,6 +1079,11 @@ fn config_check_and_inspect() {
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(0));
+    let sig = token.rsplit('.').next().unwrap_or_default();
+    assert!(
+        !text.contains(sig) && !String::from_utf8_lossy(&out.stderr).contains(sig),
+        "inspect shows the claims, never the token itself"
+    );
     assert!(
         text.contains("UNVERIFIED")
             && text.contains("2026-01-01 00:05:00 UTC")

@@ -1,5 +1,6 @@
-//! Broken files in the login path, through the real libpam and the module: every one
-//! refuses with PAM_AUTHINFO_UNAVAIL and a log line that names the file and the fix.
+//! Broken files in the login path (config, key cache, user map), through the real libpam
+//! and the module: every one refuses with PAM_AUTHINFO_UNAVAIL and a log line that names
+//! the file and the fix.
 
 use std::os::unix::fs::symlink;
 use std::path::Path;
@@ -20,7 +21,9 @@ fn live_token() -> String {
 struct Fault {
     name: &'static str,
     break_it: fn(&Path),
-    says: &'static str,
+    /// Whether a log line says what it must, for the file `which` ("config", "cache" or
+    /// "usermap").
+    says: fn(which: &str, line: &str) -> bool,
     /// Run the login as an unprivileged uid (root can read any file).
     as_user: bool,
 }
@@ -30,13 +33,13 @@ fn faults() -> Vec<Fault> {
         Fault {
             name: "missing",
             break_it: |p| std::fs::remove_file(p).unwrap(),
-            says: "does not exist",
+            says: |_, l| l.contains("does not exist"),
             as_user: false,
         },
         Fault {
             name: "empty",
             break_it: |p| std::fs::write(p, "").unwrap(),
-            says: "empty",
+            says: |_, l| l.contains("empty"),
             as_user: false,
         },
         Fault {
@@ -45,25 +48,37 @@ fn faults() -> Vec<Fault> {
                 let text = std::fs::read(p).unwrap();
                 std::fs::write(p, &text[..text.len() / 2 + 7]).unwrap();
             },
-            says: "",
+            // The config's parser names the line it stopped at; the cache's says to refresh.
+            says: |which, l| match which {
+                "config" => l
+                    .split_once("idtoken.toml:")
+                    .is_some_and(|(_, rest)| rest.starts_with(|c: char| c.is_ascii_digit())),
+                _ => l.contains("not JSON") && l.contains("idtoken refresh"),
+            },
             as_user: false,
         },
         Fault {
             name: "unreadable",
             break_it: |p| set_mode(p, 0o600),
-            says: "cannot be read",
+            says: |_, l| l.contains("cannot be read"),
             as_user: true,
         },
         Fault {
             name: "world-writable",
             break_it: |p| set_mode(p, 0o666),
-            says: "chmod go-w",
+            says: |_, l| l.contains("chmod go-w"),
+            as_user: false,
+        },
+        Fault {
+            name: "group-writable",
+            break_it: |p| set_mode(p, 0o664),
+            says: |_, l| l.contains("chmod go-w"),
             as_user: false,
         },
         Fault {
             name: "owned by another user",
             break_it: |p| std::os::unix::fs::chown(p, Some(2002), Some(2002)).unwrap(),
-            says: "chown root",
+            says: |_, l| l.contains("chown root"),
             as_user: false,
         },
         Fault {
@@ -72,7 +87,7 @@ fn faults() -> Vec<Fault> {
                 std::fs::remove_file(p).unwrap();
                 std::fs::create_dir(p).unwrap();
             },
-            says: "not a regular file",
+            says: |_, l| l.contains("not a regular file"),
             as_user: false,
         },
         Fault {
@@ -82,27 +97,38 @@ fn faults() -> Vec<Fault> {
                 std::fs::rename(p, &real).unwrap();
                 symlink(&real, p).unwrap();
             },
-            says: "symbolic link",
+            says: |_, l| l.contains("symbolic link"),
             as_user: false,
         },
     ]
 }
 
-/// Runs every fault against the file `which` ("config" or "cache").
-fn run_faults(which: &str, extra: Vec<Fault>) {
+/// Runs these faults against the file `which` ("config", "cache" or "usermap").
+fn run_faults(which: &str, faults: Vec<Fault>) {
     let mut failures = Vec::new();
-    for fault in faults().into_iter().chain(extra) {
+    for fault in faults {
         let h = PamHarness::new(&format!("fault-{which}"));
-        let config = h.sandbox.standard();
+        let mut config = h.sandbox.standard();
         h.module_only("test", "");
-        let target = if which == "config" {
-            config.clone()
-        } else {
-            h.sandbox.path("gitlab.jwks.json")
+        let target = match which {
+            "config" => config.clone(),
+            "cache" => h.sandbox.path("gitlab.jwks.json"),
+            _ => {
+                // The own-account rule has no login_as, so every login reads the user map.
+                let map = h.sandbox.write("users.map", b"alice alice\n");
+                config = h.sandbox.config(
+                    "",
+                    &format!(
+                        "user_map = \"{}\"\n\n[[rule]]\nname = \"own-account\"\nissuer = \"gitlab\"\n",
+                        map.display()
+                    ),
+                );
+                map
+            }
         };
         let uid = fault.as_user.then_some(RUNNER_UID);
-        if fault.as_user && which == "cache" {
-            // The unprivileged process reads its own config; only the cache is unreadable.
+        if fault.as_user && which != "config" {
+            // The unprivileged process reads its own config; only the target is unreadable.
             std::os::unix::fs::chown(&config, Some(RUNNER_UID), Some(RUNNER_UID)).unwrap();
         }
         let token = live_token();
@@ -118,11 +144,11 @@ fn run_faults(which: &str, extra: Vec<Fault>) {
         let lines = h.syslog.wait_for(&file, 1, Duration::from_secs(2));
         let named = lines
             .iter()
-            .any(|l| l.contains(&file) && l.contains(fault.says));
+            .any(|l| l.contains(&file) && (fault.says)(which, l));
         if d.rc != PAM_AUTHINFO_UNAVAIL || !named {
             failures.push(format!(
-                "{which} {}: rc {} ({}), log lines naming {file} with {:?}: {lines:?}",
-                fault.name, d.rc, d.rc_name, fault.says
+                "{which} {}: rc {} ({}), log lines naming {file}, none saying what it must: {lines:?}",
+                fault.name, d.rc, d.rc_name
             ));
         }
     }
@@ -135,7 +161,7 @@ fn a_broken_config_refuses_with_authinfo_unavail_and_says_why() {
         pam::can_isolate(),
         "the libpam tests need root (mount namespaces)"
     );
-    run_faults("config", vec![]);
+    run_faults("config", faults());
 }
 
 #[test]
@@ -150,14 +176,37 @@ fn a_broken_key_cache_refuses_with_authinfo_unavail_and_says_why() {
             std::fs::write(p, keys::jwks(&[keys::Key::Small]).to_string()).unwrap();
             set_mode(p, 0o644);
         },
-        says: "no usable signing key",
+        says: |_, l| l.contains("no usable signing key"),
         as_user: false,
     };
     let not_a_jwks = Fault {
         name: "JSON but not a JWKS",
         break_it: |p| std::fs::write(p, "[1, 2, 3]").unwrap(),
-        says: "idtoken refresh",
+        says: |_, l| l.contains("idtoken refresh"),
         as_user: false,
     };
-    run_faults("cache", vec![no_usable_key, not_a_jwks]);
+    run_faults(
+        "cache",
+        faults()
+            .into_iter()
+            .chain([no_usable_key, not_a_jwks])
+            .collect(),
+    );
+}
+
+/// The user map is trusted like the config: whoever can write it picks the account a token
+/// opens. (Empty or cut maps are valid maps, so those faults do not apply.)
+#[test]
+fn a_broken_user_map_refuses_with_authinfo_unavail_and_says_why() {
+    require!(
+        pam::can_isolate(),
+        "the libpam tests need root (mount namespaces)"
+    );
+    run_faults(
+        "usermap",
+        faults()
+            .into_iter()
+            .filter(|f| !matches!(f.name, "empty" | "truncated"))
+            .collect(),
+    );
 }

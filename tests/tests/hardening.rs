@@ -1,9 +1,14 @@
 //! Evidence for the threat model (SECURITY.md): the module survives load with a key cache
-//! being replaced under it, `max_uses` holds between racing processes sharing a state
-//! directory, and the module has no network path.
+//! being replaced under it, `max_uses` holds between racing recorders sharing a state
+//! directory (and between two node configs through libpam), and the module has no network
+//! path.
 
 use std::process::Command;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Barrier};
 use std::time::Duration;
+
+use idtoken_core::uses::{DiskLedger, TokenId, UseLedger};
 
 use idtoken_e2e::keys::{self, Key, mint, mint_with, now, with};
 use idtoken_e2e::pam::{self, PAM_AUTH_ERR, PAM_SUCCESS, PamHarness};
@@ -122,8 +127,67 @@ fn load_64_threads_with_the_key_cache_replaced_underneath() {
     );
 }
 
+/// The race `max_uses` must win: many recorders, each its own `DiskLedger` on one shared
+/// directory (as login nodes sharing `state_dir` are), released together by a barrier so
+/// their exclusive creates overlap, round after round. Exactly `max` of them may record.
 #[test]
-fn two_racing_logins_with_max_uses_1_exactly_one_wins() {
+fn racing_recorders_on_a_shared_state_dir_record_exactly_max_uses() {
+    /// Removes the shared directory however the test ends.
+    struct Cleanup(std::path::PathBuf);
+    impl Drop for Cleanup {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+    let dir = std::env::temp_dir().join(format!("idtoken-ledger-race-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let _cleanup = Cleanup(dir.clone());
+    let (threads, rounds) = (24usize, 150u32);
+    let now = now();
+    for max in [1u32, 3] {
+        for round in 0..rounds {
+            // One token in 16 (digest ending in 0) also prunes as it records, as in the module.
+            let token = TokenId::new(keys::ISSUER, &format!("race-{max}-{round}"), now + 600);
+            let barrier = Arc::new(Barrier::new(threads));
+            let (wins, errors) = (Arc::new(AtomicU32::new(0)), Arc::new(AtomicU32::new(0)));
+            std::thread::scope(|s| {
+                for _ in 0..threads {
+                    let (barrier, wins, errors, token) = (&barrier, &wins, &errors, &token);
+                    let ledger = DiskLedger {
+                        dir: dir.clone(),
+                        keep_after_exp: 60,
+                    };
+                    s.spawn(move || {
+                        barrier.wait();
+                        match ledger.record(token, max, now) {
+                            Ok(true) => wins.fetch_add(1, Ordering::SeqCst),
+                            Ok(false) => 0,
+                            Err(_) => errors.fetch_add(1, Ordering::SeqCst),
+                        };
+                    });
+                }
+            });
+            assert_eq!(errors.load(Ordering::SeqCst), 0, "max {max} round {round}");
+            assert_eq!(
+                wins.load(Ordering::SeqCst),
+                max,
+                "max_uses {max}, round {round}: {threads} racing recorders, exactly {max} may win"
+            );
+            let ledger = DiskLedger {
+                dir: dir.clone(),
+                keep_after_exp: 60,
+            };
+            assert_eq!(ledger.count(&token, max + 1).unwrap(), max);
+        }
+    }
+}
+
+/// `max_uses = 1` through libpam on two "login nodes" (two configs, one shared state_dir):
+/// launched together, one login wins, the other and every later try are `replayed`. The
+/// two launches are milliseconds apart, so this is the end-to-end wiring; the race itself
+/// is `racing_recorders_on_a_shared_state_dir_record_exactly_max_uses`.
+#[test]
+fn max_uses_1_on_two_nodes_sharing_state_dir_lets_one_login_in() {
     require!(
         pam::can_isolate(),
         "the libpam tests need root (mount namespaces)"

@@ -49,7 +49,9 @@ macro_rules! harness_or_skip {
 #[test]
 fn valid_token_logs_in_sets_environment_and_audits() {
     let h = harness_or_skip!("allow");
-    let token = live_token("alice");
+    let claims = live_claims("alice");
+    let token = mint(&claims);
+    let jti = format!("jti={}", claims["jti"].as_str().unwrap());
     let d = h.drive("test", "alice", &[Some(&token)], &["--rhost", "192.0.2.7"]);
     assert_eq!(d.rc, PAM_SUCCESS, "{d:?}");
     assert_eq!(
@@ -87,6 +89,7 @@ fn valid_token_logs_in_sets_environment_and_audits() {
         "job_id=9001",
         "rhost=192.0.2.7",
         "rule=own-account",
+        &jti,
     ] {
         assert!(line.contains(part), "{part} missing in {line}");
     }
@@ -97,9 +100,19 @@ fn valid_token_logs_in_sets_environment_and_audits() {
     assert_no_token_in_logs(&h, &token);
 }
 
+/// No line the module logged holds the token's signature or the start of its payload. The
+/// module's lines must have arrived, or the check would pass on an empty log.
 fn assert_no_token_in_logs(h: &PamHarness, token: &str) {
     let sig = token.rsplit('.').next().unwrap_or_default();
     let payload = token.split('.').nth(1).unwrap_or_default();
+    let ours = h
+        .syslog
+        .wait_for("pam_idtoken(", 1, std::time::Duration::from_secs(2));
+    assert!(
+        !ours.is_empty(),
+        "no line of the module was captured: {:?}",
+        h.syslog.lines()
+    );
     for l in h.syslog.lines() {
         assert!(
             !l.contains(sig) && !l.contains(&payload[..40.min(payload.len())]),
@@ -158,6 +171,7 @@ fn explain_tells_the_client_the_reason() {
         "{:?}",
         d.messages
     );
+    assert_no_token_in_logs(&h, &expired);
 }
 
 #[test]
@@ -231,6 +245,7 @@ fn config_and_key_cache_problems_are_authinfo_unavail() {
             )
             .is_empty()
     );
+    assert_no_token_in_logs(&h, &token);
 }
 
 #[test]
@@ -286,6 +301,7 @@ fn a_password_is_ignored_and_reaches_pam_unix() {
         "pam_unix must not be reached: {:?}",
         d.prompts
     );
+    assert_no_token_in_logs(&h, &expired);
 }
 
 #[test]
@@ -323,12 +339,14 @@ fn long_tokens_arrive_in_parts() {
         if expected_prompts > 2 {
             assert_eq!(d.prompts[2], "ID token (part 3): ");
         }
+        assert_no_token_in_logs(&h, &token);
     }
     // A long answer in one piece (su, non-OpenSSH clients) is taken whole.
     let token = mint_exact_len(&with(claims.clone(), "jti", json!("whole")), 2300);
     let d = one(&h, "alice", &token);
     assert_eq!(d.rc, PAM_SUCCESS);
     assert_eq!(d.prompts.len(), 1);
+    assert_no_token_in_logs(&h, &token);
 }
 
 #[test]
@@ -381,6 +399,8 @@ account required pam_permit.so
     let d = h.drive("after-unix", "alice", &[Some(&p[0]), Some(&p[1])], &[]);
     assert_eq!(d.rc, PAM_SUCCESS, "{d:?}");
     assert_eq!(d.prompts, vec!["Password: ", "ID token (part 2): "]);
+    assert_no_token_in_logs(&h, &token);
+    assert_no_token_in_logs(&h, &long);
 }
 
 #[test]
@@ -405,7 +425,8 @@ fn control_characters_in_claims_never_reach_the_log() {
         "project_path",
         json!("hpc/app\nJan  1 00:00:00 host sshd: Accepted root"),
     );
-    let d = one(&h, "alice", &mint(&claims));
+    let token = mint(&claims);
+    let d = one(&h, "alice", &token);
     assert_eq!(d.rc, PAM_SUCCESS);
     let audit = h.audit(1);
     assert_eq!(audit.len(), 1);
@@ -422,6 +443,7 @@ fn control_characters_in_claims_never_reach_the_log() {
             .unwrap_or_default()
             .contains('\n')
     );
+    assert_no_token_in_logs(&h, &token);
 }
 
 #[test]
@@ -441,13 +463,19 @@ fn an_injected_panic_denies_and_is_logged() {
         ),
         &module,
     );
-    let d = h.drive("panic", "alice", &[Some(&live_token("alice"))], &[]);
+    let token = live_token("alice");
+    let d = h.drive("panic", "alice", &[Some(&token)], &[]);
     assert_eq!(d.rc, PAM_AUTH_ERR, "a panic must deny: {d:?}");
-    assert!(
-        !h.syslog
-            .wait_for("panic", 1, std::time::Duration::from_secs(2))
-            .is_empty()
+    // The module's own line (every line's prefix names the service `panic`, so the word
+    // alone would prove nothing).
+    let caught = h.syslog.wait_for(
+        "internal error (panic) caught at the module boundary; the request is denied",
+        1,
+        std::time::Duration::from_secs(2),
     );
+    assert_eq!(caught.len(), 1, "{:?}", h.syslog.lines());
+    assert!(caught[0].contains("pam_idtoken(panic:auth)"), "{caught:?}");
+    assert_no_token_in_logs(&h, &token);
     // The same module without the argument works: the feature adds nothing else.
     h.service_with(
         "nopanic",

@@ -551,7 +551,9 @@ fn key_grace_zero_drops_withdrawn_keys_at_once() {
 }
 
 /// The cache is replaced while `idtoken check` reads it in a loop: every check decides
-/// (exit 0 or 1, never 2 "could not decide"), and every raw read is a whole JWKS.
+/// (exit 0 or 1, never 2 "could not decide") with the token's signature verified (every key
+/// set holds its key, so an `unknown_key` would be a half-written cache), and every raw
+/// read is a whole JWKS.
 #[test]
 fn concurrent_checks_never_see_a_partial_cache() {
     let site = Site::new("refresh-concurrent");
@@ -584,12 +586,22 @@ fn concurrent_checks_never_see_a_partial_cache() {
                     &[],
                 );
                 let rc = code(&out);
-                if rc != 0
-                    && rc != 1
+                let json: Value = String::from_utf8_lossy(&out.stdout)
+                    .lines()
+                    .last()
+                    .and_then(|l| serde_json::from_str(l).ok())
+                    .unwrap_or(Value::Null);
+                let signature_ok = json["steps"].as_array().is_some_and(|steps| {
+                    steps
+                        .iter()
+                        .any(|s| s["step"] == "signature" && s["ok"] == true)
+                });
+                let verified = json["verified"] == true && signature_ok;
+                if (!(rc == 0 || rc == 1) || !verified)
                     && let Ok(mut f) = failures.lock()
                 {
                     f.push(format!(
-                        "reader {n}: check exited {rc}: {}{}",
+                        "reader {n}: check exited {rc} without a verified signature: {}{}",
                         String::from_utf8_lossy(&out.stdout),
                         stderr(&out)
                     ));

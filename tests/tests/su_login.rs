@@ -151,3 +151,43 @@ fn su_to_the_tokens_account_from_an_unprivileged_account() {
         "{audit:?}"
     );
 }
+
+/// The `services` condition through the real su: a rule limited to sshd does not let the
+/// same token open the same account by su.
+#[test]
+fn an_sshd_only_rule_does_not_open_su() {
+    require!(
+        pam::can_isolate(),
+        "the su test needs root (mount namespaces, setpriv)"
+    );
+    require!(
+        which("su").is_some() && which("script").is_some() && which("setpriv").is_some(),
+        "su, script and setpriv (util-linux) are needed"
+    );
+    let h = PamHarness::new("su-sshd-only");
+    h.sandbox.key_cache(&[keys::Key::A]);
+    h.sandbox.config(
+        "",
+        "[[rule]]\nname = \"sshd-only\"\nservices = [\"sshd\"]\n",
+    );
+    let config = h.sandbox.path("idtoken.toml");
+    h.service(
+        "su",
+        &format!(
+            "auth sufficient MODULE config={}\nauth required pam_deny.so\naccount required pam_permit.so\nsession required pam_permit.so\n",
+            config.display()
+        ),
+    );
+    let token = mint(&claims("alice", "sshd-only"));
+    let (code, screen) = su(&h, "alice", &token);
+    assert_ne!(code, 0, "{screen}");
+    assert!(!screen.contains("SU-OK"), "{screen}");
+    let audit = h.syslog.wait_for("decision=", 1, Duration::from_secs(3));
+    assert!(
+        audit.len() == 1
+            && audit[0].contains("decision=deny")
+            && audit[0].contains("reason=policy_denied")
+            && audit[0].contains("service=su"),
+        "{audit:?}"
+    );
+}

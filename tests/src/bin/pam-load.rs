@@ -6,13 +6,15 @@
 //!            --valid FILE --invalid FILE --cache PATH --key-sets FILE,FILE
 //!
 //! `--valid` holds one token that must be allowed; `--invalid` one token per line that must
-//! be denied. Even iterations use the valid token, odd ones the invalid ones in turn. Each
+//! be denied with `PAM_AUTH_ERR` (a refused token; `PAM_AUTHINFO_UNAVAIL` or `PAM_IGNORE`
+//! would mean the module failed or stepped aside, which a load must not cause). Even iterations use the valid token, odd ones the invalid ones in turn. Each
 //! thread runs `--iterations` logins per round, and there are three rounds.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use idtoken_e2e::libpam::{Handle, PAM_SUCCESS};
+use idtoken_e2e::pam::PAM_AUTH_ERR;
 use serde_json::json;
 
 fn arg(args: &[String], name: &str) -> String {
@@ -101,7 +103,7 @@ fn main() {
                         let ok = if i % 2 == 0 {
                             one(valid) == PAM_SUCCESS
                         } else {
-                            one(&invalid[(i / 2 + t) % invalid.len()]) != PAM_SUCCESS
+                            i64::from(one(&invalid[(i / 2 + t) % invalid.len()])) == PAM_AUTH_ERR
                         };
                         if ok { right } else { wrong }.fetch_add(1, Ordering::Relaxed);
                     }
