@@ -489,3 +489,75 @@ fn an_injected_panic_denies_and_is_logged() {
     );
     let _ = AUDIENCE;
 }
+
+/// Security review 2, finding 1: with the Debian profile enabled the module sits in
+/// common-auth, which sudo includes too, and a sudoer's CI token pasted at sudo's prompt was
+/// a root login. Through the real libpam, with the stack pam-auth-update writes and a config
+/// that leaves `services` at its default (sshd, su): sudo keeps pam_unix's own `Password: `
+/// prompt (the module never prompts), a password works there, a token does not, and no
+/// decision is logged; the same stack as `sshd` asks for and accepts the token.
+#[test]
+fn sudo_in_the_debian_profile_stack_never_sees_the_module() {
+    require!(
+        pam::can_isolate(),
+        "the libpam tests need root (mount namespaces)"
+    );
+    let h = PamHarness::new("sudo");
+    h.sandbox.key_cache(&[keys::Key::A]);
+    // "services" named in a comment only: the sandbox then leaves the default in force.
+    let config = h.sandbox.config(
+        "# services: not set, so the default [\"sshd\", \"su\"] applies",
+        "[[rule]]\nname = \"own-account\"\nissuer = \"gitlab\"\n",
+    );
+    let common_auth = format!(
+        "auth [success=2 auth_err=die default=ignore] MODULE config={}\n\
+         auth [success=1 default=ignore] pam_unix.so nullok try_first_pass\n\
+         auth requisite pam_deny.so\n\
+         auth required pam_permit.so\n\
+         account required pam_permit.so\n",
+        config.display()
+    );
+    h.service("sudo", &common_auth)
+        .service("sshd", &common_auth);
+    let token = live_token("alice");
+
+    let d = h.drive(
+        "sudo",
+        "alice",
+        &[Some(idtoken_e2e::accounts::PASSWORD)],
+        &[],
+    );
+    assert_eq!(d.rc, PAM_SUCCESS, "a password at sudo: {d:?}");
+    assert_eq!(
+        d.prompts,
+        vec!["Password: "],
+        "pam_unix asks, the module never"
+    );
+
+    let d = h.drive("sudo", "alice", &[Some(&token)], &[]);
+    assert_eq!(d.rc, PAM_AUTH_ERR, "a token at sudo must not log in: {d:?}");
+    assert_eq!(
+        d.prompts,
+        vec!["Password: "],
+        "the module never prompts at sudo"
+    );
+    assert!(
+        h.syslog
+            .wait_for("decision=", 1, std::time::Duration::from_secs(1))
+            .is_empty(),
+        "the module made no decision for sudo"
+    );
+
+    let d = h.drive("sshd", "alice", &[Some(&token)], &[]);
+    assert_eq!(
+        d.rc, PAM_SUCCESS,
+        "the same stack as sshd takes the token: {d:?}"
+    );
+    assert_eq!(d.prompts, vec!["ID token: "]);
+    assert!(
+        h.audit(1)
+            .iter()
+            .any(|l| l.contains("decision=allow") && l.contains("service=sshd"))
+    );
+    assert_no_token_in_logs(&h, &token);
+}
