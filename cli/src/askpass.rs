@@ -106,12 +106,12 @@ pub fn decide(prompt: &str, target: Target<'_>) -> Result<usize, Refusal> {
             asked: p.host.to_string(),
         });
     }
-    if let Some(user) = target.user {
-        if p.user != user {
-            return Err(Refusal::OtherUser {
-                asked: p.user.to_string(),
-            });
-        }
+    if let Some(user) = target.user
+        && p.user != user
+    {
+        return Err(Refusal::OtherUser {
+            asked: p.user.to_string(),
+        });
     }
     Ok(p.part)
 }
