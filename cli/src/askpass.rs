@@ -2,8 +2,12 @@
 //!
 //! OpenSSH cuts every answer to 1023 characters, so the module asks for long tokens in
 //! parts: `ID token: ` is part 1, `ID token (part N): ` part N, each 1000 characters of
-//! `$IDTOKEN`. Any other prompt (a password, a host key question) is refused, so the
-//! token is only ever typed where the token was asked for.
+//! `$IDTOKEN`. The token is replayable at the login node by whoever receives it, so it is
+//! typed only for the login node: the prompt must be exactly `(USER@HOST) ID token: ` or
+//! `(USER@HOST) ID token (part N): ` (OpenSSH puts `(USER@HOST) ` before every
+//! keyboard-interactive prompt, HOST as given to ssh), HOST must equal `$IDTOKEN_HOST`, and
+//! USER `$IDTOKEN_USER` when that is set. Anything else (a password, a host key question,
+//! another server asking for an ID token) is refused with exit 1 and nothing on stdout.
 
 use std::io::Write;
 
@@ -20,17 +24,62 @@ pub fn run(args: &Args) -> u8 {
     answer(&args.prompt)
 }
 
+/// What the job configured: the login node and, optionally, the account.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Target<'a> {
+    pub host: &'a str,
+    pub user: Option<&'a str>,
+}
+
+/// A prompt of the module's shape, split into its parts.
+#[derive(Debug, PartialEq, Eq)]
+pub struct TokenPrompt<'a> {
+    pub user: &'a str,
+    pub host: &'a str,
+    pub part: usize,
+}
+
+/// Why a prompt gets no answer; the message goes to stderr (the job log).
+#[derive(Debug, PartialEq, Eq)]
+pub enum Refusal {
+    NotATokenPrompt,
+    OtherHost { asked: String },
+    OtherUser { asked: String },
+}
+
 /// Prints the part of `$IDTOKEN` that `prompt` asks for; the exit code.
 pub fn answer(prompt: &str) -> u8 {
-    let args = Args {
-        prompt: prompt.to_string(),
-    };
-    let Some(part) = part_number(&args.prompt) else {
+    let host = std::env::var("IDTOKEN_HOST").unwrap_or_default();
+    if host.is_empty() {
         eprintln!(
-            "idtoken askpass: not answering prompt {:?}: only `ID token` prompts get the token",
-            args.prompt.trim()
+            "idtoken askpass: $IDTOKEN_HOST is not set; set it to the login node's name as given to ssh"
         );
         return 1;
+    }
+    // Set but empty (a CI variable that expanded to nothing) matches no account: refused.
+    let user = std::env::var("IDTOKEN_USER").ok();
+    let target = Target {
+        host: &host,
+        user: user.as_deref(),
+    };
+    let part = match decide(prompt, target) {
+        Ok(part) => part,
+        Err(refusal) => {
+            match refusal {
+                Refusal::NotATokenPrompt => eprintln!(
+                    "idtoken askpass: not answering prompt {:?}: only `(user@host) ID token` prompts get the token",
+                    prompt.trim()
+                ),
+                Refusal::OtherHost { asked } => eprintln!(
+                    "idtoken askpass: not answering {asked:?}: the token is only for $IDTOKEN_HOST ({host:?})"
+                ),
+                Refusal::OtherUser { asked } => eprintln!(
+                    "idtoken askpass: not answering for account {asked:?}: $IDTOKEN_USER is {:?}",
+                    target.user.unwrap_or_default()
+                ),
+            }
+            return 1;
+        }
     };
     let token = match std::env::var("IDTOKEN") {
         Ok(t) if !t.trim().is_empty() => t,
@@ -49,26 +98,50 @@ pub fn answer(prompt: &str) -> u8 {
     0
 }
 
-/// 1 for `ID token: `, N for `ID token (part N): `, None for any other prompt. OpenSSH
-/// (8.x+) puts `(user@host) ` before keyboard-interactive prompts; that prefix is skipped.
-pub fn part_number(prompt: &str) -> Option<usize> {
-    let mut p = prompt.trim();
-    if p.starts_with('(') {
-        p = p.split_once(") ").map_or(p, |(_, rest)| rest.trim_start());
+/// The part to answer `prompt` with for `target`, or why not.
+pub fn decide(prompt: &str, target: Target<'_>) -> Result<usize, Refusal> {
+    let p = parse_prompt(prompt).ok_or(Refusal::NotATokenPrompt)?;
+    if p.host != target.host {
+        return Err(Refusal::OtherHost {
+            asked: p.host.to_string(),
+        });
     }
-    let rest = p.strip_prefix("ID token")?;
-    let rest = rest.trim_start();
-    if rest.starts_with(':') {
-        return Some(1);
+    if let Some(user) = target.user
+        && p.user != user
+    {
+        return Err(Refusal::OtherUser {
+            asked: p.user.to_string(),
+        });
     }
-    let n = rest
-        .strip_prefix("(part ")?
-        .split(')')
-        .next()?
-        .trim()
-        .parse::<usize>()
-        .ok()?;
-    (n >= 1).then_some(n)
+    Ok(p.part)
+}
+
+/// Splits `(USER@HOST) ID token: ` (part 1) and `(USER@HOST) ID token (part N): ` (part
+/// N from 1 to 99999, no leading zero); None for any other text. Only trailing spaces are
+/// tolerated, so a prompt that merely contains `ID token` somewhere is not one. The same
+/// rules as packaging/gitlab-ci/idtoken-askpass.sh.
+pub fn parse_prompt(prompt: &str) -> Option<TokenPrompt<'_>> {
+    let rest = prompt.trim_end_matches(' ').strip_prefix('(')?;
+    let (inside, tail) = rest.split_once(") ")?;
+    // Account names hold no `@`; the last one separates user from host.
+    let (user, host) = inside.rsplit_once('@')?;
+    if user.is_empty() || host.is_empty() || host.contains(char::is_whitespace) {
+        return None;
+    }
+    let part = if tail == "ID token:" {
+        1
+    } else {
+        let n = tail.strip_prefix("ID token (part ")?.strip_suffix("):")?;
+        if n.is_empty()
+            || n.len() > 5
+            || n.starts_with('0')
+            || !n.bytes().all(|b| b.is_ascii_digit())
+        {
+            return None;
+        }
+        n.parse::<usize>().ok()?
+    };
+    Some(TokenPrompt { user, host, part })
 }
 
 /// Characters (N-1)*1000+1 ..= N*1000 of the token.
@@ -84,17 +157,81 @@ pub fn part_of(token: &str, part: usize) -> String {
 mod tests {
     use super::*;
 
+    const LOGIN: Target<'static> = Target {
+        host: "login1",
+        user: None,
+    };
+
     #[test]
-    fn prompts() {
-        assert_eq!(part_number("ID token: "), Some(1));
-        assert_eq!(part_number("ID token (part 2): "), Some(2));
-        assert_eq!(part_number("ID token (part 13): "), Some(13));
-        assert_eq!(part_number("Password: "), None);
-        assert_eq!(part_number("alice@host's password: "), None);
-        assert_eq!(part_number("ID token (part 0): "), None);
-        assert_eq!(part_number("(alice@127.0.0.1) ID token:"), Some(1));
-        assert_eq!(part_number("(alice@login1) ID token (part 3):"), Some(3));
-        assert_eq!(part_number("(alice@login1) Password:"), None);
+    fn prompt_shapes() {
+        let p = |s| parse_prompt(s).map(|p| (p.user, p.host, p.part));
+        assert_eq!(p("(alice@login1) ID token: "), Some(("alice", "login1", 1)));
+        assert_eq!(
+            p("(alice@127.0.0.1) ID token (part 2): "),
+            Some(("alice", "127.0.0.1", 2))
+        );
+        assert_eq!(p("(a@h) ID token (part 13): "), Some(("a", "h", 13)));
+        assert_eq!(p("(a@h) ID token:"), Some(("a", "h", 1)));
+        for refused in [
+            "ID token: ",
+            "ID token (part 2): ",
+            "Password: ",
+            "(alice@login1) Password: ",
+            "alice@login1's password: ",
+            "(alice@login1) ID token (part 0): ",
+            "(alice@login1) ID token (part 02): ",
+            "(alice@login1) ID token (part -2): ",
+            "(alice@login1) ID token (part 2x): ",
+            "(alice@login1) ID token (part ): ",
+            "(alice@login1) ID token (part 123456): ",
+            "(alice@evil) x (alice@login1) ID token: ",
+            "(alice@login1) Your ID token: ",
+            "(alice@login1) ID token please: ",
+            "(alice@login1) ID token: now",
+            " (alice@login1) ID token: ",
+            "(login1) ID token: ",
+            "(@login1) ID token: ",
+            "(alice@) ID token: ",
+            "(alice@login1)ID token: ",
+            "Are you sure you want to continue connecting (yes/no/[fingerprint])? ",
+        ] {
+            assert_eq!(p(refused), None, "{refused:?} must not parse");
+        }
+    }
+
+    #[test]
+    fn only_the_configured_host_and_user_get_an_answer() {
+        assert_eq!(decide("(ci@login1) ID token: ", LOGIN), Ok(1));
+        assert_eq!(decide("(ci@login1) ID token (part 3): ", LOGIN), Ok(3));
+        assert_eq!(
+            decide("(ci@git.example.org) ID token: ", LOGIN),
+            Err(Refusal::OtherHost {
+                asked: "git.example.org".into()
+            })
+        );
+        // Host names are compared as typed: a longer or shorter name is another host.
+        assert!(decide("(ci@login1.example.org) ID token: ", LOGIN).is_err());
+        assert!(decide("(ci@login) ID token: ", LOGIN).is_err());
+        let alice = Target {
+            host: "login1",
+            user: Some("alice"),
+        };
+        assert_eq!(decide("(alice@login1) ID token: ", alice), Ok(1));
+        assert_eq!(
+            decide("(bob@login1) ID token: ", alice),
+            Err(Refusal::OtherUser {
+                asked: "bob".into()
+            })
+        );
+        let empty_user = Target {
+            host: "login1",
+            user: Some(""),
+        };
+        assert!(decide("(alice@login1) ID token: ", empty_user).is_err());
+        assert_eq!(
+            decide("(alice@login1) Password: ", alice),
+            Err(Refusal::NotATokenPrompt)
+        );
     }
 
     #[test]

@@ -1,6 +1,14 @@
 #!/bin/sh
-# SSH_ASKPASS helper for CI images without `idtoken`: prints part N of $IDTOKEN for the
-# prompt "ID token (part N): " (part 1 for "ID token: "), and refuses any other prompt.
-case "$1" in *"ID token"*) ;; *) exit 1 ;; esac
-n=$(printf '%s\n' "$1" | sed -n 's/.*ID token (part \([0-9][0-9]*\)).*/\1/p'); n=${n:-1}
-printf '%s\n' "$IDTOKEN" | cut -c "$(( (n - 1) * 1000 + 1 ))-$(( n * 1000 ))"
+# SSH_ASKPASS helper for CI images without `idtoken`, as strict as `idtoken askpass`: it answers
+# only "(USER@HOST) ID token: " (part 1) and "(USER@HOST) ID token (part N): " with part N of
+# $IDTOKEN (1000 characters each), and only when HOST is $IDTOKEN_HOST and, if $IDTOKEN_USER is
+# set, USER is $IDTOKEN_USER. Any other prompt, or no $IDTOKEN/$IDTOKEN_HOST: exit 1, nothing printed.
+[ -n "$IDTOKEN" ] && [ -n "$IDTOKEN_HOST" ] || { echo "idtoken-askpass: \$IDTOKEN or \$IDTOKEN_HOST is not set" >&2; exit 1; }
+case $1 in "("*") "*) ;; *) exit 1 ;; esac
+r=${1#"("}; who=${r%%") "*}; p=${r#*") "}; p=${p%"${p##*[! ]}"}
+case $who in ?*@?*) ;; *) exit 1 ;; esac
+[ "${who##*@}" = "$IDTOKEN_HOST" ] || { echo "idtoken-askpass: not answering ${who##*@}: the token is only for \$IDTOKEN_HOST" >&2; exit 1; }
+[ -z "${IDTOKEN_USER+set}" ] || [ "${who%@*}" = "$IDTOKEN_USER" ] || exit 1
+case $p in "ID token:") n=1 ;; "ID token (part "[1-9]*"):") n=${p#"ID token (part "}; n=${n%"):"} ;; *) exit 1 ;; esac
+case $n in *[!0-9]* | ??????*) exit 1 ;; esac
+printf '%s' "$IDTOKEN" | tr -d ' \t\r\n' | cut -c "$(( (n - 1) * 1000 + 1 ))-$(( n * 1000 ))"

@@ -1,9 +1,15 @@
-//! `idtoken askpass` and the `idtoken-askpass` name: the parts a prompt asks for, and
-//! refusals of every other prompt.
+//! The two askpass helpers, `idtoken askpass` (also under its `idtoken-askpass` name) and the
+//! POSIX sh script packaging/gitlab-ci/idtoken-askpass.sh, run side by side: the parts a
+//! `(USER@HOST) ID token` prompt of the configured login host asks for, and exit 1 with
+//! nothing on stdout for every other prompt, another host or account, and a missing
+//! $IDTOKEN or $IDTOKEN_HOST.
 
+use std::path::PathBuf;
 use std::process::Command;
 
 use idtoken_e2e::sandbox::Sandbox;
+
+const HOST: &str = "login1.example.org";
 
 fn token() -> String {
     (0..2345)
@@ -11,54 +17,207 @@ fn token() -> String {
         .collect()
 }
 
-fn run(cmd: &mut Command) -> (i32, String) {
-    let out = cmd.env("IDTOKEN", token()).output().unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-    )
+/// One way to run a helper with a prompt.
+#[derive(Clone)]
+enum Helper {
+    Subcommand(PathBuf),
+    AskpassName(PathBuf),
+    Sh(PathBuf),
+}
+
+impl Helper {
+    fn command(&self, prompt: &str) -> Command {
+        let mut c = match self {
+            Helper::Subcommand(bin) => {
+                let mut c = Command::new(bin);
+                c.arg("askpass");
+                c
+            }
+            Helper::AskpassName(link) => Command::new(link),
+            Helper::Sh(script) => {
+                let mut c = Command::new("sh");
+                c.arg(script);
+                c
+            }
+        };
+        c.arg(prompt)
+            .env_remove("IDTOKEN")
+            .env_remove("IDTOKEN_HOST")
+            .env_remove("IDTOKEN_USER");
+        c
+    }
+}
+
+struct Run {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+fn run(cmd: &mut Command) -> Run {
+    let out = cmd.output().unwrap();
+    Run {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+fn helpers(s: &Sandbox) -> Vec<(&'static str, Helper)> {
+    let bin = idtoken_e2e::idtoken_bin();
+    let link = s.path("idtoken-askpass");
+    std::os::unix::fs::symlink(&bin, &link).unwrap();
+    let script = idtoken_e2e::workspace_root().join("packaging/gitlab-ci/idtoken-askpass.sh");
+    vec![
+        ("idtoken askpass", Helper::Subcommand(bin)),
+        ("idtoken-askpass", Helper::AskpassName(link)),
+        ("idtoken-askpass.sh", Helper::Sh(script)),
+    ]
+}
+
+fn assert_refused(name: &str, r: &Run, why: &str) {
+    assert_eq!(r.code, 1, "{name}: {why} must exit 1 ({})", r.stderr);
+    assert!(
+        r.stdout.is_empty(),
+        "{name}: {why}: nothing on stdout, got {} bytes",
+        r.stdout.len()
+    );
 }
 
 #[test]
-fn askpass_answers_parts_and_refuses_other_prompts() {
-    let bin = idtoken_e2e::idtoken_bin();
+fn askpass_answers_the_parts_the_login_host_asks_for() {
     let s = Sandbox::new("askpass");
-    let link = s.path("idtoken-askpass");
-    std::os::unix::fs::symlink(&bin, &link).unwrap();
     let t = token();
-    for (prompt, expect) in [
-        ("ID token: ", &t[..1000]),
-        ("(ci@login1) ID token (part 2): ", &t[1000..2000]),
-        ("ID token (part 3): ", &t[2000..]),
-        ("ID token (part 4): ", ""),
-    ] {
-        let (code, out) = run(Command::new(&bin).args(["askpass", prompt]));
-        assert_eq!(
-            (code, out.as_str()),
-            (0, format!("{expect}\n").as_str()),
-            "idtoken askpass {prompt:?}"
-        );
-        let (code, out) = run(Command::new(&link).arg(prompt));
-        assert_eq!(
-            (code, out.as_str()),
-            (0, format!("{expect}\n").as_str()),
-            "idtoken-askpass {prompt:?}"
-        );
+    for (name, h) in helpers(&s) {
+        for (prompt, user, expect) in [
+            (format!("(ci@{HOST}) ID token: "), None, &t[..1000]),
+            (
+                format!("(ci@{HOST}) ID token (part 2): "),
+                None,
+                &t[1000..2000],
+            ),
+            (
+                format!("(ci@{HOST}) ID token (part 3): "),
+                Some("ci"),
+                &t[2000..],
+            ),
+            (format!("(ci@{HOST}) ID token (part 4): "), Some("ci"), ""),
+            // OpenSSH passes the module's prompt with its trailing space, or without.
+            (format!("(ci@{HOST}) ID token:"), Some("ci"), &t[..1000]),
+        ] {
+            let mut c = h.command(&prompt);
+            c.env("IDTOKEN", &t).env("IDTOKEN_HOST", HOST);
+            if let Some(u) = user {
+                c.env("IDTOKEN_USER", u);
+            }
+            let r = run(&mut c);
+            assert_eq!(
+                (r.code, r.stdout.as_str()),
+                (0, format!("{expect}\n").as_str()),
+                "{name} {prompt:?} ({})",
+                r.stderr
+            );
+        }
     }
-    for prompt in [
-        "Password: ",
-        "(ci@login1) Password: ",
-        "Are you sure you want to continue connecting (yes/no)?",
-    ] {
-        let (code, out) = run(Command::new(&link).arg(prompt));
-        assert_ne!(code, 0, "{prompt:?} must be refused");
-        assert!(out.is_empty(), "nothing printed for {prompt:?}");
+}
+
+#[test]
+fn askpass_refuses_other_prompts_hosts_and_accounts() {
+    let s = Sandbox::new("askpass-refuse");
+    let t = token();
+    for (name, h) in helpers(&s) {
+        for (prompt, user, why) in [
+            (
+                "ID token: ".to_string(),
+                None,
+                "a prompt without (user@host)",
+            ),
+            ("Password: ".to_string(), None, "a password prompt"),
+            (
+                format!("(ci@{HOST}) Password: "),
+                None,
+                "a password prompt of the login host",
+            ),
+            (
+                "Are you sure you want to continue connecting (yes/no/[fingerprint])? ".to_string(),
+                None,
+                "the host key question",
+            ),
+            (
+                "(ci@git.example.org) ID token: ".to_string(),
+                None,
+                "another host",
+            ),
+            (
+                format!("(ci@{HOST}.evil) ID token: "),
+                None,
+                "a longer host name",
+            ),
+            (
+                "(ci@login1) ID token: ".to_string(),
+                None,
+                "a shorter host name",
+            ),
+            (
+                format!("(ci@evil.example) x (ci@{HOST}) ID token: "),
+                None,
+                "another host whose prompt quotes the login host",
+            ),
+            (
+                format!("(bob@{HOST}) ID token: "),
+                Some("ci"),
+                "another account",
+            ),
+            (
+                format!("(ci@{HOST}) ID token: "),
+                Some(""),
+                "an empty $IDTOKEN_USER",
+            ),
+            (format!("(ci@{HOST}) ID token (part 0): "), None, "part 0"),
+            (
+                format!("(ci@{HOST}) ID token (part 02): "),
+                None,
+                "a part with a leading zero",
+            ),
+            (
+                format!("(ci@{HOST}) ID token (part 2x): "),
+                None,
+                "a part that is no number",
+            ),
+            (
+                format!("(ci@{HOST}) Your ID token: "),
+                None,
+                "a prompt that contains ID token",
+            ),
+            (
+                format!("(ci@{HOST}) ID token: now"),
+                None,
+                "text after the prompt",
+            ),
+        ] {
+            let mut c = h.command(&prompt);
+            c.env("IDTOKEN", &t).env("IDTOKEN_HOST", HOST);
+            if let Some(u) = user {
+                c.env("IDTOKEN_USER", u);
+            }
+            assert_refused(name, &run(&mut c), why);
+        }
+        let prompt = format!("(ci@{HOST}) ID token: ");
+        let r = run(h.command(&prompt).env("IDTOKEN", &t));
+        assert_refused(name, &r, "no $IDTOKEN_HOST");
+        assert!(r.stderr.contains("IDTOKEN_HOST"), "{name}: {}", r.stderr);
+        let r = run(h
+            .command(&prompt)
+            .env("IDTOKEN", &t)
+            .env("IDTOKEN_HOST", ""));
+        assert_refused(name, &r, "an empty $IDTOKEN_HOST");
+        let r = run(h.command(&prompt).env("IDTOKEN_HOST", HOST));
+        assert_refused(name, &r, "no $IDTOKEN");
+        assert!(r.stderr.contains("IDTOKEN"), "{name}: {}", r.stderr);
+        let r = run(h
+            .command(&prompt)
+            .env("IDTOKEN", "")
+            .env("IDTOKEN_HOST", HOST));
+        assert_refused(name, &r, "an empty $IDTOKEN");
     }
-    let out = Command::new(&link)
-        .arg("ID token: ")
-        .env_remove("IDTOKEN")
-        .output()
-        .unwrap();
-    assert_ne!(out.status.code(), Some(0));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("IDTOKEN"));
 }
