@@ -158,6 +158,9 @@ impl Sshd {
             self.ssh(user, remote_command)
                 .env("SSH_ASKPASS", askpass)
                 .env("SSH_ASKPASS_REQUIRE", "force")
+                // The helpers answer only the login host's prompt (SPEC v2): the host as
+                // the ssh command line names it.
+                .env("IDTOKEN_HOST", "127.0.0.1")
                 .env("IDTOKEN", token),
         )
     }
@@ -170,6 +173,9 @@ impl Sshd {
             self.ssh(user, remote_command)
                 .env("SSH_ASKPASS", askpass)
                 .env("SSH_ASKPASS_REQUIRE", "force")
+                // The helpers answer only the login host's prompt (SPEC v2): the host as
+                // the ssh command line names it.
+                .env("IDTOKEN_HOST", "127.0.0.1")
                 .env("IDTOKEN", token),
         )
     }
