@@ -196,6 +196,18 @@ mod tests {
     }
 
     #[test]
+    fn append_copies_into_a_larger_buffer_only_when_full() {
+        let mut buf = Zeroizing::new(Vec::with_capacity(8));
+        buf.extend_from_slice(b"abcd");
+        let before = buf.as_ptr();
+        append(&mut buf, b"efgh");
+        assert_eq!(buf.as_ptr(), before, "room left: appended in place");
+        append(&mut buf, b"ij");
+        assert_eq!(*buf, b"abcdefghij");
+        assert!(buf.capacity() >= 16, "doubled: {}", buf.capacity());
+    }
+
+    #[test]
     fn no_answer_at_all() {
         let mut s = script(&[]);
         assert!(collect(None, &mut s).is_none());
