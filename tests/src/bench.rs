@@ -22,7 +22,7 @@ use idtoken_core::keystore::{DataProblem, IssuerData};
 use idtoken_core::usermap::UserMap;
 use idtoken_core::uses::{TokenId, UseLedger};
 use jsonwebtoken::{Algorithm, DecodingKey};
-use pam_idtoken::collect::Prompter;
+use pam_idtoken::collect::{Prompter, Secret};
 use pam_idtoken::handle::{Level, PamContext};
 use serde_json::json;
 
@@ -275,8 +275,8 @@ pub struct FakeSession {
 }
 
 impl Prompter for FakeSession {
-    fn prompt(&mut self, _text: &str) -> Option<Vec<u8>> {
-        Some(self.token.clone())
+    fn prompt(&mut self, _text: &str) -> Option<Secret> {
+        Some(Secret::new(self.token.clone()))
     }
 }
 
@@ -290,7 +290,7 @@ impl PamContext for FakeSession {
     fn rhost(&self) -> Option<String> {
         Some("127.0.0.1".to_string())
     }
-    fn cached_authtok(&self) -> Option<Vec<u8>> {
+    fn cached_authtok(&self) -> Option<Secret> {
         None
     }
     fn set_authtok(&mut self, _authtok: &[u8]) {}

@@ -5,18 +5,20 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use jsonwebtoken::Algorithm;
 use serde_json::{Map, Value};
+use zeroize::Zeroizing;
 
 use crate::MAX_TOKEN_BYTES;
 
-/// A token that parsed, but whose signature has not been checked.
+/// A token that parsed, but whose signature has not been checked. The signing input and
+/// signature together are the bearer credential: both are wiped when dropped.
 #[derive(Debug, Clone)]
 pub struct UnverifiedToken {
     pub header: Map<String, Value>,
     pub claims: Map<String, Value>,
     /// `base64url(header) "." base64url(payload)`: what the signature covers.
-    pub signing_input: String,
+    pub signing_input: Zeroizing<String>,
     /// The third part, still base64url.
-    pub signature: String,
+    pub signature: Zeroizing<String>,
 }
 
 impl UnverifiedToken {
@@ -98,8 +100,10 @@ pub fn parse(raw: &str) -> Result<UnverifiedToken, String> {
     if s.is_empty() {
         return Err("the signature part is empty".to_string());
     }
+    // Decoded only to check it is base64url; the decoded signature is wiped as well.
     URL_SAFE_NO_PAD
         .decode(s)
+        .map(Zeroizing::new)
         .map_err(|_| "the signature part is not base64url".to_string())?;
     if header.contains_key("crit") {
         return Err(
@@ -111,12 +115,19 @@ pub fn parse(raw: &str) -> Result<UnverifiedToken, String> {
         Some(_) => return Err("header alg is not a string".to_string()),
         None => return Err("header has no alg".to_string()),
     }
-    let signing_input = format!("{h}.{p}");
+    // Built in a buffer of its final size: `format!` grows its String as it writes and
+    // would leave the freed smaller copies unwiped.
+    let mut signing_input = Zeroizing::new(String::with_capacity(
+        h.len().saturating_add(1).saturating_add(p.len()),
+    ));
+    signing_input.push_str(h);
+    signing_input.push('.');
+    signing_input.push_str(p);
     Ok(UnverifiedToken {
         header,
         claims,
         signing_input,
-        signature: s.to_string(),
+        signature: Zeroizing::new(s.to_string()),
     })
 }
 

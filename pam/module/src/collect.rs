@@ -4,8 +4,15 @@
 //! So while the last answer was 1000-1023 characters long, the module asks for
 //! `ID token (part N): ` and appends the answer, up to the 64 KiB token limit. A single
 //! longer answer (su, non-OpenSSH clients) is taken whole.
+//!
+//! Every answer is a [`Secret`], wiped when dropped, and the token grows only by copying
+//! into a larger wiped buffer: a `Vec` that reallocates would leave the old part behind.
 
 use idtoken_core::MAX_TOKEN_BYTES;
+use zeroize::Zeroizing;
+
+/// An answer from the client (a token, its part, or a password): wiped when dropped.
+pub type Secret = Zeroizing<Vec<u8>>;
 
 pub const FIRST_PROMPT: &str = "ID token: ";
 /// Answers of this many characters or more (up to the cut length) mean "more follows".
@@ -20,13 +27,13 @@ pub fn part_prompt(n: usize) -> String {
 /// How the client is asked; `None` means the conversation failed or gave no answer.
 /// Answers are bytes: a password that is not UTF-8 must reach the next module intact.
 pub trait Prompter {
-    fn prompt(&mut self, text: &str) -> Option<Vec<u8>>;
+    fn prompt(&mut self, text: &str) -> Option<Secret>;
 }
 
 /// What the collection produced.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Collected {
-    pub token: Vec<u8>,
+    pub token: Secret,
     pub parts: usize,
     /// The client stopped answering before the token was complete.
     pub interrupted: bool,
@@ -34,7 +41,7 @@ pub struct Collected {
 
 /// Collects the token. `first` is PAM_AUTHTOK when an earlier module set it (part 1);
 /// otherwise part 1 is prompted for. `None`: not even part 1 could be had.
-pub fn collect(first: Option<Vec<u8>>, prompter: &mut dyn Prompter) -> Option<Collected> {
+pub fn collect(first: Option<Secret>, prompter: &mut dyn Prompter) -> Option<Collected> {
     let first = match first {
         Some(f) => f,
         None => prompter.prompt(FIRST_PROMPT)?,
@@ -54,7 +61,7 @@ pub fn collect(first: Option<Vec<u8>>, prompter: &mut dyn Prompter) -> Option<Co
                 if last_len == 0 {
                     break;
                 }
-                out.token.extend_from_slice(&part);
+                append(&mut out.token, &part);
                 out.parts = n;
             }
             None => {
@@ -64,6 +71,21 @@ pub fn collect(first: Option<Vec<u8>>, prompter: &mut dyn Prompter) -> Option<Co
         }
     }
     Some(out)
+}
+
+/// Appends `part`. When `buf` is full it is first copied into a new buffer of twice the
+/// size (or what is needed), and the old one is wiped as it is dropped: `extend_from_slice`
+/// would let the allocator move it and free the old copy unwiped.
+fn append(buf: &mut Secret, part: &[u8]) {
+    let needed = buf.len().saturating_add(part.len());
+    if needed > buf.capacity() {
+        let mut grown = Zeroizing::new(Vec::with_capacity(
+            needed.max(buf.capacity().saturating_mul(2)),
+        ));
+        grown.extend_from_slice(buf);
+        *buf = grown;
+    }
+    buf.extend_from_slice(part);
 }
 
 /// An answer of exactly the OpenSSH cut length that then failed is most likely a long
@@ -77,12 +99,12 @@ mod tests {
     use super::*;
 
     struct Script {
-        answers: Vec<Option<Vec<u8>>>,
+        answers: Vec<Option<Secret>>,
         prompts: Vec<String>,
     }
 
     impl Prompter for Script {
-        fn prompt(&mut self, text: &str) -> Option<Vec<u8>> {
+        fn prompt(&mut self, text: &str) -> Option<Secret> {
             self.prompts.push(text.to_string());
             if self.answers.is_empty() {
                 None
@@ -96,7 +118,7 @@ mod tests {
         Script {
             answers: answers
                 .iter()
-                .map(|a| a.map(|x| x.as_bytes().to_vec()))
+                .map(|a| a.map(|x| Zeroizing::new(x.as_bytes().to_vec())))
                 .collect(),
             prompts: vec![],
         }
@@ -110,7 +132,7 @@ mod tests {
     fn short_token_is_one_part() {
         let mut s = script(&[Some("a.b.c")]);
         let c = collect(None, &mut s).unwrap();
-        assert_eq!(c.token, b"a.b.c");
+        assert_eq!(*c.token, b"a.b.c");
         assert_eq!(s.prompts, vec!["ID token: "]);
     }
 
@@ -158,7 +180,7 @@ mod tests {
     #[test]
     fn authtok_is_part_one() {
         let mut s = script(&[Some("rest")]);
-        let got = collect(Some(chars(1000).into_bytes()), &mut s).unwrap();
+        let got = collect(Some(Zeroizing::new(chars(1000).into_bytes())), &mut s).unwrap();
         assert_eq!(got.token.len(), 1004);
         assert_eq!(s.prompts, vec!["ID token (part 2): "]);
     }
@@ -171,6 +193,18 @@ mod tests {
         let got = collect(None, &mut s).unwrap();
         assert!(got.token.len() <= MAX_TOKEN_BYTES + 1000);
         assert!(s.prompts.len() < 70);
+    }
+
+    #[test]
+    fn append_copies_into_a_larger_buffer_only_when_full() {
+        let mut buf = Zeroizing::new(Vec::with_capacity(8));
+        buf.extend_from_slice(b"abcd");
+        let before = buf.as_ptr();
+        append(&mut buf, b"efgh");
+        assert_eq!(buf.as_ptr(), before, "room left: appended in place");
+        append(&mut buf, b"ij");
+        assert_eq!(*buf, b"abcdefghij");
+        assert!(buf.capacity() >= 16, "doubled: {}", buf.capacity());
     }
 
     #[test]

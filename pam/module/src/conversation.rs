@@ -1,11 +1,15 @@
 //! The PAM conversation, called directly rather than through pamsm: pamsm's `conv` never
 //! frees the application's response (the token would stay in memory and every login would
-//! leak it). Here each answer is copied, the C buffer wiped and freed.
+//! leak it). Here each answer is copied into a [`Secret`] (wiped when dropped), the C
+//! buffer wiped and freed.
 
 use std::ffi::{CString, c_char, c_int, c_void};
 use std::ptr;
 
 use pamsm::Pam;
+use zeroize::Zeroizing;
+
+use crate::collect::Secret;
 
 const PAM_SUCCESS: c_int = 0;
 const PAM_CONV: c_int = 5;
@@ -60,7 +64,7 @@ fn raw_handle(pamh: &Pam) -> *const c_void {
 }
 
 /// Asks one question with echo off; `None` if there is no conversation or it failed.
-pub fn prompt_echo_off(pamh: &Pam, text: &str) -> Option<Vec<u8>> {
+pub fn prompt_echo_off(pamh: &Pam, text: &str) -> Option<Secret> {
     converse(pamh, PAM_PROMPT_ECHO_OFF, text)
 }
 
@@ -69,7 +73,7 @@ pub fn error_message(pamh: &Pam, text: &str) {
     let _ = converse(pamh, PAM_ERROR_MSG, text);
 }
 
-fn converse(pamh: &Pam, style: c_int, text: &str) -> Option<Vec<u8>> {
+fn converse(pamh: &Pam, style: c_int, text: &str) -> Option<Secret> {
     let message_text = CString::new(text).ok()?;
     let mut conv_item: *const c_void = ptr::null();
     // SAFETY: a valid handle from libpam; PAM_CONV yields a `struct pam_conv *`.
@@ -101,7 +105,7 @@ fn converse(pamh: &Pam, style: c_int, text: &str) -> Option<Vec<u8>> {
 /// # Safety
 /// `responses` is null or a malloc'd array of one `PamResponse` whose `resp` is null or a
 /// malloc'd NUL-terminated string (the PAM conversation contract).
-unsafe fn take_response(responses: *mut PamResponse) -> Option<Vec<u8>> {
+unsafe fn take_response(responses: *mut PamResponse) -> Option<Secret> {
     if responses.is_null() {
         return None;
     }
@@ -112,8 +116,9 @@ unsafe fn take_response(responses: *mut PamResponse) -> Option<Vec<u8>> {
     } else {
         // SAFETY: NUL-terminated per the contract.
         let len = unsafe { libc::strlen(resp) };
-        // SAFETY: `len` bytes are readable.
-        let bytes = unsafe { std::slice::from_raw_parts(resp.cast::<u8>(), len) }.to_vec();
+        // SAFETY: `len` bytes are readable. `to_vec` allocates exactly `len`: no regrowth.
+        let bytes =
+            Zeroizing::new(unsafe { std::slice::from_raw_parts(resp.cast::<u8>(), len) }.to_vec());
         // SAFETY: the buffer is ours to wipe and free; explicit_bzero is not optimised away.
         unsafe {
             libc::explicit_bzero(resp.cast::<c_void>(), len);

@@ -1,11 +1,13 @@
 //! What a hook needs from the PAM handle, as a small trait: the real handle implements it
-//! through pamsm, and the hook tests implement it with a scripted fake.
+//! through pamsm, and the hook tests implement it with a scripted fake. Answers and
+//! PAM_AUTHTOK copies are [`Secret`]s, wiped when dropped.
 
 use std::ffi::{CStr, CString};
 
 use pamsm::{LogLvl, Pam, PamLibExt};
+use zeroize::Zeroizing;
 
-use crate::collect::Prompter;
+use crate::collect::{Prompter, Secret};
 use crate::conversation;
 
 /// Severity of a log line (mapped to syslog levels, facility authpriv).
@@ -24,7 +26,7 @@ pub trait PamContext: Prompter {
     fn service(&self) -> Option<String>;
     fn rhost(&self) -> Option<String>;
     /// PAM_AUTHTOK when an earlier module set it.
-    fn cached_authtok(&self) -> Option<Vec<u8>>;
+    fn cached_authtok(&self) -> Option<Secret>;
     /// Hands the answer on to later modules (pam_unix try_first_pass).
     fn set_authtok(&mut self, authtok: &[u8]);
     fn error_message(&mut self, text: &str);
@@ -44,7 +46,7 @@ fn text(item: Result<Option<&CStr>, pamsm::PamError>) -> Option<String> {
 }
 
 impl Prompter for PamHandleContext<'_> {
-    fn prompt(&mut self, text: &str) -> Option<Vec<u8>> {
+    fn prompt(&mut self, text: &str) -> Option<Secret> {
         conversation::prompt_echo_off(self.pamh, text)
     }
 }
@@ -62,18 +64,27 @@ impl PamContext for PamHandleContext<'_> {
         text(self.pamh.get_rhost())
     }
 
-    fn cached_authtok(&self) -> Option<Vec<u8>> {
+    fn cached_authtok(&self) -> Option<Secret> {
         self.pamh
             .get_cached_authtok()
             .ok()
             .flatten()
-            .map(|c| c.to_bytes().to_vec())
+            .map(|c| Zeroizing::new(c.to_bytes().to_vec()))
             .filter(|b| !b.is_empty())
     }
 
     fn set_authtok(&mut self, authtok: &[u8]) {
-        if let Ok(c) = CString::new(authtok) {
-            let _ = self.pamh.set_authtok(&c);
+        // libpam keeps its own copy (and wipes it at pam_end); ours is wiped on drop. The
+        // buffer is sized for the NUL so CString::new neither grows nor shrinks it, and a
+        // refused answer (an inner NUL) is wiped too.
+        let mut bytes = Vec::with_capacity(authtok.len().saturating_add(1));
+        bytes.extend_from_slice(authtok);
+        match CString::new(bytes) {
+            Ok(c) => {
+                let c = Zeroizing::new(c);
+                let _ = self.pamh.set_authtok(&c);
+            }
+            Err(e) => drop(Zeroizing::new(e.into_vec())),
         }
     }
 

@@ -264,7 +264,7 @@ struct CutWatch<'a> {
 }
 
 impl collect::Prompter for CutWatch<'_> {
-    fn prompt(&mut self, text: &str) -> Option<Vec<u8>> {
+    fn prompt(&mut self, text: &str) -> Option<collect::Secret> {
         let answer = self.ctx.prompt(text);
         if self.answers == 0
             && answer

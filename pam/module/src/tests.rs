@@ -27,7 +27,7 @@ use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use pamsm::PamError;
 use serde_json::{Value, json};
 
-use crate::collect::{OPENSSH_CUT, Prompter};
+use crate::collect::{OPENSSH_CUT, Prompter, Secret};
 use crate::handle::{Level, PamContext};
 use crate::hooks::{GENERIC_REFUSAL, Uses, World, authenticate_with};
 
@@ -148,12 +148,12 @@ impl Drop for Script {
 }
 
 impl Prompter for Script {
-    fn prompt(&mut self, text: &str) -> Option<Vec<u8>> {
+    fn prompt(&mut self, text: &str) -> Option<Secret> {
         match self.next(&format!("prompt({text:?})")) {
             Event::Prompt(want, Answer(answer)) => {
                 assert_eq!(text, want, "prompt text");
                 self.remember(&answer);
-                answer
+                answer.map(Secret::new)
             }
             other => panic!("expected {other:?}, got prompt({text:?})"),
         }
@@ -182,11 +182,11 @@ impl PamContext for Script {
         }
     }
 
-    fn cached_authtok(&self) -> Option<Vec<u8>> {
+    fn cached_authtok(&self) -> Option<Secret> {
         match self.next("cached_authtok()") {
             Event::CachedAuthtok(Answer(a)) => {
                 self.remember(&a);
-                a
+                a.map(Secret::new)
             }
             other => panic!("expected {other:?}, got cached_authtok()"),
         }
