@@ -232,21 +232,37 @@ fn jwks_url_skips_discovery() {
     assert_eq!(site.server.hits(), 1, "discovery must not be asked");
 }
 
+/// Security review 2, finding 2: a local user who binds a loopback port could hand refresh
+/// their own keys over plain http. Plain http is refused everywhere now, loopback
+/// included: the config is invalid, nothing is fetched, the cache stays as it was.
 #[test]
-fn plain_http_only_to_loopback() {
+fn plain_http_is_refused_loopback_included() {
     let site = Site::new("refresh-http");
     let plain = Server::plain();
     plain.set("/keys", Reply::json(&keys::jwks(&[Key::A])));
-    let config = site.config_with("", &format!("jwks_url = \"{}/keys\"", plain.url()));
-    let out = refresh(&config);
-    assert_eq!(code(&out), 0, "stderr: {}", stderr(&out));
-
     let good = site.seed(&[Key::B]);
-    let config = site.config_with("", "jwks_url = \"http://gitlab.invalid/keys\"");
-    let out = refresh(&config);
-    assert_eq!(code(&out), 1);
-    assert!(stderr(&out).contains("plain http"), "{}", stderr(&out));
-    assert_eq!(std::fs::read(site.cache()).expect("cache"), good);
+    for jwks_url in [
+        format!("{}/keys", plain.url()),
+        "http://gitlab.invalid/keys".to_string(),
+    ] {
+        let config = site.config_with("", &format!("jwks_url = \"{jwks_url}\""));
+        let out = refresh(&config);
+        assert_ne!(code(&out), 0, "{jwks_url}: {}", stderr(&out));
+        assert!(stderr(&out).contains("plain http"), "{}", stderr(&out));
+        assert_eq!(std::fs::read(site.cache()).expect("cache"), good);
+        let check = Command::new(idtoken_bin())
+            .args(["config", "check", "--config"])
+            .arg(&config)
+            .output()
+            .expect("idtoken config check");
+        assert_eq!(check.status.code(), Some(2), "{jwks_url}");
+        assert!(
+            String::from_utf8_lossy(&check.stderr).contains("plain http"),
+            "{}",
+            String::from_utf8_lossy(&check.stderr)
+        );
+    }
+    assert_eq!(plain.hits(), 0, "the http server must never be asked");
 }
 
 #[test]
@@ -898,4 +914,105 @@ fn real_gitlab_documents_refresh_and_verify() {
     let d = last_json_line(&out.stdout);
     assert!(code(&out) == 0 || code(&out) == 1, "{d}");
     assert_eq!(d["verified"], true, "{d}");
+}
+
+/// Security review 2, finding 7: a user-writable ca_file let a local user add a root CA.
+/// It is read with the config's rules now: refresh fails for that issuer without fetching,
+/// and status names the problem.
+#[test]
+fn a_ca_file_others_can_write_is_refused_and_reported() {
+    let site = Site::new("refresh-ca-unsafe");
+    site.publish(&[Key::B]);
+    let good = site.seed(&[Key::A]);
+    let config = site.config();
+    set_mode(&site.sb.path("ca.pem"), 0o666);
+    let out = refresh(&config);
+    assert_eq!(code(&out), 1, "{}", stderr(&out));
+    assert!(stderr(&out).contains("chmod go-w"), "{}", stderr(&out));
+    assert_eq!(
+        site.server.hits(),
+        0,
+        "nothing may be fetched with that trust"
+    );
+    assert_eq!(std::fs::read(site.cache()).expect("cache"), good);
+    let (rc, st) = status_json(&config);
+    assert_eq!(rc, 1, "{st}");
+    assert!(
+        st["issuers"][0]["problems"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p["code"] == "ca_file"),
+        "{st}"
+    );
+    set_mode(&site.sb.path("ca.pem"), 0o644);
+    assert_eq!(code(&refresh(&config)), 0);
+    assert_eq!(status_json(&config).0, 0);
+}
+
+/// Security review 2, finding 13: whoever can write the cache's directory can swap an older
+/// cache (with a withdrawn key) back in. Such a directory is refused by the login path
+/// (check exits 2), by status, and by refresh, which writes nothing there.
+#[test]
+fn a_cache_directory_others_can_write_is_refused_everywhere() {
+    let site = Site::new("refresh-dir-unsafe");
+    site.publish(&[Key::B]);
+    let good = site.seed(&[Key::A]);
+    let config = site.config();
+    set_mode(&site.sb.dir, 0o777);
+    let (rc, d) = check(&config, &site.sb, &site.token(Key::A));
+    assert_eq!(rc, 2, "{d}");
+    let (rc, st) = status_json(&config);
+    assert_eq!(
+        (rc, st["issuers"][0]["problems"][0]["code"].as_str()),
+        (1, Some("unsafe_mode")),
+        "{st}"
+    );
+    let out = refresh(&config);
+    assert_eq!(code(&out), 1, "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("directory is not safe"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(std::fs::read(site.cache()).expect("cache"), good);
+    // Sticky, like /tmp: nobody can replace what root owns in it. The token's account does
+    // not exist, so a usable cache takes the decision past the signature to the account.
+    set_mode(&site.sb.dir, 0o1777);
+    let (_, d) = check(&config, &site.sb, &site.token(Key::A));
+    assert_eq!(d["reason"], "account_invalid", "{d}");
+    set_mode(&site.sb.dir, 0o755);
+}
+
+/// Security review 2, finding 12: a retired-at stamp in the future (a refresh run while the
+/// clock was ahead) kept a withdrawn key trusted for the clock error. The login path
+/// refuses the key, and status flags the cache.
+#[test]
+fn a_retired_stamp_in_the_future_is_refused_and_flagged() {
+    let site = Site::new("refresh-future-stamp");
+    let config = site.config();
+    let mut doc = keys::jwks(&[Key::A]);
+    doc["keys"][0][RETIRED_AT] = json!(now() + 3 * 3600);
+    site.sb
+        .write("gitlab.jwks.json", doc.to_string().as_bytes());
+    let (rc, d) = check(&config, &site.sb, &site.token(Key::A));
+    assert_eq!((rc, d["reason"].as_str()), (1, Some("unknown_key")), "{d}");
+    assert!(d.to_string().contains("later than now"), "{d}");
+    let (rc, st) = status_json(&config);
+    assert_eq!(rc, 1, "{st}");
+    assert!(
+        st["issuers"][0]["problems"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p["code"] == "retired_in_future"),
+        "{st}"
+    );
+    // Within the leeway the stamp is honoured: the key verifies (the token's account does
+    // not exist, so the decision ends at the account).
+    doc["keys"][0][RETIRED_AT] = json!(now() + 30);
+    site.sb
+        .write("gitlab.jwks.json", doc.to_string().as_bytes());
+    let (_, d) = check(&config, &site.sb, &site.token(Key::A));
+    assert_eq!(d["reason"], "account_invalid", "{d}");
 }
