@@ -1096,3 +1096,49 @@ fn config_check_and_inspect() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
 }
+
+/// Security review 2, finding 6: `inspect` printed claim and header names raw, so a token
+/// could clear the admin's screen, move the cursor or set the terminal title, and U+2028,
+/// zero-width and BOM characters reached the output. Names and values, in both output
+/// forms, now come without any Cc, Cf, Zl or Zp character.
+#[test]
+fn inspect_prints_no_control_or_format_character_from_the_token() {
+    let s = Sandbox::new("inspect-clean");
+    let hostile = [
+        "\u{1b}]0;pwned\u{7}",
+        "\u{1b}[2J",
+        "\u{9b}31m",
+        "\u{2028}",
+        "\u{200b}",
+        "\u{feff}",
+        "\u{202e}",
+        "\u{61c}",
+    ];
+    let mut claims = gitlab_claims("alice");
+    for (n, h) in hostile.iter().enumerate() {
+        claims[format!("name{n}{h}")] = json!(format!("value{n}{h}"));
+    }
+    let token = mint(&claims);
+    let tf = s.token_file("t.jwt", &token);
+    for json_out in [false, true] {
+        let mut cmd = cli::idtoken(&s);
+        cmd.args(["inspect", "--token-file"]).arg(&tf);
+        if json_out {
+            cmd.arg("--json");
+        }
+        let out = cmd.output().unwrap();
+        assert_eq!(out.status.code(), Some(0));
+        let text = String::from_utf8(out.stdout).unwrap();
+        let bad: Vec<String> = text
+            .chars()
+            .filter(|c| *c != '\n' && idtoken_core::sanitize::is_removed(*c))
+            .map(|c| format!("U+{:04X}", c as u32))
+            .collect();
+        assert!(bad.is_empty(), "json={json_out}: {bad:?} in\n{text}");
+        // What is left of the names is still shown.
+        assert!(
+            text.contains("name0]0;pwned") && text.contains("value7"),
+            "{text}"
+        );
+    }
+}
