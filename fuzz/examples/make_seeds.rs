@@ -3,7 +3,7 @@
 //!
 //!     cargo run --manifest-path fuzz/Cargo.toml --release --example make_seeds
 //!
-//! Tokens are minted as the tests mint them (tests/src/keys.rs: the same keys, issuer,
+//! Tokens are minted as the tests mint them (idtoken_testkit::keys: the same keys, issuer,
 //! audience and GitLab-shaped claims), one per step of the decision order; the real GitLab
 //! tokens of tests/fixtures/gitlab-real are copied as they are. Configs are the shipped
 //! packaging/idtoken.toml, the SPEC's example, the harness's own, and broken ones; key caches

@@ -127,10 +127,8 @@ impl TestAccount {
         groups: &'static [&'static str],
     ) -> TestAccount {
         TestAccount {
-            name,
-            uid,
-            listed_in: &[],
             nested_in: groups,
+            ..TestAccount::listed(name, uid, &[])
         }
     }
 
