@@ -299,3 +299,52 @@ impl UseLedger for Ledger {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use idtoken_core::config::Config;
+    use idtoken_core::usermap;
+
+    /// Keys by url, the unusable cache of an unknown issuer, and the user map handed only to
+    /// an issuer that configures one (as the disk-backed store would read only its file).
+    #[test]
+    fn memory_keys_answer_by_issuer_and_map_users_only_where_configured() {
+        let cfg = Config::parse(
+            "[[issuer]]\nname = \"mapped\"\nurl = \"https://a.example\"\naudiences = [\"x\"]\n\
+             user_map = \"/nonexistent/map\"\n\n\
+             [[issuer]]\nname = \"plain\"\nurl = \"https://b.example\"\naudiences = [\"x\"]\n",
+        )
+        .unwrap();
+        let (mapped, plain) = (&cfg.issuers[0], &cfg.issuers[1]);
+        let map = usermap::parse(b"alice bob\n").unwrap();
+        let keys = MemoryKeys::by_issuer(vec![("https://a.example".into(), key_set(&[Key::A]))])
+            .with_user_map(map.clone());
+        assert_eq!(keys.keys(mapped).unwrap().keys.len(), 1);
+        let unknown = keys.keys(plain);
+        assert!(
+            matches!(&unknown, Err(DataProblem::Invalid { why, .. }) if why == NO_KEYS),
+            "{unknown:?}"
+        );
+        assert_eq!(keys.user_map(mapped).unwrap(), Some(map));
+        assert_eq!(keys.user_map(plain).unwrap(), None);
+    }
+
+    /// getgrnam sees the listed memberships only; getgrouplist sees both kinds, listed first.
+    #[test]
+    fn account_table_separates_listed_and_nested_groups() {
+        const ONE: &[TestAccount] = &[TestAccount::listed("a", 1001, &["a"])];
+        let table = AccountTable::new(ONE).with(TestAccount {
+            name: "a",
+            uid: 1002,
+            listed_in: &["a"],
+            nested_in: &["deep"],
+        });
+        let a = table.account("a").unwrap();
+        assert_eq!((a.uid, a.gid), (1002, 1002), "with() replaces by name");
+        assert!(table.listed_in(&a, "a"));
+        assert!(!table.listed_in(&a, "deep"));
+        assert_eq!(table.group_names(&a), ["a", "deep"]);
+        assert!(table.account("b").is_none());
+    }
+}
