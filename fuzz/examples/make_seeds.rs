@@ -3,7 +3,7 @@
 //!
 //!     cargo run --manifest-path fuzz/Cargo.toml --release --example make_seeds
 //!
-//! Tokens are minted as the tests mint them (tests/src/keys.rs: the same keys, issuer,
+//! Tokens are minted as the tests mint them (idtoken_testkit::keys: the same keys, issuer,
 //! audience and GitLab-shaped claims), one per step of the decision order; the real GitLab
 //! tokens of tests/fixtures/gitlab-real are copied as they are. Configs are the shipped
 //! packaging/idtoken.toml, the SPEC's example, the harness's own, and broken ones; key caches
@@ -14,8 +14,8 @@ use std::path::{Path, PathBuf};
 
 use idtoken_core::uses::TokenId;
 use idtoken_fuzz::{
-    self as h, ACCOUNT_CLAIM, ISSUER, NOW, SERVICE_CLAIM, SigningKey, b64, gitlab_claims, header,
-    sign_a, sign_bytes,
+    self as h, ACCOUNT_CLAIM, ISSUER, Key, NOW, SERVICE_CLAIM, b64, gitlab_claims, header,
+    mint_bytes, sign_bytes,
 };
 use jsonwebtoken::Algorithm;
 use serde_json::{Value, json};
@@ -51,7 +51,7 @@ fn with(mut c: Value, pairs: &[(&str, Value)]) -> Value {
     c
 }
 
-/// A jti whose use-ledger digest makes the fake ledger answer `prefix` (see fakes::Ledger).
+/// A jti whose use-ledger digest makes the fake ledger answer `prefix` (see idtoken_testkit::fakes::Ledger::by_digest).
 fn jti_with_digest(prefix: &str) -> String {
     (0..100_000)
         .map(|n| format!("jti-{prefix}-{n}"))
@@ -247,41 +247,41 @@ fn token_seeds(dir: &Path) {
         write(
             dir,
             &format!("{name}.jwt"),
-            sign_a(c.to_string().as_bytes()).as_bytes(),
+            mint_bytes(c.to_string().as_bytes(), Key::A).as_bytes(),
         );
     }
     let alice = gitlab_claims("alice").to_string();
-    let signed = |alg_name: &str, kid: &str, key: SigningKey, alg: Algorithm| {
+    let signed = |alg_name: &str, kid: &str, key: Key, alg: Algorithm| {
         sign_bytes(&header(alg_name, kid), alice.as_bytes(), key, alg)
     };
     let cases: Vec<(&str, String)> = vec![
         (
             "allow-key-b-withdrawn-in-grace",
-            signed("RS256", "test-b", SigningKey::B, Algorithm::RS256),
+            signed("RS256", "test-b", Key::B, Algorithm::RS256),
         ),
         (
             "allow-4096-ps256",
-            signed("PS256", "test-4096", SigningKey::Rsa4096, Algorithm::PS256),
+            signed("PS256", "test-4096", Key::Rsa4096, Algorithm::PS256),
         ),
         (
             "allow-ec-es256",
-            signed("ES256", "test-ec", SigningKey::Ec, Algorithm::ES256),
+            signed("ES256", "test-ec", Key::Ec, Algorithm::ES256),
         ),
         (
             "allow-ed25519-eddsa",
-            signed("EdDSA", "test-ed", SigningKey::Ed, Algorithm::EdDSA),
+            signed("EdDSA", "test-ed", Key::Ed, Algorithm::EdDSA),
         ),
         (
             "deny-key-withdrawn",
-            signed("RS256", "test-a-old", SigningKey::A, Algorithm::RS256),
+            signed("RS256", "test-a-old", Key::A, Algorithm::RS256),
         ),
         (
             "deny-key-alg-mismatch",
-            signed("PS256", "test-a", SigningKey::A, Algorithm::PS256),
+            signed("PS256", "test-a", Key::A, Algorithm::PS256),
         ),
         (
             "deny-alg-rs512",
-            signed("RS512", "test-a", SigningKey::A, Algorithm::RS512),
+            signed("RS512", "test-a", Key::A, Algorithm::RS512),
         ),
         (
             "deny-small-key",
@@ -326,7 +326,7 @@ fn token_seeds(dir: &Path) {
             sign_bytes(
                 br#"{"alg":"RS256","kid":"test-a","crit":["exp"]}"#,
                 alice.as_bytes(),
-                SigningKey::A,
+                Key::A,
                 Algorithm::RS256,
             ),
         ),
@@ -335,7 +335,7 @@ fn token_seeds(dir: &Path) {
             sign_bytes(
                 br#"{"alg":"RS256","kid":"evil","jku":"https://evil.example/jwks"}"#,
                 alice.as_bytes(),
-                SigningKey::A,
+                Key::A,
                 Algorithm::RS256,
             ),
         ),
@@ -344,7 +344,7 @@ fn token_seeds(dir: &Path) {
             sign_bytes(
                 br#"{"alg":"RS256"}"#,
                 alice.as_bytes(),
-                SigningKey::A,
+                Key::A,
                 Algorithm::RS256,
             ),
         ),
@@ -353,7 +353,7 @@ fn token_seeds(dir: &Path) {
             sign_bytes(
                 b"{ \"alg\" : \"RS256\", \"kid\" : \"test-a\" }",
                 alice.as_bytes(),
-                SigningKey::A,
+                Key::A,
                 Algorithm::RS256,
             ),
         ),
@@ -362,8 +362,8 @@ fn token_seeds(dir: &Path) {
         write(dir, &format!("{name}.jwt"), t.as_bytes());
     }
     // A signature that does not match: key A's signature over other claims.
-    let good = sign_a(alice.as_bytes());
-    let other = sign_a(gitlab_claims("bob").to_string().as_bytes());
+    let good = mint_bytes(alice.as_bytes(), Key::A);
+    let other = mint_bytes(gitlab_claims("bob").to_string().as_bytes(), Key::A);
     let (input, _) = good.rsplit_once('.').unwrap_or_default();
     let (_, sig) = other.rsplit_once('.').unwrap_or_default();
     write(

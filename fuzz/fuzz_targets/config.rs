@@ -9,7 +9,7 @@
 //! the fuzzed config equals the reference decision; a parsed key set has unique kids, at
 //! most 64 keys and no RSA key under 2048 bits.
 //!
-//! The body is `idtoken_fuzz::targets::config` (fuzz/src/targets.rs).
+//! The body is `idtoken_fuzz::targets::config` (pam/testkit/src/fuzz/targets.rs).
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;

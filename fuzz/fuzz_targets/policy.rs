@@ -4,7 +4,7 @@
 //! build's instrumentation) so that every input gets past the signature into the claim
 //! checks and the rules.
 //!
-//! Checks, each against the reference in `idtoken_fuzz::oracle`:
+//! Checks, each against the reference in `idtoken_testkit::fuzz::oracle`:
 //! - `glob::matches` on fuzzed patterns and texts (the two lines, and the claims' texts);
 //! - `policy::token_conditions` of every configured rule on the claims;
 //! - the whole decision on the signed token: malformed exactly when the payload is not a
@@ -12,7 +12,7 @@
 //!   issuers (they accept RS256 only), and the same verdict and granting rule as the
 //!   reference.
 //!
-//! The body is `idtoken_fuzz::targets::policy` (fuzz/src/targets.rs).
+//! The body is `idtoken_fuzz::targets::policy` (pam/testkit/src/fuzz/targets.rs).
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;

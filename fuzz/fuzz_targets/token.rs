@@ -4,10 +4,10 @@
 //! Invariants: no panic; `verified` exactly when the decision got past the signature; an
 //! allow only for a token that parses, verifies and has no reason; audit line and trace free
 //! of control characters; and the verdict equals the reference decision of the SPEC
-//! (`idtoken_fuzz::oracle`), which re-checks parsing, issuer, algorithm, key, signature (with
+//! (`idtoken_testkit::fuzz::oracle`), which re-checks parsing, issuer, algorithm, key, signature (with
 //! keys it reads itself), claims and rules independently.
 //!
-//! The body is `idtoken_fuzz::targets::token` (fuzz/src/targets.rs).
+//! The body is `idtoken_fuzz::targets::token` (pam/testkit/src/fuzz/targets.rs).
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;

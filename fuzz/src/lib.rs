@@ -1,21 +1,13 @@
-//! The fuzz harness shared by the targets in `fuzz_targets/`: a fixed configuration, in-memory
-//! fakes for everything `idtoken_core::decision::evaluate` reads from outside (issuer keys and
-//! user map, accounts, the use ledger), token signing with test keys, and a reference
-//! implementation of the SPEC's decision order ([`oracle`]) that every decision is compared
-//! with. A disagreement, a panic, or a broken invariant is a crash for libFuzzer.
-//!
-//! Nothing here touches the file system or the network, and "now" is fixed ([`NOW`]), so a
-//! crash replays exactly. The target bodies are in [`targets`]; pam/core/tests/
-//! fuzz_regressions.rs includes the modules below to replay inputs the same way.
+//! The fuzz targets' library: the harness itself (fixed world, in-memory stand-ins, token
+//! signing, invariants, the reference decision and the target bodies) is
+//! `idtoken_testkit::fuzz`, shared with pam/core/tests/fuzz_regressions.rs so that an input
+//! replays there exactly as here; this crate re-exports it for fuzz_targets/*.rs and
+//! examples/make_seeds.rs, and tests that the harness reaches every kind of decision.
 
-pub mod checks;
-pub mod fakes;
-pub mod fixtures;
-pub mod oracle;
-pub mod targets;
-
-pub use checks::*;
-pub use fixtures::*;
+pub use idtoken_testkit::fuzz::checks::*;
+pub use idtoken_testkit::fuzz::world::*;
+pub use idtoken_testkit::fuzz::{checks, oracle, targets, world};
+pub use idtoken_testkit::keys::{Key, b64, gitlab_claims, header, mint_bytes, sign_bytes};
 
 #[cfg(test)]
 mod tests {
@@ -34,7 +26,7 @@ mod tests {
     }
 
     fn mint(claims: &Value) -> String {
-        sign_a(claims.to_string().as_bytes())
+        mint_bytes(claims.to_string().as_bytes(), Key::A)
     }
 
     #[test]
@@ -55,10 +47,10 @@ mod tests {
         let d = run(&mint(&c));
         assert_eq!(d.rule.as_deref(), Some("deploy"), "{:#?}", d.rules);
         for (key, alg, name) in [
-            (SigningKey::B, Algorithm::RS256, "RS256"),
-            (SigningKey::Rsa4096, Algorithm::PS256, "PS256"),
-            (SigningKey::Ec, Algorithm::ES256, "ES256"),
-            (SigningKey::Ed, Algorithm::EdDSA, "EdDSA"),
+            (Key::B, Algorithm::RS256, "RS256"),
+            (Key::Rsa4096, Algorithm::PS256, "PS256"),
+            (Key::Ec, Algorithm::ES256, "ES256"),
+            (Key::Ed, Algorithm::EdDSA, "EdDSA"),
         ] {
             let t = sign_bytes(
                 &header(name, key.kid()),
@@ -71,7 +63,7 @@ mod tests {
         let t = sign_bytes(
             &header("RS256", "test-a-old"),
             gitlab_claims("alice").to_string().as_bytes(),
-            SigningKey::A,
+            Key::A,
             Algorithm::RS256,
         );
         assert_eq!(run(&t).reason(), Some(Reason::UnknownKey));
@@ -83,9 +75,9 @@ mod tests {
     fn cost_of_a_signed_decision() {
         let claims = gitlab_claims("alice").to_string();
         for (key, alg, name) in [
-            (SigningKey::A, Algorithm::RS256, "RS256"),
-            (SigningKey::Ec, Algorithm::ES256, "ES256"),
-            (SigningKey::Ed, Algorithm::EdDSA, "EdDSA"),
+            (Key::A, Algorithm::RS256, "RS256"),
+            (Key::Ec, Algorithm::ES256, "ES256"),
+            (Key::Ed, Algorithm::EdDSA, "EdDSA"),
         ] {
             let start = std::time::Instant::now();
             for _ in 0..20 {

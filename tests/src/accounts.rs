@@ -4,23 +4,31 @@
 
 use std::path::{Path, PathBuf};
 
+use idtoken_testkit::fakes::TestAccount;
+use idtoken_testkit::site;
+
 use crate::sandbox::set_mode;
 
 /// The password of every test user that has one (for pam_unix fall-through tests).
 pub const PASSWORD: &str = "correct-horse-battery";
 const PASSWORD_HASH: &str = "$6$idtokentestsalt$mBC/NTXZwPOSC6zG9nrPUEvWkrOXq1g9BM8Hvfx6IPi7mijJa2LZ18fUT1GqDo4/2vPbQHg.DLQa9Tl5CiTJY0";
 
-/// (name, uid) of the test users; each has a primary group of the same name and id.
-pub const USERS: [(&str, u32); 6] = [
-    ("alice", 2001),
-    ("bob", 2002),
-    ("svc-deploy", 2003),
-    ("carol", 2004),
-    ("runner", 2005),
-    ("lowuid", 999),
-];
+/// (name, uid) of the test users; each has a primary group of the same name and id. The
+/// accounts are the test kit's standard site (`idtoken_testkit::site::USERS`), whose
+/// in-memory table the benchmarks' decision uses: NSS here and the table there agree.
+pub const USERS: [(&str, u32); 6] = name_and_uid(site::USERS);
 /// A group carol is a member of (and alice is not).
-pub const HPC_CI_GROUP: (&str, u32) = ("hpc-ci", 2100);
+pub use idtoken_testkit::site::HPC_CI_GROUP;
+
+const fn name_and_uid<const N: usize>(table: &[TestAccount]) -> [(&'static str, u32); N] {
+    let mut out = [("", 0); N];
+    let mut i = 0;
+    while i < N {
+        out[i] = (table[i].name, table[i].uid);
+        i += 1;
+    }
+    out
+}
 
 /// Writes passwd, group and shadow into `dir/etc` and returns that directory.
 pub fn write_etc(dir: &Path) -> PathBuf {
@@ -54,7 +62,13 @@ pub fn write_etc(dir: &Path) -> PathBuf {
         group.push_str(&format!("{name}:x:{uid}:\n"));
         shadow.push_str(&format!("{name}:{PASSWORD_HASH}:19000:0:99999:7:::\n"));
     }
-    group.push_str(&format!("{}:x:{}:carol\n", HPC_CI_GROUP.0, HPC_CI_GROUP.1));
+    let (hpc_ci, gid) = HPC_CI_GROUP;
+    let members: Vec<&str> = site::USERS
+        .iter()
+        .filter(|a| a.listed_in.contains(&hpc_ci))
+        .map(|a| a.name)
+        .collect();
+    group.push_str(&format!("{hpc_ci}:x:{gid}:{}\n", members.join(",")));
     for (f, text, mode) in [
         ("passwd", passwd, 0o644),
         ("group", group, 0o644),

@@ -14,180 +14,20 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
-use idtoken_core::accounts::{Account, AccountSource};
-use idtoken_core::config::Config;
-use idtoken_core::decision::{self, Decision, Env, Request, UseMode};
-use idtoken_core::jwks::{self, KeySet};
-use idtoken_core::keystore::{DataProblem, IssuerData};
-use idtoken_core::usermap::UserMap;
-use idtoken_core::uses::{TokenId, UseLedger};
-use jsonwebtoken::{Algorithm, DecodingKey};
 use pam_idtoken::collect::{Prompter, Secret};
 use pam_idtoken::handle::{Level, PamContext};
-use serde_json::json;
 
-use crate::keys::{self, Key, with};
+use crate::keys;
 use crate::libpam::Handle;
 use crate::sandbox::set_mode;
 
-/// The account the benchmark token logs in as: a test account (uid 2004) in `hpc-ci`.
-pub const ACCOUNT: &str = "carol";
-pub const SERVICE: &str = "sshd";
-
-/// The site config of every scenario; `{STATE}` and `{CACHE}` are filled in.
-const CONFIG: &str = include_str!("../fixtures/bench/idtoken.toml");
-
-/// The config text for a cache and state directory.
-pub fn config_text(cache: &Path, state: &Path) -> String {
-    CONFIG
-        .replace("{STATE}", &state.display().to_string())
-        .replace("{CACHE}", &cache.display().to_string())
-}
-
-/// The key cache: the issuer's current key (A) and a second, larger one.
-pub fn key_cache_json() -> String {
-    keys::jwks(&[Key::Rsa4096, Key::A]).to_string()
-}
-
-/// A GitLab-shaped token for [`ACCOUNT`], issued at `now`, valid for a day.
-pub fn token(now: i64) -> String {
-    let c = keys::gitlab_claims(ACCOUNT);
-    let c = with(c, "iat", json!(now));
-    let c = with(c, "nbf", json!(now - 5));
-    let c = with(c, "exp", json!(now + 86_000));
-    keys::mint(&c)
-}
+// The scenario's accounts, config, key cache and token, and the two in-memory measurements,
+// are the test kit's standard site: pam/core/benches/verify.rs measures the same.
+pub use idtoken_testkit::site::{
+    ACCOUNT, Decide, RawVerify, SERVICE, config_text, key_cache_json, token,
+};
 
 pub use crate::keys::now;
-
-/// The signature check alone, with the workspace's jsonwebtoken backend and a key built
-/// once: the unavoidable cost every other figure is a ratio to.
-pub struct RawVerify {
-    key: DecodingKey,
-    signing_input: String,
-    signature: String,
-}
-
-impl RawVerify {
-    pub fn new() -> RawVerify {
-        let t = token(keys::NOW);
-        let (input, sig) = t.rsplit_once('.').unwrap();
-        let jwk: jsonwebtoken::jwk::Jwk = serde_json::from_value(Key::A.jwk()).unwrap();
-        RawVerify {
-            key: DecodingKey::from_jwk(&jwk).unwrap(),
-            signing_input: input.to_string(),
-            signature: sig.to_string(),
-        }
-    }
-
-    pub fn run(&self) -> bool {
-        jsonwebtoken::crypto::verify(
-            &self.signature,
-            self.signing_input.as_bytes(),
-            &self.key,
-            Algorithm::RS256,
-        )
-        .unwrap_or(false)
-    }
-}
-
-impl Default for RawVerify {
-    fn default() -> Self {
-        RawVerify::new()
-    }
-}
-
-/// Accounts from a table (the decision bench: no NSS).
-pub struct TableAccounts;
-
-impl AccountSource for TableAccounts {
-    fn account(&self, name: &str) -> Option<Account> {
-        (name == ACCOUNT).then(|| Account {
-            name: name.to_string(),
-            uid: 2004,
-            gid: 2004,
-        })
-    }
-
-    fn listed_in(&self, _account: &Account, group: &str) -> bool {
-        group == ACCOUNT || group == "hpc-ci"
-    }
-
-    fn group_names(&self, _account: &Account) -> Vec<String> {
-        vec![ACCOUNT.to_string(), "hpc-ci".to_string()]
-    }
-}
-
-/// Keys already in memory (the decision bench: no file read, no JWKS parse).
-pub struct MemoryKeys(pub KeySet);
-
-impl IssuerData for MemoryKeys {
-    fn keys(&self, _issuer: &idtoken_core::config::Issuer) -> Result<KeySet, DataProblem> {
-        Ok(self.0.clone())
-    }
-
-    fn user_map(
-        &self,
-        _issuer: &idtoken_core::config::Issuer,
-    ) -> Result<Option<UserMap>, DataProblem> {
-        Ok(None)
-    }
-}
-
-pub struct NoUses;
-
-impl UseLedger for NoUses {
-    fn count(&self, _token: &TokenId, _max: u32) -> Result<u32, String> {
-        Ok(0)
-    }
-
-    fn record(&self, _token: &TokenId, _max: u32, _now: i64) -> Result<bool, String> {
-        Ok(true)
-    }
-}
-
-/// The core decision for one token, config and keys already loaded, accounts from a table.
-pub struct Decide {
-    config: Config,
-    keys: MemoryKeys,
-    token: String,
-}
-
-impl Decide {
-    pub fn new() -> Decide {
-        let text = config_text(Path::new("/nonexistent/cache"), Path::new("/nonexistent"));
-        Decide {
-            config: Config::parse(&text).unwrap(),
-            keys: MemoryKeys(jwks::parse(key_cache_json().as_bytes()).unwrap()),
-            token: token(keys::NOW),
-        }
-    }
-
-    pub fn run(&self) -> Decision {
-        let env = Env {
-            config: &self.config,
-            issuer_data: &self.keys,
-            accounts: &TableAccounts,
-            uses: &NoUses,
-        };
-        decision::evaluate(
-            &env,
-            &Request {
-                token: &self.token,
-                account: ACCOUNT,
-                service: SERVICE,
-                now: keys::NOW + 10,
-                uses: UseMode::Record,
-            },
-        )
-    }
-}
-
-impl Default for Decide {
-    fn default() -> Self {
-        Decide::new()
-    }
-}
 
 /// The files of a scenario: config, key cache and PAM service directory, with the modes the
 /// module demands. Not removed on drop: the parent of an isolated run removes them.

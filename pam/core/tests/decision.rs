@@ -2,91 +2,26 @@
 //! faked: keys in memory, a table of accounts, a use ledger in memory. One test per reason
 //! code, in order, plus the trace and the read-only use mode.
 
-use std::cell::{Cell, RefCell};
-use std::collections::HashMap;
-
-use base64::Engine;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use idtoken_core::accounts::{Account, AccountSource};
-use idtoken_core::config::{Config, Issuer};
+use idtoken_core::config::Config;
 use idtoken_core::decision::{Decision, Env, Request, UseMode, Verdict, evaluate};
-use idtoken_core::jwks::{self, KeySet};
-use idtoken_core::keystore::{DataProblem, IssuerData};
+use idtoken_core::keystore::DataProblem;
 use idtoken_core::reason::Reason;
-use idtoken_core::usermap::UserMap;
-use idtoken_core::uses::{TokenId, UseLedger};
-use jsonwebtoken::{Algorithm, EncodingKey};
+use idtoken_testkit::fakes::{AccountTable, Ledger, MemoryKeys, Recording, TestAccount};
+use idtoken_testkit::keys::{AUDIENCE as AUD, ISSUER as ISS, Key, NOW, b64, sign_raw, with};
+use jsonwebtoken::Algorithm;
 use serde_json::{Value, json};
 
-const NOW: i64 = 1_767_225_600;
-const ISS: &str = "https://gitlab.test.example";
-const AUD: &str = "https://login.test.example";
-const KEY_A_PEM: &[u8] = include_bytes!("../../../tests/fixtures/keys/rsa-a.pem");
-const PUBLIC_JWKS: &str = include_str!("../../../tests/fixtures/keys/public-jwks-members.json");
+/// No group entry lists anyone: every membership here is one NSS knows only from the
+/// account's side (the group list), the path `local_groups` falls back to.
+const ACCOUNTS: &[TestAccount] = &[
+    TestAccount::nested("alice", 2001, &["alice"]),
+    TestAccount::nested("svc", 2003, &["svc", "hpc-ci"]),
+    TestAccount::nested("root", 0, &["root"]),
+    TestAccount::nested("daemon", 1, &["daemon"]),
+];
 
-struct Keys(Result<KeySet, DataProblem>);
-
-impl IssuerData for Keys {
-    fn keys(&self, _issuer: &Issuer) -> Result<KeySet, DataProblem> {
-        self.0.clone()
-    }
-    fn user_map(&self, _issuer: &Issuer) -> Result<Option<UserMap>, DataProblem> {
-        Ok(None)
-    }
-}
-
-struct Accounts;
-
-impl AccountSource for Accounts {
-    fn account(&self, name: &str) -> Option<Account> {
-        let uid = match name {
-            "alice" => 2001,
-            "svc" => 2003,
-            "root" => 0,
-            "daemon" => 1,
-            _ => return None,
-        };
-        Some(Account {
-            name: name.to_string(),
-            uid,
-            gid: uid,
-        })
-    }
-    // No group entry lists anyone: every membership here is one NSS knows only from the
-    // account's side (the group list), the path `local_groups` falls back to.
-    fn listed_in(&self, _account: &Account, _group: &str) -> bool {
-        false
-    }
-    fn group_names(&self, account: &Account) -> Vec<String> {
-        if account.name == "svc" {
-            vec!["svc".into(), "hpc-ci".into()]
-        } else {
-            vec![account.name.clone()]
-        }
-    }
-}
-
-#[derive(Default)]
-struct Ledger(RefCell<HashMap<String, u32>>);
-
-impl UseLedger for Ledger {
-    fn count(&self, token: &TokenId, max: u32) -> Result<u32, String> {
-        Ok((*self.0.borrow().get(&token.digest).unwrap_or(&0)).min(max))
-    }
-    fn record(&self, token: &TokenId, max: u32, _now: i64) -> Result<bool, String> {
-        let mut m = self.0.borrow_mut();
-        let n = m.entry(token.digest.clone()).or_insert(0);
-        if *n >= max {
-            return Ok(false);
-        }
-        *n += 1;
-        Ok(true)
-    }
-}
-
-fn key_set() -> KeySet {
-    let all: Value = serde_json::from_str(PUBLIC_JWKS).unwrap();
-    jwks::parse(json!({"keys": [all["a"]]}).to_string().as_bytes()).unwrap()
+fn keys() -> MemoryKeys {
+    MemoryKeys::of(&[Key::A])
 }
 
 fn config(defaults: &str) -> Config {
@@ -103,39 +38,17 @@ fn claims() -> Value {
            "user_login": "alice", "ref_protected": "true", "project_path": "hpc/app"})
 }
 
-fn b64(v: &[u8]) -> String {
-    URL_SAFE_NO_PAD.encode(v)
-}
-
 fn sign(header: &Value, claims: &Value) -> String {
-    let input = format!(
-        "{}.{}",
-        b64(header.to_string().as_bytes()),
-        b64(claims.to_string().as_bytes())
-    );
-    let key = EncodingKey::from_rsa_pem(KEY_A_PEM).unwrap();
-    format!(
-        "{input}.{}",
-        jsonwebtoken::crypto::sign(input.as_bytes(), &key, Algorithm::RS256).unwrap()
-    )
+    sign_raw(header, claims, Key::A, Algorithm::RS256)
 }
 
 fn token(claims: &Value) -> String {
     sign(&json!({"alg": "RS256", "kid": "test-a"}), claims)
 }
 
-fn with(mut c: Value, k: &str, v: Value) -> Value {
-    if v.is_null() {
-        c.as_object_mut().unwrap().remove(k);
-    } else {
-        c[k] = v;
-    }
-    c
-}
-
 fn decide_with(
     cfg: &Config,
-    keys: &Keys,
+    keys: &MemoryKeys,
     ledger: &Ledger,
     token: &str,
     account: &str,
@@ -144,7 +57,7 @@ fn decide_with(
     let env = Env {
         config: cfg,
         issuer_data: keys,
-        accounts: &Accounts,
+        accounts: &AccountTable::new(ACCOUNTS),
         uses: ledger,
     };
     evaluate(
@@ -162,7 +75,7 @@ fn decide_with(
 fn decide(token: &str, account: &str) -> Decision {
     decide_with(
         &config(""),
-        &Keys(Ok(key_set())),
+        &keys(),
         &Ledger::default(),
         token,
         account,
@@ -248,7 +161,7 @@ fn reason_6_missing_claim() {
     // With max_uses, a token without jti cannot be counted.
     let d = decide_with(
         &config("max_uses = 1"),
-        &Keys(Ok(key_set())),
+        &keys(),
         &Ledger::default(),
         &token(&with(claims(), "jti", Value::Null)),
         "alice",
@@ -328,53 +241,29 @@ fn reason_12_user_mismatch_including_local_groups() {
     assert_eq!(reason(&token(&claims()), "svc"), None);
 }
 
-/// Accounts whose group entries list some of their memberships (`listed`, what getgrnam
-/// shows) while NSS knows others only from the account's side (`nested`: sssd's nested
-/// groups, member lists left out of entries). Records what is asked of it.
-struct Groups {
+/// The accounts, with `svc`'s group entries listing some of its memberships (`listed`, what
+/// getgrnam shows) while NSS knows others only from the account's side (`nested`: sssd's
+/// nested groups, member lists left out of entries); what is asked of them is recorded.
+fn groups(
     listed: &'static [&'static str],
     nested: &'static [&'static str],
-    asked: RefCell<Vec<String>>,
-    lists: Cell<u32>,
-}
-
-impl Groups {
-    fn new(listed: &'static [&'static str], nested: &'static [&'static str]) -> Groups {
-        Groups {
-            listed,
-            nested,
-            asked: RefCell::default(),
-            lists: Cell::new(0),
-        }
-    }
-}
-
-impl AccountSource for Groups {
-    fn account(&self, name: &str) -> Option<Account> {
-        Accounts.account(name)
-    }
-    fn listed_in(&self, _account: &Account, group: &str) -> bool {
-        self.asked.borrow_mut().push(group.to_string());
-        self.listed.contains(&group)
-    }
-    fn group_names(&self, _account: &Account) -> Vec<String> {
-        self.lists.set(self.lists.get() + 1);
-        self.listed
-            .iter()
-            .chain(self.nested)
-            .map(|g| g.to_string())
-            .collect()
-    }
+) -> Recording<AccountTable> {
+    Recording::new(AccountTable::new(ACCOUNTS).with(TestAccount {
+        name: "svc",
+        uid: 2003,
+        listed_in: listed,
+        nested_in: nested,
+    }))
 }
 
 /// alice's token asking for `svc`, which rule "svc" grants with `local_groups`.
-fn decide_svc(local_groups: &str, accounts: &Groups) -> Decision {
+fn decide_svc(local_groups: &str, accounts: &Recording<AccountTable>) -> Decision {
     let cfg = Config::parse(&format!(
         "[[issuer]]\nname = \"gitlab\"\nurl = \"{ISS}\"\naudiences = [\"{AUD}\"]\n\n\
          [[rule]]\nname = \"svc\"\nusers = [\"alice\"]\nlogin_as = \"svc\"\nlocal_groups = {local_groups}\n"
     ))
     .unwrap();
-    let keys = Keys(Ok(key_set()));
+    let keys = keys();
     let env = Env {
         config: &cfg,
         issuer_data: &keys,
@@ -395,24 +284,24 @@ fn decide_svc(local_groups: &str, accounts: &Groups) -> Decision {
 
 #[test]
 fn local_groups_listed_in_the_group_entry_needs_no_group_list() {
-    let g = Groups::new(&["hpc-ci"], &[]);
+    let g = groups(&["hpc-ci"], &[]);
     let d = decide_svc(r#"["other", "hpc-ci"]"#, &g);
     assert_eq!(d.verdict, Verdict::Allow, "{:?}", d.rules);
-    assert_eq!(g.lists.get(), 0, "getgrouplist was not needed");
-    assert_eq!(*g.asked.borrow(), ["other", "hpc-ci"]);
+    assert_eq!(g.lists(), 0, "getgrouplist was not needed");
+    assert_eq!(g.asked(), ["other", "hpc-ci"]);
 }
 
 #[test]
 fn local_groups_falls_back_to_the_group_list() {
     // Member only through the account's side (a nested group): found by the list.
-    let g = Groups::new(&[], &["hpc-ci"]);
+    let g = groups(&[], &["hpc-ci"]);
     assert_eq!(decide_svc(r#"["hpc-ci"]"#, &g).verdict, Verdict::Allow);
-    assert_eq!(g.lists.get(), 1);
+    assert_eq!(g.lists(), 1);
     // A member of neither: refused, after one list.
-    let g = Groups::new(&["svc"], &["other"]);
+    let g = groups(&["svc"], &["other"]);
     let d = decide_svc(r#"["hpc-ci"]"#, &g);
     assert_eq!(d.reason(), Some(Reason::UserMismatch));
-    assert_eq!(g.lists.get(), 1);
+    assert_eq!(g.lists(), 1);
     assert!(
         d.rules[0]
             .failed
@@ -426,11 +315,11 @@ fn local_groups_falls_back_to_the_group_list() {
 #[test]
 fn local_groups_globs_are_matched_against_the_group_list() {
     // A glob is never looked up as a group name.
-    let g = Groups::new(&["hpc-ci"], &[]);
+    let g = groups(&["hpc-ci"], &[]);
     assert_eq!(decide_svc(r#"["hpc-*"]"#, &g).verdict, Verdict::Allow);
-    assert!(g.asked.borrow().is_empty(), "{:?}", g.asked.borrow());
-    assert_eq!(g.lists.get(), 1);
-    let g = Groups::new(&["hpc-ci"], &[]);
+    assert!(g.asked().is_empty(), "{:?}", g.asked());
+    assert_eq!(g.lists(), 1);
+    let g = groups(&["hpc-ci"], &[]);
     assert_eq!(
         decide_svc(r#"["gpu-*"]"#, &g).reason(),
         Some(Reason::UserMismatch)
@@ -448,7 +337,7 @@ fn reason_13_account_invalid() {
 #[test]
 fn reason_14_replayed_and_check_only_reads() {
     let cfg = config("max_uses = 2");
-    let keys = Keys(Ok(key_set()));
+    let keys = keys();
     let ledger = Ledger::default();
     let t = token(&claims());
     for _ in 0..3 {
@@ -486,7 +375,7 @@ fn an_unusable_key_cache_is_unavailable_not_a_denial() {
     };
     let d = decide_with(
         &config(""),
-        &Keys(Err(problem)),
+        &MemoryKeys::failing(problem),
         &Ledger::default(),
         &token(&claims()),
         "alice",

@@ -1,34 +1,20 @@
 //! Inputs found by fuzzing, and the fuzz seed corpus, replayed through the fuzz harness
-//! itself (fuzz/README.md). The modules below are fuzz/src's, included by path: an input
-//! replays here exactly as in its fuzz target, with the same fixed config, in-memory keys,
-//! accounts and use ledger, the same invariants, and the same comparison with the reference
-//! decision of the SPEC (fuzz/src/oracle.rs).
+//! itself (fuzz/README.md), which is the test kit's `fuzz` module: an input replays here
+//! exactly as in its fuzz target, with the same fixed config, in-memory keys, accounts and
+//! use ledger, the same invariants, and the same comparison with the reference decision of
+//! the SPEC (pam/testkit/src/fuzz/oracle.rs).
 //!
 //! To add a crash: minimize it (`cargo fuzz tmin TARGET fuzz/artifacts/TARGET/crash-...`),
 //! paste it below as a test that calls the target it came from (`targets::token(b"...")`),
 //! say what was wrong, and assert the decision the SPEC wants when that says more than "no
 //! panic". Copy the input into fuzz/seeds/TARGET/ too.
 
-#[allow(dead_code)]
-#[path = "../../../fuzz/src/checks.rs"]
-mod checks;
-#[allow(dead_code)]
-#[path = "../../../fuzz/src/fakes.rs"]
-mod fakes;
-#[allow(dead_code)]
-#[path = "../../../fuzz/src/fixtures.rs"]
-mod fixtures;
-#[allow(dead_code)]
-#[path = "../../../fuzz/src/oracle.rs"]
-mod oracle;
-#[allow(dead_code)]
-#[path = "../../../fuzz/src/targets.rs"]
-mod targets;
-
 use std::path::PathBuf;
 
 use idtoken_core::decision::UseMode;
 use idtoken_core::reason::Reason;
+use idtoken_testkit::fuzz::{checks, targets, world};
+use idtoken_testkit::keys::{self, Key};
 
 fn seeds(target: &str) -> Vec<(String, Vec<u8>)> {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -72,13 +58,7 @@ fn seed_corpus_replays_through_every_target() {
 
 fn token_reason(token: &str) -> Option<Reason> {
     let (account, service) = checks::request_of(token);
-    let d = checks::decide(
-        fixtures::config(),
-        token,
-        &account,
-        &service,
-        UseMode::Record,
-    );
+    let d = checks::decide(world::config(), token, &account, &service, UseMode::Record);
     d.reason()
 }
 
@@ -86,7 +66,7 @@ fn token_reason(token: &str) -> Option<Reason> {
 /// applies to the answer as given, before whitespace is stripped (the reference agrees).
 #[test]
 fn whitespace_beyond_the_size_cap_is_malformed() {
-    let token = fixtures::sign_a(fixtures::gitlab_claims("alice").to_string().as_bytes());
+    let token = keys::mint_bytes(keys::gitlab_claims("alice").to_string().as_bytes(), Key::A);
     let padded = format!("{}{token}", " ".repeat(idtoken_core::MAX_TOKEN_BYTES));
     targets::token(padded.as_bytes());
     assert_eq!(token_reason(&padded), Some(Reason::Malformed));
@@ -105,7 +85,7 @@ fn whitespace_beyond_the_size_cap_is_malformed() {
 fn hostile_signed_claims() {
     let deep = format!("{}1{}", "[".repeat(100_000), "]".repeat(100_000));
     targets::policy(format!("alice\nsshd\n{{\"a\":{deep}}}").as_bytes());
-    let mut c = fixtures::gitlab_claims("alice");
+    let mut c = keys::gitlab_claims("alice");
     for k in [
         "project_path",
         "pipeline_id",
@@ -162,10 +142,10 @@ fn header_after_twelve_whitespace_bytes_still_looks_like_a_token() {
         "{}{{\"alg\":\"EdDSA\",\"kid\":\"test-ed\"}}",
         " ".repeat(12)
     );
-    let token = fixtures::sign_bytes(
+    let token = keys::sign_bytes(
         header.as_bytes(),
-        fixtures::gitlab_claims("alice").to_string().as_bytes(),
-        fixtures::SigningKey::Ed,
+        keys::gitlab_claims("alice").to_string().as_bytes(),
+        Key::Ed,
         jsonwebtoken::Algorithm::EdDSA,
     );
     assert_eq!(token_reason(&token), None, "the decision allows it");

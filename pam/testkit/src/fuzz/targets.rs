@@ -11,9 +11,10 @@ use jsonwebtoken::Algorithm;
 use serde_json::{Map, Value};
 use std::sync::OnceLock;
 
-use crate::checks as h;
-use crate::fixtures as f;
-use crate::oracle;
+use super::checks as h;
+use super::oracle;
+use super::world as f;
+use crate::keys::{self, Key};
 
 /// `token`: arbitrary bytes as the answer to the `ID token: ` prompt, through the whole
 /// decision (`idtoken_core::decision::evaluate`) with the harness's fixed config and fakes.
@@ -21,7 +22,7 @@ use crate::oracle;
 /// Invariants: no panic; `verified` exactly when the decision got past the signature; an
 /// allow only for a token that parses, verifies and has no reason; audit line and trace free
 /// of control characters; and the verdict equals the reference decision of the SPEC
-/// (`idtoken_fuzz::oracle`), which re-checks parsing, issuer, algorithm, key, signature (with
+/// (`idtoken_testkit::fuzz::oracle`), which re-checks parsing, issuer, algorithm, key, signature (with
 /// keys it reads itself), claims and rules independently.
 pub fn token(data: &[u8]) {
     let token = String::from_utf8_lossy(data);
@@ -142,14 +143,17 @@ fn check_loaded(c: &Config) {
 fn tokens() -> &'static [(String, &'static str)] {
     static TOKENS: OnceLock<Vec<(String, &'static str)>> = OnceLock::new();
     TOKENS.get_or_init(|| {
-        let mut deploy = f::gitlab_claims("alice");
+        let mut deploy = keys::gitlab_claims("alice");
         deploy["project_path"] = "hpc/deploy-tools".into();
         vec![
             (
-                f::sign_a(f::gitlab_claims("alice").to_string().as_bytes()),
+                keys::mint_bytes(keys::gitlab_claims("alice").to_string().as_bytes(), Key::A),
                 "alice",
             ),
-            (f::sign_a(deploy.to_string().as_bytes()), "svc-deploy"),
+            (
+                keys::mint_bytes(deploy.to_string().as_bytes(), Key::A),
+                "svc-deploy",
+            ),
         ]
     })
 }
@@ -455,7 +459,7 @@ impl Builder<'_> {
         };
         // An allowed token's claims, each kept, dropped or replaced: allow stays within reach
         // while every claim varies.
-        let mut claims = match f::gitlab_claims("alice") {
+        let mut claims = match keys::gitlab_claims("alice") {
             Value::Object(m) => m,
             _ => Map::new(),
         };
@@ -555,7 +559,7 @@ fn relative_times(claims: &mut Map<String, Value>) -> Option<Vec<u8>> {
 /// `exp`, `iat` and `nbf` within ±10^7 count from NOW (the claims are then re-serialized
 /// before signing), so that the fuzzer reaches the time boundaries.
 ///
-/// Checks, each against the reference in `idtoken_fuzz::oracle`:
+/// Checks, each against the reference in `idtoken_testkit::fuzz::oracle`:
 /// - `glob::matches` on fuzzed patterns and texts (the two lines, and the claims' texts);
 /// - `policy::token_conditions` of every configured rule on the claims;
 /// - the whole decision on the signed token: malformed exactly when the payload is not a
@@ -586,7 +590,7 @@ pub fn policy(data: &[u8]) {
         }
         check_conditions(claims, account, service);
     }
-    let token = f::sign_bytes(&input.header, payload, f::SigningKey::Ed, Algorithm::EdDSA);
+    let token = keys::sign_bytes(&input.header, payload, Key::Ed, Algorithm::EdDSA);
     if token.len() > idtoken_core::MAX_TOKEN_BYTES {
         return;
     }
@@ -633,12 +637,7 @@ mod tests {
             (input.account.as_str(), input.service.as_str()),
             ("alice", "sshd")
         );
-        let token = f::sign_bytes(
-            &input.header,
-            &input.payload,
-            f::SigningKey::Ed,
-            Algorithm::EdDSA,
-        );
+        let token = keys::sign_bytes(&input.header, &input.payload, Key::Ed, Algorithm::EdDSA);
         let d = h::decide(f::config(), &token, "alice", "sshd", UseMode::ReadOnly);
         assert!(d.allowed(), "{:#?}", d.steps);
     }

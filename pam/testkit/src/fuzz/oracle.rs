@@ -3,8 +3,13 @@
 //! fuzz targets can compare every decision the core makes with what the SPEC says it must be.
 //!
 //! It is written for clarity, not speed: a quadratic glob matcher, linear searches, and its
-//! own reading of the key caches and user map. Of the harness's fakes ([`crate::fakes`]) it
-//! uses only their data: the account table and the ledger's rule.
+//! own reading of the key caches and user map. Of the harness's stand-ins it uses only their
+//! data: the account table ([`super::world::ACCOUNTS`]) and the ledger's rule
+//! ([`crate::fakes::ledger_answer`]).
+//!
+//! It is deliberately a second implementation, not a caller of the core's helpers: a
+//! comparison with code that shares the core's mistakes would find none of them. Do not
+//! "deduplicate" it against pam/core/src, even where the two read alike.
 //!
 //! Where the core makes a choice the SPEC leaves open, the reference follows the core and
 //! says so:
@@ -26,8 +31,8 @@ use jsonwebtoken::{Algorithm, DecodingKey};
 use serde_json::{Map, Value};
 use std::sync::OnceLock;
 
-use crate::fakes::{ACCOUNTS, LedgerAnswer, ledger_answer};
-use crate::fixtures::NOW;
+use super::world::{ACCOUNTS, NOW};
+use crate::fakes::{LedgerAnswer, ledger_answer};
 
 /// What a decision came to, as far as the SPEC fixes it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -192,7 +197,7 @@ pub fn usable_keys(doc: &Value) -> Vec<RefKey> {
 fn keys_for(url: &str) -> Option<&'static [RefKey]> {
     static KEYS: OnceLock<Vec<(String, Vec<RefKey>)>> = OnceLock::new();
     KEYS.get_or_init(|| {
-        crate::fixtures::jwks_documents()
+        super::world::jwks_documents()
             .iter()
             .map(|(u, doc)| (u.to_string(), usable_keys(doc)))
             .collect()
@@ -289,7 +294,7 @@ pub fn rule_matches(
 
 /// The harness's user map, read by the reference itself.
 fn mapped(user: &str) -> Option<String> {
-    crate::fixtures::USER_MAP.lines().find_map(|l| {
+    super::world::USER_MAP.lines().find_map(|l| {
         let w: Vec<&str> = l.split_whitespace().collect();
         (w.len() == 2 && w[0] == user).then(|| w[1].to_string())
     })
@@ -440,17 +445,17 @@ pub fn verified_claims(
     if defaults.deny_users.iter().any(|u| u == account) {
         return Deny(AccountInvalid);
     }
-    let Some((_, uid, groups)) = ACCOUNTS.iter().find(|(n, _, _)| *n == account) else {
+    let Some(entry) = ACCOUNTS.iter().find(|a| a.name == account) else {
         return Deny(AccountInvalid);
     };
-    if *uid < defaults.min_uid {
+    if entry.uid < defaults.min_uid {
         return Deny(AccountInvalid);
     }
     // local_groups
     let Some(rule) = granting.into_iter().find(|r| {
         r.local_groups
             .as_ref()
-            .is_none_or(|wanted| groups.iter().any(|g| any_glob(wanted, g)))
+            .is_none_or(|wanted| entry.groups().any(|g| any_glob(wanted, g)))
     }) else {
         return Deny(UserMismatch);
     };

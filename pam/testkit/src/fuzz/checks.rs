@@ -1,4 +1,4 @@
-//! What every decision must satisfy, and how the targets make one.
+//! What every decision must satisfy, and how the fuzz targets make one.
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -6,8 +6,9 @@ use idtoken_core::config::Config;
 use idtoken_core::decision::{Decision, Env, Request, UseMode, Verdict, evaluate};
 use serde_json::Value;
 
-use crate::fixtures::{ACCOUNT_CLAIM, NOW, RHOST, SERVICE_CLAIM};
-use crate::{fakes, oracle};
+use super::oracle;
+use super::world::{self, ACCOUNT_CLAIM, NOW, RHOST, SERVICE_CLAIM};
+use crate::fakes::Ledger;
 
 /// Evaluates `token` for `account` and `service` with the fixed fakes and `config`.
 pub fn decide(
@@ -19,9 +20,9 @@ pub fn decide(
 ) -> Decision {
     let env = Env {
         config,
-        issuer_data: fakes::issuer_data(),
-        accounts: &fakes::Accounts,
-        uses: &fakes::Ledger,
+        issuer_data: world::issuer_data(),
+        accounts: &world::ACCOUNT_TABLE,
+        uses: &Ledger::by_digest(),
     };
     let req = Request {
         token,
