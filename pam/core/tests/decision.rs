@@ -398,3 +398,110 @@ fn the_first_failing_step_decides() {
     );
     assert_eq!(reason(&token(&c), "alice"), Some(Reason::Expired));
 }
+
+/// Security review 2, finding 8: `nobody` (uid 65534) passed min_uid, and `ssh -N` forwards
+/// ports even with a nologin shell. It is in the default deny_users, and whatever
+/// deny_users says, uid 65534 and the "no uid" values (uid_t)-1 and -2 are never granted.
+#[test]
+fn nobody_and_no_uid_are_never_granted() {
+    const ODD: &[TestAccount] = &[
+        TestAccount::nested("nobody", 65534, &[]),
+        TestAccount::nested("nfsnobody", 65534, &[]),
+        TestAccount::nested("minus-two", 4_294_967_294, &[]),
+        TestAccount::nested("minus-one", 4_294_967_295, &[]),
+        TestAccount::nested("alice", 2001, &[]),
+    ];
+    let decide_as = |defaults: &str, account: &str| {
+        let cfg = Config::parse(&format!(
+            "[defaults]\n{defaults}\n[[issuer]]\nname = \"gitlab\"\nurl = \"{ISS}\"\naudiences = [\"{AUD}\"]\n\
+             [[rule]]\nname = \"any\"\nlogin_as = \"{account}\"\n"
+        ))
+        .unwrap();
+        let env = Env {
+            config: &cfg,
+            issuer_data: &keys(),
+            accounts: &AccountTable::new(ODD),
+            uses: &Ledger::default(),
+        };
+        let t = token(&claims());
+        let req = Request {
+            token: &t,
+            account,
+            service: "sshd",
+            now: NOW,
+            uses: UseMode::Record,
+        };
+        evaluate(&env, &req)
+    };
+    let d = decide_as("", "nobody");
+    assert_eq!(d.reason(), Some(Reason::AccountInvalid), "{d:?}");
+    assert!(
+        d.steps.last().unwrap().detail.contains("deny_users"),
+        "{d:?}"
+    );
+    // A site that replaced deny_users still never grants these uids.
+    for account in ["nobody", "nfsnobody", "minus-two", "minus-one"] {
+        let d = decide_as("deny_users = [\"root\"]", account);
+        assert_eq!(d.reason(), Some(Reason::AccountInvalid), "{account}: {d:?}");
+        assert!(
+            d.steps.last().unwrap().detail.contains("never granted"),
+            "{account}: {d:?}"
+        );
+    }
+    assert!(decide_as("deny_users = [\"root\"]", "alice").allowed());
+}
+
+/// NSS that answers names case-insensitively (sssd with `case_sensitive = false`) and gives
+/// the account's canonical name back, as such a directory does.
+struct CaseInsensitive(AccountTable);
+
+impl idtoken_core::accounts::AccountSource for CaseInsensitive {
+    fn account(&self, name: &str) -> Option<idtoken_core::accounts::Account> {
+        self.0.account(&name.to_lowercase())
+    }
+    fn listed_in(&self, account: &idtoken_core::accounts::Account, group: &str) -> bool {
+        self.0.listed_in(account, group)
+    }
+    fn group_names(&self, account: &idtoken_core::accounts::Account) -> Vec<String> {
+        self.0.group_names(account)
+    }
+}
+
+/// Security review 2, finding 9: deny_users compared the name as typed, so `ADMIN` passed
+/// `deny_users = ["admin"]` under case-insensitive NSS. The name NSS gives counts too.
+#[test]
+fn deny_users_compares_the_name_nss_gives() {
+    const ADMINS: &[TestAccount] = &[TestAccount::nested("admin", 2010, &[])];
+    let cfg = Config::parse(&format!(
+        "[defaults]\ndeny_users = [\"root\", \"admin\"]\n[[issuer]]\nname = \"gitlab\"\nurl = \"{ISS}\"\naudiences = [\"{AUD}\"]\n\
+         [[rule]]\nname = \"any\"\nlogin_as = \"ADMIN\"\n"
+    ))
+    .unwrap();
+    let accounts = CaseInsensitive(AccountTable::new(ADMINS));
+    let env = Env {
+        config: &cfg,
+        issuer_data: &keys(),
+        accounts: &accounts,
+        uses: &Ledger::default(),
+    };
+    let t = token(&claims());
+    let d = evaluate(
+        &env,
+        &Request {
+            token: &t,
+            account: "ADMIN",
+            service: "sshd",
+            now: NOW,
+            uses: UseMode::Record,
+        },
+    );
+    assert_eq!(d.reason(), Some(Reason::AccountInvalid), "{d:?}");
+    assert!(
+        d.steps
+            .last()
+            .unwrap()
+            .detail
+            .contains("is \"admin\" to NSS, which is in deny_users"),
+        "{d:?}"
+    );
+}
