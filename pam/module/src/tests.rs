@@ -7,8 +7,8 @@
 //! that order, fails the test at the first call that differs, and fails it on drop if an
 //! expected call never came.
 
-use std::cell::{Cell, RefCell};
-use std::collections::{HashMap, VecDeque};
+use std::cell::RefCell;
+use std::collections::VecDeque;
 use std::fmt;
 use std::fs;
 use std::io::Write;
@@ -16,26 +16,17 @@ use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::PathBuf;
 
 use idtoken_core::MAX_TOKEN_BYTES;
-use idtoken_core::accounts::{Account, AccountSource};
-use idtoken_core::config::Issuer;
-use idtoken_core::jwks::{self, KeySet};
-use idtoken_core::keystore::{DataProblem, IssuerData};
+use idtoken_core::keystore::DataProblem;
 use idtoken_core::reason::Reason;
-use idtoken_core::usermap::UserMap;
 use idtoken_core::uses::{TokenId, UseLedger};
-use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use idtoken_testkit::fakes::{AccountTable, Ledger, MemoryKeys, TestAccount};
+use idtoken_testkit::keys::{AUDIENCE as AUD, ISSUER as ISS, Key, NOW, mint_with};
 use pamsm::PamError;
 use serde_json::{Value, json};
 
 use crate::collect::{OPENSSH_CUT, Prompter, Secret};
 use crate::handle::{Level, PamContext};
 use crate::hooks::{GENERIC_REFUSAL, Uses, World, authenticate_with};
-
-const NOW: i64 = 1_767_225_600;
-const ISS: &str = "https://gitlab.test.example";
-const AUD: &str = "https://login.test.example";
-const KEY_A_PEM: &[u8] = include_bytes!("../../../tests/fixtures/keys/rsa-a.pem");
-const PUBLIC_JWKS: &str = include_str!("../../../tests/fixtures/keys/public-jwks-members.json");
 
 // ---------------------------------------------------------------------------------------
 // The scripted context.
@@ -239,64 +230,18 @@ impl PamContext for Script {
 // ---------------------------------------------------------------------------------------
 // The outside world, in memory.
 
-struct Keys(Result<KeySet, DataProblem>);
+/// alice (uid 2001), the one local account, in her own group.
+const ACCOUNTS: &[TestAccount] = &[TestAccount::listed("alice", 2001, &["alice"])];
 
-impl IssuerData for Keys {
-    fn keys(&self, _issuer: &Issuer) -> Result<KeySet, DataProblem> {
-        self.0.clone()
-    }
-    fn user_map(&self, _issuer: &Issuer) -> Result<Option<UserMap>, DataProblem> {
-        Ok(None)
-    }
+fn key_a() -> MemoryKeys {
+    MemoryKeys::of(&[Key::A])
 }
 
-fn key_a() -> Keys {
-    let all: Value = serde_json::from_str(PUBLIC_JWKS).unwrap();
-    Keys(Ok(jwks::parse(
-        json!({"keys": [all["a"]]}).to_string().as_bytes(),
-    )
-    .unwrap()))
-}
-
-/// One local account, alice (uid 2001).
-struct Accounts;
-
-impl AccountSource for Accounts {
-    fn account(&self, name: &str) -> Option<Account> {
-        (name == "alice").then(|| Account {
-            name: name.to_string(),
-            uid: 2001,
-            gid: 2001,
-        })
-    }
-    fn listed_in(&self, _account: &Account, _group: &str) -> bool {
-        false
-    }
-    fn group_names(&self, account: &Account) -> Vec<String> {
-        vec![account.name.clone()]
-    }
-}
-
-#[derive(Default)]
-struct Ledger {
-    uses: RefCell<HashMap<String, u32>>,
-    records: Cell<u32>,
-}
-
-impl UseLedger for Ledger {
-    fn count(&self, token: &TokenId, max: u32) -> Result<u32, String> {
-        Ok((*self.uses.borrow().get(&token.digest).unwrap_or(&0)).min(max))
-    }
-    fn record(&self, token: &TokenId, max: u32, _now: i64) -> Result<bool, String> {
-        let mut m = self.uses.borrow_mut();
-        let n = m.entry(token.digest.clone()).or_insert(0);
-        if *n >= max {
-            return Ok(false);
-        }
-        *n += 1;
-        self.records.set(self.records.get() + 1);
-        Ok(true)
-    }
+/// How often the ledger counted this test's token (jti j1).
+fn uses_of(ledger: &Ledger) -> u32 {
+    ledger
+        .count(&TokenId::new(ISS, "j1", NOW + 300), 100)
+        .unwrap()
 }
 
 /// The config file: one issuer, one rule letting GitLab user alice in as alice from a
@@ -346,14 +291,7 @@ fn claims() -> Value {
 }
 
 fn token(claims: &Value) -> String {
-    let mut header = Header::new(Algorithm::RS256);
-    header.kid = Some("test-a".to_string());
-    jsonwebtoken::encode(
-        &header,
-        claims,
-        &EncodingKey::from_rsa_pem(KEY_A_PEM).unwrap(),
-    )
-    .unwrap()
+    mint_with(claims, Key::A)
 }
 
 /// A valid token made long by `len` bytes of padding claim (GitLab's are over 1023).
@@ -364,9 +302,9 @@ fn long_token(len: usize) -> String {
 }
 
 /// Runs the hook on the script with alice's world and the given key cache.
-fn run(script: &mut Script, args: &[String], keys: &Keys, ledger: &Ledger) -> PamError {
+fn run(script: &mut Script, args: &[String], keys: &MemoryKeys, ledger: &Ledger) -> PamError {
     let world = World {
-        accounts: &Accounts,
+        accounts: &AccountTable::new(ACCOUNTS),
         issuer_data: keys,
         uses: Uses::Ledger(ledger),
     };
@@ -532,7 +470,7 @@ fn allow_sets_the_pam_environment_and_records_the_use() {
     ]);
     let code = run(&mut s, &site.args, &key_a(), &ledger);
     assert_eq!(code, PamError::SUCCESS);
-    assert_eq!(ledger.records.get(), 1, "the login is counted");
+    assert_eq!(uses_of(&ledger), 1, "the login is counted");
     drop(s);
     // max_uses = 1: the same token again is a replay, counted in the ledger handed in.
     let mut again = script(vec![
@@ -587,10 +525,10 @@ fn refusal_shows_only_the_generic_text_without_explain() {
 #[test]
 fn unusable_key_cache_is_authinfo_unavail_with_the_generic_text_even_with_explain() {
     let site = Site::new("unavailable", "explain = true");
-    let broken = Keys(Err(DataProblem::Invalid {
+    let broken = MemoryKeys::failing(DataProblem::Invalid {
         path: "/var/cache/idtoken/gitlab.jwks".to_string(),
         why: "not JSON".to_string(),
-    }));
+    });
     let t = token(&claims());
     let mut s = script(vec![
         start(),
