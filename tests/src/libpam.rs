@@ -6,25 +6,27 @@ use std::ffi::{CStr, CString, c_char, c_int, c_void};
 use std::ptr;
 
 pub const PAM_SUCCESS: c_int = 0;
-const PAM_PROMPT_ECHO_OFF: c_int = 1;
-const PAM_PROMPT_ECHO_ON: c_int = 2;
-const PAM_CONV_ERR: c_int = 19;
-const PAM_BUF_ERR: c_int = 5;
+pub const PAM_PROMPT_ECHO_OFF: c_int = 1;
+pub const PAM_PROMPT_ECHO_ON: c_int = 2;
+pub const PAM_CONV_ERR: c_int = 19;
+pub const PAM_BUF_ERR: c_int = 5;
 pub const PAM_RHOST: c_int = 4;
 
+/// The application side's view of the conversation structs and entry points (also used by
+/// `pam-memscan`, which needs its own conversation function).
 #[repr(C)]
-struct PamMessage {
-    msg_style: c_int,
-    msg: *const c_char,
+pub struct PamMessage {
+    pub msg_style: c_int,
+    pub msg: *const c_char,
 }
 
 #[repr(C)]
-struct PamResponse {
-    resp: *mut c_char,
-    resp_retcode: c_int,
+pub struct PamResponse {
+    pub resp: *mut c_char,
+    pub resp_retcode: c_int,
 }
 
-type ConvFn = unsafe extern "C" fn(
+pub type ConvFn = unsafe extern "C" fn(
     c_int,
     *mut *const PamMessage,
     *mut *mut PamResponse,
@@ -32,26 +34,26 @@ type ConvFn = unsafe extern "C" fn(
 ) -> c_int;
 
 #[repr(C)]
-struct PamConv {
-    conv: Option<ConvFn>,
-    appdata_ptr: *mut c_void,
+pub struct PamConv {
+    pub conv: Option<ConvFn>,
+    pub appdata_ptr: *mut c_void,
 }
 
 #[link(name = "pam")]
 unsafe extern "C" {
-    fn pam_start_confdir(
+    pub fn pam_start_confdir(
         service: *const c_char,
         user: *const c_char,
         conv: *const PamConv,
         confdir: *const c_char,
         pamh: *mut *mut c_void,
     ) -> c_int;
-    fn pam_authenticate(pamh: *mut c_void, flags: c_int) -> c_int;
-    fn pam_setcred(pamh: *mut c_void, flags: c_int) -> c_int;
-    fn pam_set_item(pamh: *mut c_void, item: c_int, value: *const c_void) -> c_int;
-    fn pam_getenvlist(pamh: *mut c_void) -> *mut *mut c_char;
-    fn pam_end(pamh: *mut c_void, status: c_int) -> c_int;
-    fn pam_strerror(pamh: *mut c_void, errnum: c_int) -> *const c_char;
+    pub fn pam_authenticate(pamh: *mut c_void, flags: c_int) -> c_int;
+    pub fn pam_setcred(pamh: *mut c_void, flags: c_int) -> c_int;
+    pub fn pam_set_item(pamh: *mut c_void, item: c_int, value: *const c_void) -> c_int;
+    pub fn pam_getenvlist(pamh: *mut c_void) -> *mut *mut c_char;
+    pub fn pam_end(pamh: *mut c_void, status: c_int) -> c_int;
+    pub fn pam_strerror(pamh: *mut c_void, errnum: c_int) -> *const c_char;
 }
 
 /// The scripted client: answers in order (`None`: give up at that prompt), and a record of
