@@ -26,6 +26,10 @@ pub struct Args {
     /// The PAM service to decide for.
     #[arg(long, default_value = "sshd")]
     service: String,
+    /// The remote host (PAM_RHOST) to decide for, as sshd would set it: the client's IP
+    /// address. Rules with `from` hold only for addresses inside their networks.
+    #[arg(long)]
+    rhost: Option<String>,
     /// Evaluate time checks at this instant (seconds since the epoch) instead of now.
     #[arg(long)]
     at: Option<i64>,
@@ -57,6 +61,7 @@ pub fn run(args: &Args) -> u8 {
         token: &token,
         account: &args.user,
         service: &args.service,
+        rhost: args.rhost.as_deref(),
         now: args.at.unwrap_or_else(token_input::now),
         uses: UseMode::ReadOnly,
     };
@@ -111,7 +116,11 @@ fn print_human(d: &Decision) {
         println!();
         println!("Rules:");
         for r in &d.rules {
-            let state = if r.granted {
+            let state = if r.deny && r.matched {
+                "DENIES (deny rule)".to_string()
+            } else if r.deny {
+                "deny rule, no match".to_string()
+            } else if r.granted {
                 "GRANTS".to_string()
             } else if r.matched {
                 "matches".to_string()
@@ -161,7 +170,7 @@ pub fn to_json(d: &Decision) -> Value {
         },
         "steps": d.steps.iter().map(|s| json!({"step": s.name.as_str(), "ok": s.ok, "detail": s.detail})).collect::<Vec<_>>(),
         "rules": d.rules.iter().map(|r| json!({
-            "rule": r.rule, "matched": r.matched, "grants": r.grants, "granted": r.granted, "failed": r.failed
+            "rule": r.rule, "deny": r.deny, "matched": r.matched, "grants": r.grants, "granted": r.granted, "failed": r.failed
         })).collect::<Vec<_>>(),
     })
 }

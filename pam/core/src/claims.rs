@@ -1,6 +1,6 @@
 //! How claim values are read: as numeric dates, and as the text that globs match.
 
-use serde_json::Value;
+use serde_json::{Map, Value};
 
 /// A NumericDate (RFC 7519 §2): a JSON number of seconds. Fractions are truncated toward
 /// the past; non-finite or out-of-range values are not dates.
@@ -37,6 +37,62 @@ fn scalar_text(v: &Value) -> Option<String> {
     }
 }
 
+/// The claim a config names: a name beginning with `/` is an RFC 6901 JSON Pointer into
+/// the payload (`/realm_access/roles`; `~1` is `/` and `~0` is `~` inside a name; an array
+/// is stepped into by its index), anything else is one top-level claim, dots and all
+/// (`https://example.org/groups` is a single claim name).
+pub fn lookup<'a>(claims: &'a Map<String, Value>, name: &str) -> Option<&'a Value> {
+    let Some(path) = name.strip_prefix('/') else {
+        return claims.get(name);
+    };
+    let mut tokens = path.split('/');
+    let first = unescape(tokens.next()?)?;
+    let mut at = claims.get(&first)?;
+    for token in tokens {
+        let token = unescape(token)?;
+        at = match at {
+            Value::Object(m) => m.get(&token)?,
+            Value::Array(items) => items.get(array_index(&token)?)?,
+            _ => return None,
+        };
+    }
+    Some(at)
+}
+
+/// Whether `name` is a well-formed pointer (or a plain name): every `~` is `~0` or `~1`.
+pub fn pointer_problem(name: &str) -> Option<String> {
+    let path = name.strip_prefix('/')?;
+    path.split('/').any(|t| unescape(t).is_none()).then(|| {
+        format!("{name:?} is not a JSON Pointer: `~` must be followed by 0 (for ~) or 1 (for /)")
+    })
+}
+
+/// One reference token with its escapes undone; None when an escape is malformed.
+fn unescape(token: &str) -> Option<String> {
+    let mut out = String::with_capacity(token.len());
+    let mut chars = token.chars();
+    while let Some(c) = chars.next() {
+        if c != '~' {
+            out.push(c);
+            continue;
+        }
+        match chars.next() {
+            Some('0') => out.push('~'),
+            Some('1') => out.push('/'),
+            _ => return None,
+        }
+    }
+    Some(out)
+}
+
+/// An array index of RFC 6901: digits, no leading zero.
+fn array_index(token: &str) -> Option<usize> {
+    let plain = token.bytes().all(|b| b.is_ascii_digit())
+        && !token.is_empty()
+        && (token == "0" || !token.starts_with('0'));
+    plain.then(|| token.parse().ok()).flatten()
+}
+
 /// A claim as one line of text for logs: strings as they are, scalars as JSON, and
 /// anything else as compact JSON. Callers still sanitise it.
 pub fn display_text(v: &Value) -> String {
@@ -58,6 +114,51 @@ mod tests {
         assert_eq!(numeric_date(&json!("1700000000")), None);
         assert_eq!(numeric_date(&json!(1e300)), None);
         assert_eq!(numeric_date(&json!(null)), None);
+    }
+
+    #[test]
+    fn pointers_and_plain_names() {
+        let claims = json!({
+            "realm_access": {"roles": ["hpc-ci", "offline_access"]},
+            "resource_access": {"login-node": {"roles": ["deploy"]}},
+            "a/b": {"c~d": 1},
+            "https://example.org/groups": ["x"],
+            "list": [{"k": "v0"}, {"k": "v1"}],
+            "": "empty name"
+        });
+        let m = claims.as_object().unwrap();
+        assert_eq!(
+            lookup(m, "/realm_access/roles"),
+            Some(&json!(["hpc-ci", "offline_access"]))
+        );
+        assert_eq!(
+            lookup(m, "/resource_access/login-node/roles/0"),
+            Some(&json!("deploy"))
+        );
+        assert_eq!(lookup(m, "/a~1b/c~0d"), Some(&json!(1)));
+        assert_eq!(lookup(m, "/list/1/k"), Some(&json!("v1")));
+        assert_eq!(lookup(m, "/"), Some(&json!("empty name")));
+        // A plain name is one claim, dots and slashes included.
+        assert_eq!(lookup(m, "https://example.org/groups"), Some(&json!(["x"])));
+        assert_eq!(lookup(m, "realm_access.roles"), None);
+        // Missing paths, indexes that are not indexes, and stepping into a scalar.
+        for missing in [
+            "/nope",
+            "/realm_access/nope",
+            "/list/2/k",
+            "/list/01/k",
+            "/list/-/k",
+            "/list/x",
+            "/a~1b/c~0d/deeper",
+            "/realm_access/roles/9",
+        ] {
+            assert_eq!(lookup(m, missing), None, "{missing}");
+        }
+        assert_eq!(lookup(m, "/a~2b"), None);
+        assert!(pointer_problem("/a~2b").is_some());
+        assert!(pointer_problem("/a~").is_some());
+        assert!(pointer_problem("/a~0~1").is_none());
+        assert!(pointer_problem("plain~name").is_none());
     }
 
     #[test]

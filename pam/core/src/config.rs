@@ -10,8 +10,10 @@ use jsonwebtoken::Algorithm;
 use serde::Deserialize;
 use toml::Spanned;
 
+use crate::claims::pointer_problem;
 use crate::files::{self, FileProblem};
 use crate::jws::parse_algorithm;
+use crate::net::Network;
 
 /// The config's default path.
 pub const DEFAULT_PATH: &str = "/etc/security/idtoken.toml";
@@ -36,6 +38,7 @@ pub const DEFAULT_DENY_USERS: &[&str] = &["root", "nobody"];
 pub const DEFAULT_SERVICES: &[&str] = &["sshd", "su"];
 pub const DEFAULT_MAX_USES: u32 = 0;
 pub const DEFAULT_EXPLAIN: bool = false;
+pub const DEFAULT_SESSION_ENDS_AT_EXP: bool = false;
 pub const DEFAULT_KEY_GRACE: i64 = 86400;
 pub const DEFAULT_STALE_AFTER: i64 = 86400;
 /// An issuer's `algorithms` and `user_claim` when the file names none (GitLab's).
@@ -62,6 +65,8 @@ pub struct Defaults {
     pub services: Vec<String>,
     pub max_uses: u32,
     pub explain: bool,
+    /// On allow, the module asks pam_systemd to end the session when the token expires.
+    pub session_ends_at_exp: bool,
     pub state_dir: PathBuf,
     /// How long a key that vanished from the issuer's endpoint stays trusted (refresh).
     pub key_grace: i64,
@@ -79,6 +84,7 @@ impl Default for Defaults {
             services: DEFAULT_SERVICES.iter().map(|u| u.to_string()).collect(),
             max_uses: DEFAULT_MAX_USES,
             explain: DEFAULT_EXPLAIN,
+            session_ends_at_exp: DEFAULT_SESSION_ENDS_AT_EXP,
             state_dir: PathBuf::from(DEFAULT_STATE_DIR),
             key_grace: DEFAULT_KEY_GRACE,
             stale_after: DEFAULT_STALE_AFTER,
@@ -102,9 +108,15 @@ pub struct Issuer {
 #[derive(Debug, Clone)]
 pub struct Rule {
     pub name: String,
+    /// A deny rule: when all its conditions hold, the token is refused, whatever other
+    /// rules say. It grants nothing (no login_as, no local_groups).
+    pub deny: bool,
     pub issuer: Option<String>,
-    /// The rule's own `services`, or `[defaults] services` when it names none.
+    /// The rule's own `services`; when it names none, `[defaults] services` for a granting
+    /// rule and every service (`*`) for a deny rule.
     pub services: Vec<String>,
+    /// Source networks PAM_RHOST must be inside (None: any remote host, or none).
+    pub from: Option<Vec<Network>>,
     pub users: Option<Vec<String>>,
     pub groups: Option<Vec<String>>,
     pub local_groups: Option<Vec<String>>,
@@ -245,6 +257,7 @@ struct RawDefaults {
     services: Option<Spanned<Vec<String>>>,
     max_uses: Option<Spanned<i64>>,
     explain: Option<bool>,
+    session_ends_at_exp: Option<bool>,
     state_dir: Option<Spanned<String>>,
     key_grace: Option<Spanned<i64>>,
     stale_after: Option<Spanned<i64>>,
@@ -275,6 +288,8 @@ struct RawRule {
     local_groups: Option<Spanned<Vec<String>>>,
     login_as: Option<Spanned<String>>,
     claims: Option<BTreeMap<String, Spanned<toml::Value>>>,
+    deny: Option<bool>,
+    from: Option<Spanned<Vec<String>>>,
 }
 
 /// A byte offset into the config text, turned into a line number only when reported.
@@ -456,6 +471,9 @@ impl Validator<'_> {
         if let Some(explain) = raw.explain {
             d.explain = explain;
         }
+        if let Some(ends) = raw.session_ends_at_exp {
+            d.session_ends_at_exp = ends;
+        }
         d
     }
 
@@ -545,7 +563,13 @@ impl Validator<'_> {
                 self.err(l, "user_claim must not be empty");
                 String::new()
             }
-            Some(s) => s.into_inner(),
+            Some(s) => {
+                if let Some(why) = pointer_problem(s.get_ref()) {
+                    let l = self.at(&s);
+                    self.err(l, format!("issuer {name:?}: user_claim {why}"));
+                }
+                s.into_inner()
+            }
             None => DEFAULT_USER_CLAIM.to_string(),
         };
         let user_map = raw.user_map.map(|s| self.absolute_path(&s, "user_map"));
@@ -630,9 +654,14 @@ impl Validator<'_> {
             i.into_inner()
         });
         let owner = format!("rule {name:?}");
+        let deny = raw.deny.unwrap_or(false);
         let services = self
             .globs(raw.services, &owner, "services")
-            .unwrap_or_else(|| defaults.services.clone());
+            .unwrap_or_else(|| match deny {
+                true => vec!["*".to_string()],
+                false => defaults.services.clone(),
+            });
+        let from = raw.from.map(|list| self.networks(list, &owner));
         let users = self.globs(raw.users, &owner, "users");
         let groups = self.globs(raw.groups, &owner, "groups");
         let local_groups = self.globs(raw.local_groups, &owner, "local_groups");
@@ -649,9 +678,42 @@ impl Validator<'_> {
             }
             s.into_inner()
         });
+        if deny && (login_as.is_some() || local_groups.is_some()) {
+            self.err(
+                line,
+                format!(
+                    "{owner} is a deny rule (deny = true): it refuses and grants nothing, so \
+                     it may not have login_as or local_groups; put those in a granting rule"
+                ),
+            );
+        }
+        let claims = self.rule_claims(raw.claims.unwrap_or_default(), &owner);
+        Some(Rule {
+            name,
+            deny,
+            issuer,
+            services,
+            from,
+            users,
+            groups,
+            local_groups,
+            login_as,
+            claims,
+        })
+    }
+    /// `[rule.claims]`: each claim name (a plain name, or a JSON Pointer beginning with `/`)
+    /// with its globs.
+    fn rule_claims(
+        &mut self,
+        raw: BTreeMap<String, Spanned<toml::Value>>,
+        owner: &str,
+    ) -> Vec<(String, Vec<String>)> {
         let mut claims = Vec::new();
-        for (claim, value) in raw.claims.unwrap_or_default() {
+        for (claim, value) in raw {
             let l = self.at(&value);
+            if let Some(why) = pointer_problem(&claim) {
+                self.err(l, format!("{owner}: claims: {why}"));
+            }
             let globs = match value.into_inner() {
                 toml::Value::Array(items) => items
                     .into_iter()
@@ -663,24 +725,36 @@ impl Validator<'_> {
                 Some(g) if !g.is_empty() => {
                     for x in &g {
                         if let Some(msg) = glob_problem(x) {
-                            self.err(l, format!("rule {name:?}: claims.{claim}: {msg}"));
+                            self.err(l, format!("{owner}: claims.{claim}: {msg}"));
                         }
                     }
                     claims.push((claim, g));
                 }
-                _ => self.err(l, format!("rule {name:?}: claims.{claim} must be a string, number, boolean or a non-empty list of them")),
+                _ => self.err(l, format!("{owner}: claims.{claim} must be a string, number, boolean or a non-empty list of them")),
             }
         }
-        Some(Rule {
-            name,
-            issuer,
-            services,
-            users,
-            groups,
-            local_groups,
-            login_as,
-            claims,
-        })
+        claims
+    }
+
+    /// `from`: networks, each with its problem on the list's line.
+    fn networks(&mut self, list: Spanned<Vec<String>>, owner: &str) -> Vec<Network> {
+        let at = self.at(&list);
+        let list = list.into_inner();
+        if list.is_empty() {
+            self.err(
+                at,
+                format!("{owner}: from is an empty list, which no host is in; remove it or list networks"),
+            );
+        }
+        list.iter()
+            .filter_map(|text| match Network::parse(text) {
+                Ok(n) => Some(n),
+                Err(why) => {
+                    self.err(at, format!("{owner}: from: {why}"));
+                    None
+                }
+            })
+            .collect()
     }
 }
 

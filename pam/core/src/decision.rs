@@ -11,7 +11,7 @@ use std::fmt;
 use serde_json::Value;
 
 use crate::accounts::{Account, AccountSource};
-use crate::claims::{display_text, numeric_date};
+use crate::claims::{display_text, lookup, numeric_date};
 use crate::config::{Config, Issuer};
 use crate::jwks::{KeySet, VerifyKey};
 use crate::jws::{self, UnverifiedToken, algorithm_name, parse_algorithm};
@@ -46,6 +46,8 @@ pub struct Request<'a> {
     /// The requested local account (PAM_USER).
     pub account: &'a str,
     pub service: &'a str,
+    /// PAM_RHOST: the remote host as the application names it (sshd: the client address).
+    pub rhost: Option<&'a str>,
     /// Seconds since the epoch.
     pub now: i64,
     pub uses: UseMode,
@@ -118,6 +120,8 @@ pub struct Step {
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct RuleTrace {
     pub rule: String,
+    /// A deny rule: when it matches, the token is refused.
+    pub deny: bool,
     /// The token conditions hold.
     pub matched: bool,
     /// The account the rule grants, when it matched and a grant could be made.
@@ -453,7 +457,7 @@ fn required_claims<'t>(
         Some(None) => return Err(missing("nbf is not a number".to_string())),
     };
     let claim = &issuer.user_claim;
-    let user = match token.claims.get(claim) {
+    let user = match lookup(&token.claims, claim) {
         Some(Value::String(u)) if !u.is_empty() => u.as_str(),
         Some(_) => {
             return Err(missing(format!(
@@ -552,8 +556,9 @@ fn check_lifetime(config: &Config, claims: &RequiredClaims, d: &mut Decision) ->
     Ok(())
 }
 
-/// Step 11: every rule's token conditions and the account it would grant, traced; some
-/// rule must match. The user map is read only when a matching rule needs it.
+/// Step 11: every rule's token conditions and the account it would grant, traced; no deny
+/// rule may match, and some granting rule must. The user map is read only when a matching
+/// rule needs it.
 fn match_rules(
     env: &Env,
     req: &Request,
@@ -567,48 +572,67 @@ fn match_rules(
         claims: &token.claims,
         user,
         service: req.service,
+        rhost: req.rhost,
     };
     let mut user_map = None;
     d.rules = Vec::with_capacity(env.config.rules.len());
     for rule in &env.config.rules {
         let mut t = RuleTrace {
             rule: rule.name.clone(),
+            deny: rule.deny,
             ..RuleTrace::default()
         };
-        if let Err(why) = policy::token_conditions(rule, &facts) {
-            t.failed = Some(why);
-            d.rules.push(t);
-            continue;
-        }
-        t.matched = true;
-        if rule.login_as.is_none() && issuer.user_map.is_some() && user_map.is_none() {
-            let map = env.issuer_data.user_map(issuer);
-            user_map = Some(map.map_err(|p| Stop::Unavailable(StepName::Rules, p.to_string()))?);
-        }
-        match policy::grant(rule, user, user_map.as_ref().and_then(Option::as_ref)) {
-            Ok(account) => {
-                if account != req.account {
-                    t.failed = Some(format!(
-                        "grant: grants {:?}, not the requested {:?}",
-                        clean(&account),
-                        clean(req.account)
-                    ));
-                }
-                t.grants = Some(account);
-            }
+        match policy::token_conditions(rule, &facts) {
             Err(why) => t.failed = Some(why),
+            Ok(()) if rule.deny => t.matched = true,
+            Ok(()) => {
+                t.matched = true;
+                if rule.login_as.is_none() && issuer.user_map.is_some() && user_map.is_none() {
+                    let map = env.issuer_data.user_map(issuer);
+                    user_map =
+                        Some(map.map_err(|p| Stop::Unavailable(StepName::Rules, p.to_string()))?);
+                }
+                let map = user_map.as_ref().and_then(Option::as_ref);
+                grant_of_rule(rule, user, map, req.account, &mut t);
+            }
         }
         d.rules.push(t);
     }
+    if let Some(deny_rule) = d.rules.iter().find(|t| t.deny && t.matched) {
+        let why = format!("deny rule {:?} matches the token", deny_rule.rule);
+        return deny(StepName::Rules, Reason::PolicyDenied, why);
+    }
     if !d.rules.iter().any(|t| t.matched) {
-        let why = format!(
-            "none of the {} rules matches the token",
-            env.config.rules.len()
-        );
+        let granting = env.config.rules.iter().filter(|r| !r.deny).count();
+        let why = format!("none of the {granting} rules matches the token");
         return deny(StepName::Rules, Reason::PolicyDenied, why);
     }
     d.pass(StepName::Rules, "a rule matches the token");
     Ok(())
+}
+
+/// The account a matching granting rule grants, into its trace; a grant of another account
+/// than the requested one is noted as why the rule does not grant this login.
+fn grant_of_rule(
+    rule: &crate::config::Rule,
+    user: &str,
+    map: Option<&crate::usermap::UserMap>,
+    requested: &str,
+    t: &mut RuleTrace,
+) {
+    match policy::grant(rule, user, map) {
+        Ok(account) => {
+            if account != requested {
+                t.failed = Some(format!(
+                    "grant: grants {:?}, not the requested {:?}",
+                    clean(&account),
+                    clean(requested)
+                ));
+            }
+            t.grants = Some(account);
+        }
+        Err(why) => t.failed = Some(why),
+    }
 }
 
 /// Step 12: some matching rule grants the requested account.

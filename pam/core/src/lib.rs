@@ -34,6 +34,7 @@ pub mod glob;
 pub mod jwks;
 pub mod jws;
 pub mod keystore;
+pub mod net;
 pub mod policy;
 pub mod reason;
 pub mod sanitize;

@@ -7,9 +7,10 @@
 
 use serde_json::{Map, Value};
 
-use crate::claims::match_texts;
+use crate::claims::{lookup, match_texts};
 use crate::config::{Issuer, Rule};
 use crate::glob;
+use crate::net;
 use crate::sanitize::clean;
 use crate::usermap::UserMap;
 
@@ -21,15 +22,25 @@ pub struct TokenFacts<'a> {
     /// The issuer's user claim, already known to be a string.
     pub user: &'a str,
     pub service: &'a str,
+    /// PAM_RHOST, as the application set it (sshd: the client's address).
+    pub rhost: Option<&'a str>,
 }
 
 /// The groups claim GitLab sends, when it sends it.
 pub const GROUPS_CLAIM: &str = "groups_direct";
 
-/// Whether the rule can ever apply to logins through this PAM service. The module asks
-/// this before prompting: where no rule can, it steps aside without a prompt.
+/// Whether the rule can ever apply to logins through this PAM service.
 pub fn applies_to_service(rule: &Rule, service: &str) -> bool {
     glob::any_matches(&rule.services, service)
+}
+
+/// Whether any granting rule can ever apply to this PAM service. The module asks this
+/// before prompting: where none can, no token could log in, so it steps aside without a
+/// prompt (deny rules alone cannot make a login).
+pub fn may_grant_for_service(rules: &[Rule], service: &str) -> bool {
+    rules
+        .iter()
+        .any(|r| !r.deny && applies_to_service(r, service))
 }
 
 /// Checks the rule's token conditions in a fixed order; the error is the first that fails.
@@ -58,11 +69,23 @@ pub fn token_conditions(rule: &Rule, t: &TokenFacts) -> Result<(), String> {
             clean(t.user)
         ));
     }
+    if let Some(networks) = &rule.from
+        && !net::any_contains(networks, t.rhost)
+    {
+        let shown: Vec<String> = networks.iter().map(ToString::to_string).collect();
+        return Err(match t.rhost {
+            None => format!("from: no remote host (PAM_RHOST unset), and the rule wants {shown:?}"),
+            Some(h) => format!(
+                "from: remote host {:?} is not an address inside {shown:?}",
+                clean(h)
+            ),
+        });
+    }
     if let Some(groups) = &rule.groups {
         groups_condition(groups, t.claims.get(GROUPS_CLAIM))?;
     }
     for (name, globs) in &rule.claims {
-        claim_condition(name, globs, t.claims.get(name))?;
+        claim_condition(name, globs, lookup(t.claims, name))?;
     }
     Ok(())
 }
@@ -152,6 +175,7 @@ mod tests {
             claims: &claims,
             user: "alice",
             service: "sshd",
+            rhost: None,
         };
         token_conditions(&c.rules[0], &facts)
     }
@@ -187,6 +211,7 @@ mod tests {
                 claims: &claims,
                 user: "alice",
                 service,
+                rhost: None,
             };
             assert_eq!(
                 applies_to_service(&c.rules[0], service),
@@ -244,6 +269,7 @@ mod tests {
             claims: &claims,
             user: "alice",
             service: "sshd",
+            rhost: None,
         };
         let e = token_conditions(&c.rules[0], &facts).unwrap_err();
         assert!(

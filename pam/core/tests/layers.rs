@@ -11,7 +11,7 @@ use std::path::Path;
 const LAYERS: &[&[&str]] = &[
     &[
         "sanitize", "claims", "glob", "reason", "timefmt", "files", "accounts", "jwks", "jws",
-        "usermap",
+        "usermap", "net",
     ],
     // The use ledger opens state_dir through the trusted-directory walk of files.
     &["uses"],

@@ -5,25 +5,17 @@
 use std::io::Write;
 use std::path::PathBuf;
 
-use base64::Engine;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use idtoken_core::accounts::{Account, AccountSource};
 use idtoken_core::config::{Config, ConfigError, Issuer, MAX_CONFIG_BYTES, MAX_ISSUERS, MAX_RULES};
 use idtoken_core::decision::{Decision, Env, Request, UseMode, Verdict, evaluate};
 use idtoken_core::files::FileProblemKind;
 use idtoken_core::jwks::{self, KeySet, MAX_JWKS_BYTES, MAX_KEYS};
-use idtoken_core::keystore::{DataProblem, IssuerData, load_key_cache};
+use idtoken_core::keystore::{DataProblem, load_key_cache};
 use idtoken_core::reason::Reason;
-use idtoken_core::usermap::UserMap;
-use idtoken_core::uses::{MAX_USES_LIMIT, TokenId, UseLedger};
-use jsonwebtoken::{Algorithm, EncodingKey};
+use idtoken_core::uses::MAX_USES_LIMIT;
+use idtoken_testkit::fakes::{AccountTable, Ledger, MemoryKeys, TestAccount};
+use idtoken_testkit::keys::{AUDIENCE as AUD, ISSUER as ISS, Key, NOW, sign_raw};
+use jsonwebtoken::Algorithm;
 use serde_json::{Value, json};
-
-const NOW: i64 = 1_767_225_600;
-const ISS: &str = "https://gitlab.test.example";
-const AUD: &str = "https://login.test.example";
-const KEY_A_PEM: &[u8] = include_bytes!("../../../tests/fixtures/keys/rsa-a.pem");
-const PUBLIC_JWKS: &str = include_str!("../../../tests/fixtures/keys/public-jwks-members.json");
 
 /// A config text with `issuers` issuers and `rules` rules, the first issuer the test's.
 fn config_text(issuers: usize, rules: usize) -> String {
@@ -161,10 +153,9 @@ fn a_config_over_1_mib_is_refused_unread() {
 
 /// `n` copies of key A's public JWK under distinct kids.
 fn jwks_of(n: usize) -> Value {
-    let all: Value = serde_json::from_str(PUBLIC_JWKS).unwrap();
     let keys: Vec<Value> = (0..n)
         .map(|i| {
-            let mut k = all["a"].clone();
+            let mut k = Key::A.jwk();
             k["kid"] = json!(format!("k{i}"));
             k
         })
@@ -222,69 +213,25 @@ fn a_key_cache_over_1_mib_is_refused_unread() {
 
 // --- A key's own `alg` ---
 
-struct Keys(KeySet);
-
-impl IssuerData for Keys {
-    fn keys(&self, _issuer: &Issuer) -> Result<KeySet, DataProblem> {
-        Ok(self.0.clone())
-    }
-    fn user_map(&self, _issuer: &Issuer) -> Result<Option<UserMap>, DataProblem> {
-        Ok(None)
-    }
-}
-
-struct Alice;
-
-impl AccountSource for Alice {
-    fn account(&self, name: &str) -> Option<Account> {
-        (name == "alice").then(|| Account {
-            name: "alice".into(),
-            uid: 2001,
-            gid: 2001,
-        })
-    }
-    fn listed_in(&self, _account: &Account, _group: &str) -> bool {
-        false
-    }
-    fn group_names(&self, account: &Account) -> Vec<String> {
-        vec![account.name.clone()]
-    }
-}
-
-/// max_uses is off here; a ledger that is asked anything fails the test.
-struct NoLedger;
-
-impl UseLedger for NoLedger {
-    fn count(&self, _token: &TokenId, _max: u32) -> Result<u32, String> {
-        panic!("max_uses is off: the ledger must not be read")
-    }
-    fn record(&self, _token: &TokenId, _max: u32, _now: i64) -> Result<bool, String> {
-        panic!("max_uses is off: the ledger must not be written")
-    }
-}
+/// alice (uid 2001), the only account this test needs.
+const ACCOUNTS: &[TestAccount] = &[TestAccount::listed("alice", 2001, &["alice"])];
 
 /// Key A's public JWK with `alg` set to `key_alg`.
 fn key_a_with_alg(key_alg: &str) -> KeySet {
-    let all: Value = serde_json::from_str(PUBLIC_JWKS).unwrap();
-    let mut a = all["a"].clone();
+    let mut a = Key::A.jwk();
     a["alg"] = json!(key_alg);
     jwks::parse(json!({"keys": [a]}).to_string().as_bytes()).unwrap()
 }
 
 /// A token signed by key A with `alg`, under kid test-a.
 fn token(alg: Algorithm, alg_name: &str) -> String {
-    let b64 = |v: &Value| URL_SAFE_NO_PAD.encode(v.to_string().as_bytes());
     let claims = json!({"iss": ISS, "aud": AUD, "iat": NOW, "exp": NOW + 300, "jti": "alg-1",
                         "user_login": "alice"});
-    let input = format!(
-        "{}.{}",
-        b64(&json!({"alg": alg_name, "kid": "test-a"})),
-        b64(&claims)
-    );
-    let key = EncodingKey::from_rsa_pem(KEY_A_PEM).unwrap();
-    format!(
-        "{input}.{}",
-        jsonwebtoken::crypto::sign(input.as_bytes(), &key, alg).unwrap()
+    sign_raw(
+        &json!({"alg": alg_name, "kid": "test-a"}),
+        &claims,
+        Key::A,
+        alg,
     )
 }
 
@@ -295,12 +242,12 @@ fn decide(key_alg: &str, alg: Algorithm, alg_name: &str) -> Decision {
          algorithms = [\"RS256\", \"RS384\"]\n\n[[rule]]\nname = \"own\"\n"
     ))
     .unwrap();
-    let keys = Keys(key_a_with_alg(key_alg));
+    let keys = MemoryKeys::set(key_a_with_alg(key_alg));
     let env = Env {
         config: &cfg,
         issuer_data: &keys,
-        accounts: &Alice,
-        uses: &NoLedger,
+        accounts: &AccountTable::new(ACCOUNTS),
+        uses: &Ledger::default(),
     };
     evaluate(
         &env,
@@ -308,6 +255,7 @@ fn decide(key_alg: &str, alg: Algorithm, alg_name: &str) -> Decision {
             token: &token(alg, alg_name),
             account: "alice",
             service: "sshd",
+            rhost: None,
             now: NOW,
             uses: UseMode::Record,
         },

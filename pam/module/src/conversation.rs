@@ -58,7 +58,7 @@ const _: () = assert!(std::mem::size_of::<PamResponse>() == 2 * std::mem::size_o
 const _: () = assert!(std::mem::size_of::<PamConv>() == 2 * std::mem::size_of::<usize>());
 
 /// The raw handle inside pamsm's `Pam`.
-fn raw_handle(pamh: &Pam) -> *const c_void {
+pub(crate) fn raw_handle(pamh: &Pam) -> *const c_void {
     // SAFETY: `Pam` is `#[repr(transparent)]` over the `pam_handle_t *` libpam passed in.
     unsafe { *(pamh as *const Pam).cast::<*const c_void>() }
 }

@@ -31,6 +31,8 @@ pub trait PamContext: Prompter {
     fn set_authtok(&mut self, authtok: &[u8]);
     fn error_message(&mut self, text: &str);
     fn putenv(&mut self, name: &str, value: &str);
+    /// Stores a C-string PAM data item for later modules (pam_systemd).
+    fn set_data(&mut self, name: &str, value: &str);
     fn log(&self, level: Level, message: &str);
 }
 
@@ -94,6 +96,15 @@ impl PamContext for PamHandleContext<'_> {
 
     fn putenv(&mut self, name: &str, value: &str) {
         let _ = self.pamh.putenv(&format!("{name}={value}"));
+    }
+
+    fn set_data(&mut self, name: &str, value: &str) {
+        if !crate::session_data::set_string(self.pamh, name, value) {
+            self.log(
+                Level::Error,
+                &format!("could not set the PAM data item {name}; the session will not end with the token"),
+            );
+        }
     }
 
     fn log(&self, level: Level, message: &str) {

@@ -97,15 +97,11 @@ pub fn authenticate_with(
             return PamError::AUTHINFO_UNAVAIL;
         }
     };
-    // SPEC v2: where no rule can ever apply to this PAM service (sudo, polkit, a screen
-    // locker in common-auth), step aside before prompting, so their own `Password: `
+    // SPEC v2: where no granting rule can ever apply to this PAM service (sudo, polkit, a
+    // screen locker in common-auth), step aside before prompting, so their own `Password: `
     // prompt is the only one the person sees, and a CI token is never asked for there.
     let service = ctx.service().unwrap_or_default();
-    if !config
-        .rules
-        .iter()
-        .any(|r| policy::applies_to_service(r, &service))
-    {
+    if !policy::may_grant_for_service(&config.rules, &service) {
         if args.debug {
             ctx.log(
                 Level::Debug,
@@ -156,19 +152,20 @@ pub fn authenticate_with(
         return PamError::IGNORE;
     };
     let rhost = ctx.rhost();
-    let decision = decide(world, &config, token, &account, &service, now);
+    let request = Request {
+        token,
+        account: &account,
+        service: &service,
+        rhost: rhost.as_deref(),
+        now,
+        uses: UseMode::Record,
+    };
+    let decision = decide(world, &config, &request);
     report(ctx, &args, &config, &decision, &collected, rhost.as_deref());
-    answer(ctx, &decision)
+    answer(ctx, &config, &decision, now)
 }
 
-fn decide(
-    world: &World,
-    config: &Config,
-    token: &str,
-    account: &str,
-    service: &str,
-    now: i64,
-) -> Decision {
+fn decide(world: &World, config: &Config, request: &Request) -> Decision {
     let disk;
     let uses: &dyn UseLedger = match world.uses {
         Uses::StateDir => {
@@ -186,16 +183,7 @@ fn decide(
         accounts: world.accounts,
         uses,
     };
-    decision::evaluate(
-        &env,
-        &Request {
-            token,
-            account,
-            service,
-            now,
-            uses: UseMode::Record,
-        },
-    )
+    decision::evaluate(&env, request)
 }
 
 /// The audit line, and the client's view of a refusal.
@@ -287,10 +275,13 @@ fn log_cut_hint(ctx: &mut dyn PamContext) {
     );
 }
 
-fn answer(ctx: &mut dyn PamContext, d: &Decision) -> PamError {
+fn answer(ctx: &mut dyn PamContext, config: &Config, d: &Decision, now: i64) -> PamError {
     match &d.verdict {
         Verdict::Allow => {
             set_environment(ctx, d);
+            if config.defaults.session_ends_at_exp {
+                end_session_at_exp(ctx, d, now);
+            }
             PamError::SUCCESS
         }
         Verdict::Deny(_) => PamError::AUTH_ERR,
@@ -298,7 +289,22 @@ fn answer(ctx: &mut dyn PamContext, d: &Decision) -> PamError {
     }
 }
 
+/// The PAM data item pam_systemd (systemd >= 244) reads to limit the session scope's
+/// runtime: the session, and what runs in it, ends when the token expires.
+pub const RUNTIME_MAX_SEC: &str = "systemd.runtime_max_sec";
+
+/// Asks pam_systemd to end the session at the token's exp: whole seconds from now, at
+/// least 1 (a token allowed within the leeway after exp still gets a session of 1 s).
+fn end_session_at_exp(ctx: &mut dyn PamContext, d: &Decision, now: i64) {
+    let Some(exp) = d.audit_claims.exp else {
+        return; // an allowed token always has exp; nothing to limit otherwise
+    };
+    let seconds = exp.saturating_sub(now).max(1);
+    ctx.set_data(RUNTIME_MAX_SEC, &seconds.to_string());
+}
+
 fn set_environment(ctx: &mut dyn PamContext, d: &Decision) {
+    let exp = d.audit_claims.exp.map(|e| e.to_string());
     let vars = [
         ("IDTOKEN_ISSUER", d.issuer.as_deref()),
         (
@@ -307,6 +313,8 @@ fn set_environment(ctx: &mut dyn PamContext, d: &Decision) {
         ),
         ("IDTOKEN_PIPELINE_ID", d.audit_claims.pipeline_id.as_deref()),
         ("IDTOKEN_JOB_ID", d.audit_claims.job_id.as_deref()),
+        ("IDTOKEN_USER", d.user.as_deref()),
+        ("IDTOKEN_EXP", exp.as_deref()),
     ];
     for (name, value) in vars {
         if let Some(v) = value {

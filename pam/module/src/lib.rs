@@ -23,6 +23,7 @@ pub mod collect;
 pub mod conversation;
 pub mod handle;
 pub mod hooks;
+pub mod session_data;
 #[cfg(test)]
 mod tests;
 

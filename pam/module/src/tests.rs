@@ -20,7 +20,7 @@ use idtoken_core::keystore::DataProblem;
 use idtoken_core::reason::Reason;
 use idtoken_core::uses::{TokenId, UseLedger};
 use idtoken_testkit::fakes::{AccountTable, Ledger, MemoryKeys, TestAccount};
-use idtoken_testkit::keys::{AUDIENCE as AUD, ISSUER as ISS, Key, NOW, mint_with};
+use idtoken_testkit::keys::{AUDIENCE as AUD, ISSUER as ISS, Key, NOW, mint_with, with};
 use pamsm::PamError;
 use serde_json::{Value, json};
 
@@ -53,6 +53,7 @@ enum Event {
     Prompt(String, Answer),
     ErrorMessage(String),
     Putenv(String, String),
+    SetData(String, String),
     SetAuthtok(Answer),
     /// A log line at this level containing this text.
     Log(Level, String),
@@ -81,6 +82,9 @@ fn error_message(text: &str) -> Event {
 }
 fn putenv(name: &str, value: &str) -> Event {
     Event::Putenv(name.to_string(), value.to_string())
+}
+fn set_data(name: &str, value: &str) -> Event {
+    Event::SetData(name.to_string(), value.to_string())
 }
 fn set_authtok(authtok: &[u8]) -> Event {
     Event::SetAuthtok(Answer(Some(authtok.to_vec())))
@@ -209,6 +213,13 @@ impl PamContext for Script {
         match self.next(&format!("putenv({name}={value})")) {
             Event::Putenv(n, v) => assert_eq!((name, value), (&*n, &*v), "putenv"),
             other => panic!("expected {other:?}, got putenv({name}={value})"),
+        }
+    }
+
+    fn set_data(&mut self, name: &str, value: &str) {
+        match self.next(&format!("set_data({name}={value})")) {
+            Event::SetData(n, v) => assert_eq!((name, value), (&*n, &*v), "set_data"),
+            other => panic!("expected {other:?}, got set_data({name}={value})"),
         }
     }
 
@@ -466,6 +477,8 @@ fn allow_sets_the_pam_environment_and_records_the_use() {
             putenv("IDTOKEN_PROJECT_PATH", "hpc/app"),
             putenv("IDTOKEN_PIPELINE_ID", "4711"),
             putenv("IDTOKEN_JOB_ID", "815"),
+            putenv("IDTOKEN_USER", "alice"),
+            putenv("IDTOKEN_EXP", &(NOW + 300).to_string()),
         ],
     ]);
     let code = run(&mut s, &site.args, &key_a(), &ledger);
@@ -481,6 +494,33 @@ fn allow_sets_the_pam_environment_and_records_the_use() {
     ]);
     let code = run(&mut again, &site.args, &key_a(), &ledger);
     assert_eq!(code, PamError::AUTH_ERR);
+}
+
+/// SPEC v2: with session_ends_at_exp the module sets pam_systemd's runtime limit to the
+/// whole seconds until exp (at least 1, for a token allowed within the leeway after exp);
+/// without it, no data item is set (the other allow tests' scripts would fail on one).
+#[test]
+fn session_ends_at_exp_sets_the_runtime_limit_for_pam_systemd() {
+    let site = Site::new("session-ends", "session_ends_at_exp = true");
+    for (exp_in, limit) in [(300, "300"), (1, "1"), (-30, "1")] {
+        let t = token(&with(claims(), "exp", json!(NOW + exp_in)));
+        let mut s = script(vec![
+            start(),
+            vec![prompt("ID token: ", t.as_bytes())],
+            decided("decision=allow"),
+            vec![
+                putenv("IDTOKEN_ISSUER", "gitlab"),
+                putenv("IDTOKEN_PROJECT_PATH", "hpc/app"),
+                putenv("IDTOKEN_PIPELINE_ID", "4711"),
+                putenv("IDTOKEN_JOB_ID", "815"),
+                putenv("IDTOKEN_USER", "alice"),
+                putenv("IDTOKEN_EXP", &(NOW + exp_in).to_string()),
+                set_data("systemd.runtime_max_sec", limit),
+            ],
+        ]);
+        let code = run(&mut s, &site.args, &key_a(), &Ledger::default());
+        assert_eq!(code, PamError::SUCCESS, "exp in {exp_in} s");
+    }
 }
 
 #[test]
@@ -589,6 +629,8 @@ fn cached_authtok_of_exactly_1023_characters_logs_the_cut_hint_before_asking() {
             putenv("IDTOKEN_PROJECT_PATH", "hpc/app"),
             putenv("IDTOKEN_PIPELINE_ID", "4711"),
             putenv("IDTOKEN_JOB_ID", "815"),
+            putenv("IDTOKEN_USER", "alice"),
+            putenv("IDTOKEN_EXP", &(NOW + 300).to_string()),
         ],
     ]);
     let code = run(&mut s, &site.args, &key_a(), &Ledger::default());
@@ -619,6 +661,8 @@ fn long_token_in_parts_is_joined_and_allowed() {
             putenv("IDTOKEN_PROJECT_PATH", "hpc/app"),
             putenv("IDTOKEN_PIPELINE_ID", "4711"),
             putenv("IDTOKEN_JOB_ID", "815"),
+            putenv("IDTOKEN_USER", "alice"),
+            putenv("IDTOKEN_EXP", &(NOW + 300).to_string()),
         ],
     ]);
     let code = run(&mut s, &site.args, &key_a(), &Ledger::default());

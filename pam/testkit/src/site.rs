@@ -128,6 +128,7 @@ impl Decide {
                 token: &self.token,
                 account: ACCOUNT,
                 service: SERVICE,
+                rhost: Some("127.0.0.1"),
                 now: NOW + 10,
                 uses: UseMode::Record,
             },

@@ -28,6 +28,7 @@ pub fn decide(
         token,
         account,
         service,
+        rhost: Some(RHOST),
         now: NOW,
         uses,
     };

@@ -515,6 +515,8 @@ fn check_conditions(claims: &Map<String, Value>, account: &str, service: &str) {
         claims,
         user,
         service,
+        // The harness's rules have no `from`; the oracle does not model source networks.
+        rhost: Some(super::world::RHOST),
     };
     for rule in &config.rules {
         let got = policy::token_conditions(rule, &facts);
