@@ -55,7 +55,7 @@ pub fn write_etc(dir: &Path) -> PathBuf {
         };
         t.lines()
             .filter(keep)
-            .map(|l| format!("{l}\n"))
+            .map(|l| format!("{}\n", without_test_members(l)))
             .collect::<String>()
     };
     let mut passwd = host("passwd");
@@ -84,6 +84,20 @@ pub fn write_etc(dir: &Path) -> PathBuf {
         set_mode(&p, mode);
     }
     etc
+}
+
+/// A host group line without test users in its member list (field 4), which would give
+/// them host groups; other lines unchanged.
+fn without_test_members(line: &str) -> String {
+    let fields: Vec<&str> = line.split(':').collect();
+    let [name, password, gid, members] = fields[..] else {
+        return line.to_string();
+    };
+    let members: Vec<&str> = members
+        .split(',')
+        .filter(|m| !USERS.iter().any(|(u, _)| u == m))
+        .collect();
+    format!("{name}:{password}:{gid}:{}", members.join(","))
 }
 
 /// The host's nsswitch.conf with the account databases read from files only.
