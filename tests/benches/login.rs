@@ -18,6 +18,12 @@ use idtoken_e2e::bench::{
 
 fn main() {
     let Some(files) = bench::isolated("login") else {
+        // Not root: skipped, loudly (bench::isolated said why); under CI=true, where
+        // nothing may be skipped, that is a failure as in every other test.
+        assert!(
+            !idtoken_e2e::ci(),
+            "prerequisite missing under CI=true: the login benchmark needs root"
+        );
         return;
     };
     let mut c = Criterion::default()

@@ -8,7 +8,8 @@
 
 use std::collections::HashMap;
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -215,12 +216,35 @@ impl Drop for Server {
     }
 }
 
-/// A port on 127.0.0.1 where nothing listens (bound, then released).
+/// A port on 127.0.0.1 where nothing listens. The port is held by a socket that is bound
+/// but never listens (connections to it are refused) and stays open to the end of the
+/// test process: a port released at once could be taken by another test's server.
 pub fn closed_port_url() -> String {
-    let l = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
-    let addr = l.local_addr().expect("local addr");
-    drop(l);
-    format!("https://{addr}")
+    // SAFETY: socket(2) has no memory preconditions.
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) };
+    assert!(fd >= 0, "socket: {}", std::io::Error::last_os_error());
+    // SAFETY: fd is a socket this function just made and nothing else owns.
+    let socket = unsafe { OwnedFd::from_raw_fd(fd) };
+    // SAFETY: sockaddr_in is plain data; all zeroes is a valid value (port 0: any).
+    let mut addr: libc::sockaddr_in = unsafe { std::mem::zeroed() };
+    addr.sin_family = libc::AF_INET as libc::sa_family_t;
+    addr.sin_addr.s_addr = u32::from(Ipv4Addr::LOCALHOST).to_be();
+    let mut len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+    let sa = std::ptr::addr_of_mut!(addr).cast::<libc::sockaddr>();
+    // SAFETY: sa points to a sockaddr_in of len bytes, alive for both calls.
+    let bound = unsafe {
+        libc::bind(socket.as_raw_fd(), sa, len) == 0
+            && libc::getsockname(socket.as_raw_fd(), sa, &mut len) == 0
+    };
+    assert!(
+        bound,
+        "bind 127.0.0.1:0: {}",
+        std::io::Error::last_os_error()
+    );
+    let port = u16::from_be(addr.sin_port);
+    // Deliberately never closed (see above); the process's exit releases it.
+    std::mem::forget(socket);
+    format!("https://127.0.0.1:{port}")
 }
 
 fn accept_loop(

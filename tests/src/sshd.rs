@@ -2,8 +2,9 @@
 //! namespace (`isolate`) that holds the test accounts, the test PAM stack as /etc/pam.d
 //! and the syslog socket as /dev/log; and the stock `ssh` client to log in to it.
 
-use std::net::{TcpListener, TcpStream};
-use std::path::PathBuf;
+use std::net::TcpListener;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
@@ -43,6 +44,17 @@ fn free_port() -> u16 {
         .unwrap_or_else(|e| panic!("no free port: {e}"))
 }
 
+/// How many ports sshd is tried on before the test gives up.
+const PORT_ATTEMPTS: u32 = 5;
+
+/// What became of a starting sshd.
+enum Ready {
+    Listening,
+    /// Someone else bound the port first; sshd exited.
+    PortTaken,
+    Failed,
+}
+
 pub struct Sshd {
     pub pam: PamHarness,
     pub port: u16,
@@ -67,62 +79,85 @@ impl Sshd {
             .status()
             .unwrap_or_else(|e| panic!("ssh-keygen: {e}"));
         assert!(status.success());
-        let port = free_port();
-        let config = sb.write(
-            "sshd_config",
-            format!(
-                "Port {port}\nListenAddress 127.0.0.1\nHostKey {}\nPidFile {}\nUsePAM yes\n\
-                 KbdInteractiveAuthentication yes\nPasswordAuthentication no\nPubkeyAuthentication no\n\
-                 AuthenticationMethods keyboard-interactive\nPermitRootLogin no\nUseDNS no\n\
-                 StrictModes no\nLogLevel VERBOSE\nMaxAuthTries 3\nLoginGraceTime 30\n",
-                hostkey.display(),
-                sb.path("sshd.pid").display()
-            )
-            .as_bytes(),
-        );
         set_mode(&hostkey, 0o600);
         // sshd's privilege separation directory (Debian creates it at boot).
         let _ = std::fs::create_dir_all("/run/sshd");
         set_mode(std::path::Path::new("/run/sshd"), 0o755);
         let log = sb.path("sshd.log");
-        let child = Command::new(pam::isolate_script())
-            .arg("--log")
-            .arg(&pam.syslog.path)
-            .arg("--etc")
-            .arg(&pam.etc)
-            .arg("--pamd")
-            .arg(&pam.confdir)
-            .arg("--")
-            .arg(SSHD)
-            .args(["-D", "-e", "-f"])
-            .arg(&config)
-            .arg("-E")
-            .arg(&log)
-            .stdin(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| panic!("sshd: {e}"));
-        let sshd = Sshd {
-            pam,
-            port,
-            log,
-            child,
-        };
-        sshd.wait_ready();
-        sshd
-    }
-
-    fn wait_ready(&self) {
-        let start = Instant::now();
-        while start.elapsed() < Duration::from_secs(10) {
-            if TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
-                return;
+        // sshd cannot be handed a listening socket, so the port is chosen here and may be
+        // taken by another process before sshd binds it: sshd then says so and exits, and
+        // it is started again on another port.
+        for attempt in 1..=PORT_ATTEMPTS {
+            let port = free_port();
+            let config = sb.write(
+                "sshd_config",
+                format!(
+                    "Port {port}\nListenAddress 127.0.0.1\nHostKey {}\nPidFile {}\nUsePAM yes\n\
+                     KbdInteractiveAuthentication yes\nPasswordAuthentication no\nPubkeyAuthentication no\n\
+                     AuthenticationMethods keyboard-interactive\nPermitRootLogin no\nUseDNS no\n\
+                     StrictModes no\nLogLevel VERBOSE\nMaxAuthTries 3\nLoginGraceTime 30\n",
+                    hostkey.display(),
+                    sb.path("sshd.pid").display()
+                )
+                .as_bytes(),
+            );
+            let _ = std::fs::remove_file(&log);
+            let mut command = Command::new(pam::isolate_script());
+            // --pid: sshd and every session process it forks live in a PID namespace that
+            // dies with isolate, and isolate dies with this thread (PR_SET_PDEATHSIG): a
+            // killed test run leaves no sshd behind.
+            command
+                .arg("--pid")
+                .arg("--log")
+                .arg(&pam.syslog.path)
+                .arg("--etc")
+                .arg(&pam.etc)
+                .arg("--pamd")
+                .arg(&pam.confdir)
+                .arg("--")
+                .arg(SSHD)
+                .args(["-D", "-e", "-f"])
+                .arg(&config)
+                .arg("-E")
+                .arg(&log)
+                .stdin(Stdio::null());
+            let parent = std::process::id();
+            // SAFETY: between fork and exec the closure calls only prctl, getppid and
+            // _exit, which are async-signal-safe, and allocates nothing.
+            unsafe {
+                command.pre_exec(move || {
+                    libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                    // The parent may have died before prctl: then nothing would kill us.
+                    if libc::getppid() as u32 != parent {
+                        libc::_exit(1);
+                    }
+                    Ok(())
+                });
             }
-            std::thread::sleep(Duration::from_millis(50));
+            let mut child = command.spawn().unwrap_or_else(|e| panic!("sshd: {e}"));
+            match wait_ready(&mut child, &log, port) {
+                Ready::Listening => {
+                    return Sshd {
+                        pam,
+                        port,
+                        log,
+                        child,
+                    };
+                }
+                Ready::PortTaken if attempt < PORT_ATTEMPTS => {
+                    eprintln!("sshd: port {port} was taken before sshd bound it; trying another");
+                }
+                Ready::PortTaken | Ready::Failed => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    panic!(
+                        "sshd did not start; its log:\n{}",
+                        std::fs::read_to_string(&log).unwrap_or_default()
+                    );
+                }
+            }
         }
-        panic!(
-            "sshd did not start; its log:\n{}",
-            std::fs::read_to_string(&self.log).unwrap_or_default()
-        );
+        panic!("sshd found no free port in {PORT_ATTEMPTS} attempts")
     }
 
     /// The `ssh` command line for `user`, keyboard-interactive only, one attempt.
@@ -215,6 +250,28 @@ impl Sshd {
     }
 }
 
+/// Waits until sshd says it listens on `port` (a connection would also reach someone else
+/// who took the port), exits, or 10 s pass.
+fn wait_ready(child: &mut Child, log: &Path, port: u16) -> Ready {
+    let listening = format!("Server listening on 127.0.0.1 port {port}.");
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(10) {
+        if std::fs::read_to_string(log).is_ok_and(|l| l.contains(&listening)) {
+            return Ready::Listening;
+        }
+        if let Ok(Some(_)) = child.try_wait() {
+            let said = std::fs::read_to_string(log).unwrap_or_default();
+            return if said.contains("Address already in use") {
+                Ready::PortTaken
+            } else {
+                Ready::Failed
+            };
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Ready::Failed
+}
+
 /// Runs a client command with a time bound, so a hung login fails the test, not CI.
 pub fn run_bounded(cmd: &mut Command) -> Output {
     let child = cmd
@@ -239,8 +296,9 @@ pub fn run_bounded(cmd: &mut Command) -> Output {
 
 impl Drop for Sshd {
     fn drop(&mut self) {
-        // SAFETY: signalling the sshd we started.
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        // The child is isolate's unshare, which blocks SIGTERM: SIGKILL it, which kills
+        // sshd (--kill-child) and so everything in its PID namespace.
+        let _ = self.child.kill();
         let _ = self.child.wait();
     }
 }

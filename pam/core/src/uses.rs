@@ -165,13 +165,29 @@ impl UseLedger for DiskLedger {
 mod tests {
     use super::*;
 
-    fn ledger(tag: &str) -> DiskLedger {
+    /// A ledger in a fresh directory, removed when the test ends (also when it fails).
+    struct TempLedger(DiskLedger);
+
+    impl std::ops::Deref for TempLedger {
+        type Target = DiskLedger;
+        fn deref(&self) -> &DiskLedger {
+            &self.0
+        }
+    }
+
+    impl Drop for TempLedger {
+        fn drop(&mut self) {
+            let _ = fs::remove_dir_all(&self.0.dir);
+        }
+    }
+
+    fn ledger(tag: &str) -> TempLedger {
         let dir = std::env::temp_dir().join(format!("idtoken-uses-{tag}-{}", std::process::id()));
         let _ = fs::remove_dir_all(&dir);
-        DiskLedger {
+        TempLedger(DiskLedger {
             dir,
             keep_after_exp: 60,
-        }
+        })
     }
 
     #[test]
