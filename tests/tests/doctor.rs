@@ -47,11 +47,17 @@ impl Setup {
         std::fs::create_dir_all(&uses).unwrap();
         set_mode(&uses, 0o700);
         let pamd = sb.path("pam.d");
-        sb.write("pam.d/sshd", b"@include common-auth\naccount required pam_permit.so\n");
+        sb.write(
+            "pam.d/sshd",
+            b"@include common-auth\naccount required pam_permit.so\n",
+        );
         let common = COMMON_AUTH.replace("CONFIG", &config.display().to_string());
         sb.write("pam.d/common-auth", common.as_bytes());
         // A host key that does not exist: doctor must still get sshd's settings.
-        let cfg = SSHD_CONFIG.replace("HOSTKEY", &sb.path("no-such-host-key").display().to_string());
+        let cfg = SSHD_CONFIG.replace(
+            "HOSTKEY",
+            &sb.path("no-such-host-key").display().to_string(),
+        );
         let sshd_config = sb.write("sshd_config", cfg.as_bytes());
         Setup {
             sb,
@@ -83,8 +89,12 @@ impl Setup {
             .output()
             .unwrap();
         let text = String::from_utf8_lossy(&out.stdout);
-        let v: Value = serde_json::from_str(text.trim())
-            .unwrap_or_else(|e| panic!("not JSON ({e}): {text}\n{}", String::from_utf8_lossy(&out.stderr)));
+        let v: Value = serde_json::from_str(text.trim()).unwrap_or_else(|e| {
+            panic!(
+                "not JSON ({e}): {text}\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            )
+        });
         let checks = v["checks"].as_array().cloned().unwrap_or_default();
         (out.status.code().unwrap_or(-1), checks)
     }
@@ -175,13 +185,21 @@ fn a_complete_setup_is_all_ok_and_each_fault_is_reported_with_its_fix() {
         for name in ["refresh_timer", "clock"] {
             let c = find(&checks, name);
             assert_eq!(c["status"], "skip", "{c}");
-            assert!(c["detail"].as_str().unwrap_or_default().contains("systemd"), "{c}");
+            assert!(
+                c["detail"].as_str().unwrap_or_default().contains("systemd"),
+                "{c}"
+            );
         }
     }
 
     let s = Setup::new("no-module");
     s.rewrite("pam.d/common-auth", "pam_idtoken.so", "pam_env.so");
-    assert_fault(&s, "pam_stack.module", "fail", "pam-auth-update --enable idtoken");
+    assert_fault(
+        &s,
+        "pam_stack.module",
+        "fail",
+        "pam-auth-update --enable idtoken",
+    );
 
     let s = Setup::new("after-unix");
     let swapped = {
@@ -191,27 +209,50 @@ fn a_complete_setup_is_all_ok_and_each_fault_is_reported_with_its_fix() {
     };
     s.sb.write(
         "pam.d/common-auth",
-        swapped.replace("CONFIG", &s.config.display().to_string()).as_bytes(),
+        swapped
+            .replace("CONFIG", &s.config.display().to_string())
+            .as_bytes(),
     );
     assert_fault(&s, "pam_stack.order", "fail", "above the pam_unix.so line");
 
     let s = Setup::new("no-die");
-    s.rewrite("pam.d/common-auth", "success=2 auth_err=die default=ignore", "success=2 default=ignore");
+    s.rewrite(
+        "pam.d/common-auth",
+        "success=2 auth_err=die default=ignore",
+        "success=2 default=ignore",
+    );
     assert_fault(&s, "pam_stack.refused_token", "fail", "auth_err=die");
 
     let s = Setup::new("required");
-    s.rewrite("pam.d/common-auth", "[success=2 auth_err=die default=ignore]", "required");
+    s.rewrite(
+        "pam.d/common-auth",
+        "[success=2 auth_err=die default=ignore]",
+        "required",
+    );
     assert_fault(&s, "pam_stack.valid_token", "fail", "success=done");
     let (_, checks) = s.doctor();
     assert_eq!(find(&checks, "pam_stack.unavailable")["status"], "warn");
 
     let s = Setup::new("other-config");
-    s.rewrite("pam.d/common-auth", &format!("config={}", s.config.display()), "config=/etc/elsewhere.toml");
+    s.rewrite(
+        "pam.d/common-auth",
+        &format!("config={}", s.config.display()),
+        "config=/etc/elsewhere.toml",
+    );
     assert_fault(&s, "pam_stack.config", "fail", "config=");
 
     let s = Setup::new("kbd");
-    s.rewrite("sshd_config", "KbdInteractiveAuthentication yes", "KbdInteractiveAuthentication no");
-    assert_fault(&s, "sshd.kbd_interactive", "fail", "KbdInteractiveAuthentication yes");
+    s.rewrite(
+        "sshd_config",
+        "KbdInteractiveAuthentication yes",
+        "KbdInteractiveAuthentication no",
+    );
+    assert_fault(
+        &s,
+        "sshd.kbd_interactive",
+        "fail",
+        "KbdInteractiveAuthentication yes",
+    );
 
     let s = Setup::new("usepam");
     s.rewrite("sshd_config", "UsePAM yes", "UsePAM no");
@@ -224,19 +265,44 @@ fn a_complete_setup_is_all_ok_and_each_fault_is_reported_with_its_fix() {
     let s = Setup::new("stale");
     let old = format!("@{}", now() - 3 * 86_400);
     let cache = s.sb.path("gitlab.jwks.json");
-    assert!(Command::new("touch").args(["-d", &old]).arg(&cache).status().unwrap().success());
-    assert_fault(&s, "key_cache.gitlab", "warn", "idtoken refresh --issuer gitlab");
+    assert!(
+        Command::new("touch")
+            .args(["-d", &old])
+            .arg(&cache)
+            .status()
+            .unwrap()
+            .success()
+    );
+    assert_fault(
+        &s,
+        "key_cache.gitlab",
+        "warn",
+        "idtoken refresh --issuer gitlab",
+    );
 
     let s = Setup::new("no-cache");
     std::fs::remove_file(s.sb.path("gitlab.jwks.json")).unwrap();
-    assert_fault(&s, "key_cache.gitlab", "fail", "idtoken refresh --issuer gitlab");
+    assert_fault(
+        &s,
+        "key_cache.gitlab",
+        "fail",
+        "idtoken refresh --issuer gitlab",
+    );
 
     let s = Setup::new("no-account");
-    s.rewrite("idtoken.toml", "login_as = \"svc-deploy\"", "login_as = \"svc-deplo\"");
+    s.rewrite(
+        "idtoken.toml",
+        "login_as = \"svc-deploy\"",
+        "login_as = \"svc-deplo\"",
+    );
     assert_fault(&s, "login_as.svc-deplo", "fail", "create the account");
 
     let s = Setup::new("low-uid");
-    s.rewrite("idtoken.toml", "login_as = \"svc-deploy\"", "login_as = \"lowuid\"");
+    s.rewrite(
+        "idtoken.toml",
+        "login_as = \"svc-deploy\"",
+        "login_as = \"lowuid\"",
+    );
     assert_fault(&s, "login_as.lowuid", "fail", "min_uid");
 
     let s = Setup::new("group-typo");
@@ -276,9 +342,17 @@ fn text_output_names_each_check_and_its_fix() {
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(2), "{text}");
-    assert!(text.lines().any(|l| l.starts_with("fail") && l.contains("sshd.use_pam")), "{text}");
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("fail") && l.contains("sshd.use_pam")),
+        "{text}"
+    );
     assert!(text.contains("fix: set `UsePAM yes`"), "{text}");
-    assert!(text.lines().any(|l| l.starts_with("ok") && l.contains("pam_stack.module")), "{text}");
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("ok") && l.contains("pam_stack.module")),
+        "{text}"
+    );
 }
 
 /// The ssh harness's sshd and PAM stack, as doctor says they should be, accept a token.
@@ -287,7 +361,9 @@ fn a_doctor_clean_sshd_accepts_a_token_login() {
     require!(
         sshd::available().is_ok() && nss_wrapper().is_some(),
         "{}",
-        sshd::available().err().unwrap_or("libnss-wrapper is missing".into())
+        sshd::available()
+            .err()
+            .unwrap_or("libnss-wrapper is missing".into())
     );
     let pam = PamHarness::new("doctor-ssh");
     pam.sandbox.key_cache(&[Key::A]);
@@ -384,21 +460,37 @@ fn status_prometheus_is_valid_textfile_metrics() {
     ] {
         assert!(text.lines().any(|l| l == line), "{line:?} missing:\n{text}");
     }
-    assert!(text.contains("idtoken_key_cache_age_seconds{issuer=\"gitlab\"} "), "{text}");
+    assert!(
+        text.contains("idtoken_key_cache_age_seconds{issuer=\"gitlab\"} "),
+        "{text}"
+    );
 
     // A stale cache, then a missing one: still valid metrics, with the numbers that alert.
     let old = format!("@{}", now() - 3 * 86_400);
-    assert!(Command::new("touch").args(["-d", &old]).arg(sb.path("gitlab.jwks.json")).status().unwrap().success());
+    assert!(
+        Command::new("touch")
+            .args(["-d", &old])
+            .arg(sb.path("gitlab.jwks.json"))
+            .status()
+            .unwrap()
+            .success()
+    );
     let out = run(&config);
     let text = String::from_utf8_lossy(&out.stdout).to_string();
     assert_eq!(out.status.code(), Some(1), "{text}");
     assert!(check_metrics(&out.stdout).0, "{text}");
-    assert!(text.contains("idtoken_key_cache_stale{issuer=\"gitlab\"} 1"), "{text}");
+    assert!(
+        text.contains("idtoken_key_cache_stale{issuer=\"gitlab\"} 1"),
+        "{text}"
+    );
     std::fs::remove_file(sb.path("gitlab.jwks.json")).unwrap();
     let out = run(&config);
     let text = String::from_utf8_lossy(&out.stdout).to_string();
     assert!(check_metrics(&out.stdout).0, "{text}");
-    assert!(text.contains("idtoken_key_cache_usable{issuer=\"gitlab\"} 0"), "{text}");
+    assert!(
+        text.contains("idtoken_key_cache_usable{issuer=\"gitlab\"} 0"),
+        "{text}"
+    );
     assert!(!text.contains("idtoken_key_cache_age_seconds{"), "{text}");
 
     // An invalid config: exit 2, and the metric says so.
@@ -407,7 +499,10 @@ fn status_prometheus_is_valid_textfile_metrics() {
     let text = String::from_utf8_lossy(&out.stdout).to_string();
     assert_eq!(out.status.code(), Some(2), "{text}");
     assert!(check_metrics(&out.stdout).0, "{text}");
-    assert!(text.lines().any(|l| l == "idtoken_config_valid 0"), "{text}");
+    assert!(
+        text.lines().any(|l| l == "idtoken_config_valid 0"),
+        "{text}"
+    );
 }
 
 #[test]
