@@ -13,6 +13,7 @@ mod askpass;
 mod atomic_file;
 mod check;
 mod config_check;
+mod doctor;
 mod http;
 mod inspect;
 mod refresh;
@@ -53,6 +54,8 @@ enum Command {
     },
     /// SSH_ASKPASS helper: print the part of $IDTOKEN that PROMPT asks for.
     Askpass(askpass::Args),
+    /// Check everything a token login needs on this host, each with its fix.
+    Doctor(doctor::Args),
 }
 
 #[derive(Subcommand)]
@@ -99,6 +102,7 @@ fn main() -> ExitCode {
             command: ConfigCommand::Check { config },
         } => config_check::run(&config),
         Command::Askpass(args) => askpass::run(&args),
+        Command::Doctor(args) => doctor::run(&args),
     };
     ExitCode::from(code)
 }

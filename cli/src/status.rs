@@ -2,7 +2,8 @@
 //! keys, and anything that stops it from being used or trusted. The file checks are the
 //! core's (`files::read_trusted`), so status and the PAM module never disagree about a
 //! cache. Exit 0 when every issuer's cache is usable and fresh, 1 otherwise, 2 when the
-//! config cannot be used.
+//! config cannot be used. `--prometheus` prints the same facts as node_exporter textfile
+//! metrics; `idtoken doctor` reuses [`CacheStatus`] for its key cache checks.
 
 use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
@@ -21,8 +22,11 @@ pub struct Args {
     #[arg(long, default_value = DEFAULT_PATH)]
     config: PathBuf,
     /// Print one JSON object instead of text.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "prometheus")]
     json: bool,
+    /// Print node_exporter textfile metrics (Prometheus text format) instead of text.
+    #[arg(long)]
+    prometheus: bool,
 }
 
 pub fn run(args: &Args) -> u8 {
@@ -30,7 +34,9 @@ pub fn run(args: &Args) -> u8 {
         Ok(c) => c,
         Err(e) => {
             eprintln!("idtoken status: {e}");
-            if args.json {
+            if args.prometheus {
+                print!("{}", prometheus(false, &[]));
+            } else if args.json {
                 println!(
                     "{}",
                     json!({"ok": false, "error": e.to_string(), "issuers": []})
@@ -46,7 +52,9 @@ pub fn run(args: &Args) -> u8 {
         .map(|i| CacheStatus::of(i, &config.defaults, now))
         .collect();
     let ok = all.iter().all(|s| s.problems.is_empty());
-    if args.json {
+    if args.prometheus {
+        print!("{}", prometheus(true, &all));
+    } else if args.json {
         let issuers: Vec<Value> = all.iter().map(CacheStatus::to_json).collect();
         println!(
             "{}",
@@ -84,7 +92,7 @@ struct KeyInfo {
     expired: bool,
 }
 
-struct CacheStatus {
+pub(crate) struct CacheStatus {
     issuer: String,
     url: String,
     path: PathBuf,
@@ -97,7 +105,7 @@ struct CacheStatus {
 }
 
 impl CacheStatus {
-    fn of(issuer: &Issuer, defaults: &Defaults, now: i64) -> CacheStatus {
+    pub(crate) fn of(issuer: &Issuer, defaults: &Defaults, now: i64) -> CacheStatus {
         let path = issuer.jwks_cache.clone();
         let modified = std::fs::symlink_metadata(&path).ok().map(|m| m.mtime());
         let mut s = CacheStatus {
@@ -136,6 +144,29 @@ impl CacheStatus {
             );
         }
         s
+    }
+
+    /// Usable by the login path: no problem, or only `stale` (a stale cache still works).
+    pub(crate) fn usable(&self) -> bool {
+        self.problems.iter().all(|p| p.code == "stale")
+    }
+
+    pub(crate) fn stale(&self) -> bool {
+        self.problems.iter().any(|p| p.code == "stale")
+    }
+
+    /// The keys the login path accepts (not withdrawn longer than key_grace ago).
+    pub(crate) fn usable_keys(&self) -> usize {
+        self.keys.iter().filter(|k| !k.expired).count()
+    }
+
+    pub(crate) fn age(&self) -> Option<i64> {
+        self.age
+    }
+
+    /// Each problem as (stable code, message with its fix).
+    pub(crate) fn problems(&self) -> impl Iterator<Item = (&'static str, &str)> {
+        self.problems.iter().map(|p| (p.code, p.message.as_str()))
     }
 
     fn problem(&mut self, code: &'static str, message: String) {
@@ -257,7 +288,7 @@ impl CacheStatus {
             "cache": self.path.display().to_string(),
             "modified": self.modified,
             "age_seconds": self.age,
-            "usable": self.problems.iter().all(|p| p.code == "stale"),
+            "usable": self.usable(),
             "keys": self.keys.iter().map(|k| json!({
                 "kid": k.kid,
                 "type": k.kind,
@@ -309,6 +340,68 @@ fn code_of(p: &FileProblem) -> &'static str {
         FileProblemKind::TooLarge { .. } => "too_large",
         FileProblemKind::Unreadable(_) => "unreadable",
     }
+}
+
+/// node_exporter textfile format (Prometheus text exposition 0.0.4): one HELP and TYPE
+/// per family, then its samples, so `promtool check metrics` accepts it. A cache that
+/// does not exist has no age sample rather than a made-up one.
+fn prometheus(config_valid: bool, all: &[CacheStatus]) -> String {
+    let mut out = String::new();
+    family(
+        &mut out,
+        "idtoken_config_valid",
+        "Whether the pam_idtoken config loads and validates (1) or not (0).",
+        &[(None, i64::from(config_valid))],
+    );
+    let per = |f: &dyn Fn(&CacheStatus) -> Option<i64>| -> Vec<(Option<&str>, i64)> {
+        all.iter()
+            .filter_map(|s| f(s).map(|v| (Some(s.issuer.as_str()), v)))
+            .collect()
+    };
+    family(
+        &mut out,
+        "idtoken_key_cache_age_seconds",
+        "Seconds since the issuer's key cache was last written (by a successful refresh).",
+        &per(&|s| s.age),
+    );
+    family(
+        &mut out,
+        "idtoken_key_cache_keys",
+        "Signing keys in the issuer's key cache that the login path accepts.",
+        &per(&|s| i64::try_from(s.usable_keys()).ok()),
+    );
+    family(
+        &mut out,
+        "idtoken_key_cache_usable",
+        "Whether the login path can use the issuer's key cache (1) or refuses every token of the issuer (0).",
+        &per(&|s| Some(i64::from(s.usable()))),
+    );
+    family(
+        &mut out,
+        "idtoken_key_cache_stale",
+        "Whether the issuer's key cache is older than stale_after (1): refresh is failing or not running.",
+        &per(&|s| Some(i64::from(s.stale()))),
+    );
+    out
+}
+
+/// One gauge family: HELP, TYPE, then a sample per (issuer label, value).
+fn family(out: &mut String, name: &str, help: &str, samples: &[(Option<&str>, i64)]) {
+    out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} gauge\n"));
+    for (issuer, value) in samples {
+        match issuer {
+            Some(i) => out.push_str(&format!("{name}{{issuer=\"{}\"}} {value}\n", label(i))),
+            None => out.push_str(&format!("{name} {value}\n")),
+        }
+    }
+}
+
+/// A label value escaped as the text format asks: backslash, double quote and newline.
+fn label(value: &str) -> String {
+    value
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
 }
 
 /// `3d 4h`, `5h 2m`, `12m 3s`, `45s`.

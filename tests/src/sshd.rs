@@ -95,7 +95,8 @@ impl Sshd {
                     "Port {port}\nListenAddress 127.0.0.1\nHostKey {}\nPidFile {}\nUsePAM yes\n\
                      KbdInteractiveAuthentication yes\nPasswordAuthentication no\nPubkeyAuthentication no\n\
                      AuthenticationMethods keyboard-interactive\nPermitRootLogin no\nUseDNS no\n\
-                     StrictModes no\nLogLevel VERBOSE\nMaxAuthTries 3\nLoginGraceTime 30\n",
+                     StrictModes no\nLogLevel VERBOSE\nMaxAuthTries 3\nLoginGraceTime 30\n\
+                     MaxStartups 110:30:210\n",
                     hostkey.display(),
                     sb.path("sshd.pid").display()
                 )

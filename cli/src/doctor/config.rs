@@ -1,0 +1,76 @@
+//! Doctor: the config itself — loads, validates and is safely owned (what `config check`
+//! says), names at least one issuer and rule, and has a rule for the service checked.
+
+use std::path::Path;
+
+use idtoken_core::config::{Config, ConfigError};
+use idtoken_core::glob;
+
+use super::Check;
+
+pub fn invalid(path: &Path, e: &ConfigError) -> Check {
+    let fix = match e {
+        ConfigError::File(_) => {
+            "fix the file as the message says; the module refuses every token until then"
+                .to_string()
+        }
+        ConfigError::Invalid { .. } => format!(
+            "correct each line named, then re-check with `idtoken config check --config {}`",
+            path.display()
+        ),
+    };
+    Check::fail("config", e.to_string().replace('\n', "; "), fix)
+}
+
+pub fn checks(path: &Path, c: &Config, service: &str) -> Vec<Check> {
+    let counts = format!(
+        "{}: valid ({} issuer{}, {} rule{})",
+        path.display(),
+        c.issuers.len(),
+        if c.issuers.len() == 1 { "" } else { "s" },
+        c.rules.len(),
+        if c.rules.len() == 1 { "" } else { "s" }
+    );
+    let first = if c.issuers.is_empty() {
+        Check::fail(
+            "config",
+            format!("{counts}: no [[issuer]], so every token is refused"),
+            "add an [[issuer]] (see idtoken.toml(5)), then run `idtoken refresh`",
+        )
+    } else if c.rules.is_empty() {
+        Check::fail(
+            "config",
+            format!("{counts}: no [[rule]], so every token is refused"),
+            "add a [[rule]] saying who may log in as whom (see idtoken.toml(5))",
+        )
+    } else {
+        Check::ok("config", counts)
+    };
+    let covering: Vec<&str> = c
+        .rules
+        .iter()
+        .filter(|r| glob::any_matches(&r.services, service))
+        .map(|r| r.name.as_str())
+        .collect();
+    let service_check = if covering.is_empty() {
+        Check::fail(
+            "config.service",
+            format!(
+                "no rule applies to PAM service {service:?} (rules without `services` apply to \
+                 [defaults] services = {:?}): the module steps aside there without prompting",
+                c.defaults.services
+            ),
+            format!("add \"{service}\" to `services` in [defaults] or in the rules meant for it"),
+        )
+    } else {
+        Check::ok(
+            "config.service",
+            format!(
+                "PAM service {service:?} is covered by rule{} {}",
+                if covering.len() == 1 { "" } else { "s" },
+                covering.join(", ")
+            ),
+        )
+    };
+    vec![first, service_check]
+}

@@ -1,0 +1,263 @@
+//! Doctor: sshd's effective settings (`sshd -T` on the given file, for a sample CI
+//! connection so `Match` blocks apply): tokens travel by keyboard-interactive through PAM,
+//! so UsePAM and keyboard-interactive must be on and allowed by AuthenticationMethods; the
+//! stock MaxStartups cuts bursts of CI logins (FIELD-NOTES: 60 of 100 get through).
+
+use std::collections::HashMap;
+use std::ffi::{OsStr, OsString};
+use std::path::{Path, PathBuf};
+
+use idtoken_core::config::Config;
+
+use super::{Check, run_command};
+
+const SSHD: &str = "/usr/sbin/sshd";
+/// The connection `Match` blocks are evaluated for: a job from a documentation address.
+const SAMPLE_HOST: &str = "ci-runner.invalid";
+const SAMPLE_ADDR: &str = "192.0.2.10";
+const STOCK_MAX_STARTUPS: &str = "10:30:100";
+const RECOMMENDED_MAX_STARTUPS: &str = "110:30:210";
+
+pub fn checks(file: &Path, config: Option<&Config>) -> Vec<Check> {
+    const NAME: &str = "sshd";
+    if !Path::new(SSHD).exists() {
+        return vec![Check::skip(
+            NAME,
+            format!("{SSHD} is not installed here: no sshd to check"),
+        )];
+    }
+    if !file.is_file() {
+        return vec![Check::fail(
+            NAME,
+            format!("{} does not exist", file.display()),
+            "give the sshd configuration in use with `--sshd-config PATH`",
+        )];
+    }
+    if uzers::get_effective_uid() != 0 {
+        return vec![Check::warn(
+            NAME,
+            "`sshd -T` needs root: sshd's settings were not checked",
+            "run `idtoken doctor` as root",
+        )];
+    }
+    // A rule's login_as is the account CI jobs arrive as; otherwise any name will do.
+    let user = config
+        .and_then(|c| c.rules.iter().find_map(|r| r.login_as.clone()))
+        .unwrap_or_else(|| "idtoken-doctor".to_string());
+    let settings = match effective(file, &user) {
+        Ok(s) => s,
+        Err(why) => {
+            return vec![Check::fail(
+                NAME,
+                format!("`sshd -T -f {}` failed: {why}", file.display()),
+                format!(
+                    "fix what sshd says; `sshd -t -f {}` re-checks",
+                    file.display()
+                ),
+            )];
+        }
+    };
+    let get = |k: &str| settings.get(k).map(String::as_str).unwrap_or_default();
+    let reload = "then `systemctl reload ssh` (Debian) or `systemctl reload sshd` (RHEL)";
+    let seen = format!(
+        "{} (effective, for user {user} from {SAMPLE_ADDR})",
+        file.display()
+    );
+    let mut out = Vec::new();
+    out.push(if get("usepam") == "yes" {
+        Check::ok("sshd.use_pam", format!("{seen}: UsePAM yes"))
+    } else {
+        Check::fail(
+            "sshd.use_pam",
+            format!(
+                "{seen}: UsePAM {}: sshd never asks PAM, so the module is never reached",
+                get("usepam")
+            ),
+            format!(
+                "set `UsePAM yes` in {} (before any Match block), {reload}",
+                file.display()
+            ),
+        )
+    });
+    // `challengeresponseauthentication` is the name before OpenSSH 8.7.
+    let kbd = settings
+        .get("kbdinteractiveauthentication")
+        .or_else(|| settings.get("challengeresponseauthentication"))
+        .map(String::as_str)
+        .unwrap_or_default();
+    out.push(if kbd == "yes" {
+        Check::ok(
+            "sshd.kbd_interactive",
+            format!("{seen}: KbdInteractiveAuthentication yes"),
+        )
+    } else {
+        Check::fail(
+            "sshd.kbd_interactive",
+            format!(
+                "{seen}: KbdInteractiveAuthentication {kbd}: tokens (longer than sshd's password \
+                 path accepts) cannot be sent"
+            ),
+            format!(
+                "set `KbdInteractiveAuthentication yes` in {}, {reload}",
+                file.display()
+            ),
+        )
+    });
+    out.push(methods_check(
+        &seen,
+        get("authenticationmethods"),
+        file,
+        reload,
+    ));
+    let max_startups = get("maxstartups");
+    out.push(if max_startups == STOCK_MAX_STARTUPS {
+        Check::warn(
+            "sshd.max_startups",
+            format!(
+                "{seen}: MaxStartups {STOCK_MAX_STARTUPS} (the stock value): bursts of CI logins \
+                 are cut before authentication (measured: 60-64 of 100 simultaneous logins \
+                 got through)"
+            ),
+            format!(
+                "set `MaxStartups {RECOMMENDED_MAX_STARTUPS}` in {}, {reload}",
+                file.display()
+            ),
+        )
+    } else {
+        Check::ok(
+            "sshd.max_startups",
+            format!("{seen}: MaxStartups {max_startups}"),
+        )
+    });
+    out
+}
+
+/// `any`, or a space-separated list of comma-separated method lists: keyboard-interactive
+/// must be one whole list (alone it is enough for a job, which has no key to add).
+fn methods_check(seen: &str, methods: &str, file: &Path, reload: &str) -> Check {
+    let kbd = |m: &str| m == "keyboard-interactive" || m.starts_with("keyboard-interactive:");
+    let lists: Vec<Vec<&str>> = methods
+        .split_whitespace()
+        .map(|l| l.split(',').collect())
+        .collect();
+    let fix = format!(
+        "add `keyboard-interactive` as a list of its own to AuthenticationMethods in {} \
+         (or leave it unset), {reload}",
+        file.display()
+    );
+    if methods.is_empty()
+        || methods == "any"
+        || lists
+            .iter()
+            .any(|l| l.len() == 1 && l.iter().all(|m| kbd(m)))
+    {
+        Check::ok(
+            "sshd.authentication_methods",
+            format!(
+                "{seen}: AuthenticationMethods {} allows keyboard-interactive alone",
+                if methods.is_empty() { "any" } else { methods }
+            ),
+        )
+    } else if lists.iter().any(|l| l.iter().any(|m| kbd(m))) {
+        Check::warn(
+            "sshd.authentication_methods",
+            format!(
+                "{seen}: AuthenticationMethods {methods}: keyboard-interactive only after another method, which a CI job rarely has"
+            ),
+            fix,
+        )
+    } else {
+        Check::fail(
+            "sshd.authentication_methods",
+            format!(
+                "{seen}: AuthenticationMethods {methods} does not allow keyboard-interactive: no token can log in"
+            ),
+            fix,
+        )
+    }
+}
+
+/// `sshd -T` for the sample connection. sshd refuses to print its settings when none of
+/// the file's host keys can be loaded (a config copied from another host, a test): then it
+/// is asked again with a throwaway key, since host keys change nothing checked here.
+fn effective(file: &Path, user: &str) -> Result<HashMap<String, String>, String> {
+    let conn = format!("user={user},host={SAMPLE_HOST},addr={SAMPLE_ADDR}");
+    let base: Vec<OsString> = vec![
+        "-T".into(),
+        "-f".into(),
+        file.as_os_str().to_os_string(),
+        "-C".into(),
+        conn.into(),
+    ];
+    let args =
+        |extra: &[OsString]| -> Vec<OsString> { base.iter().chain(extra).cloned().collect() };
+    let first = args(&[]);
+    let ran = run_command(SSHD, &refs(&first)).ok_or_else(|| format!("{SSHD} could not be run"))?;
+    let ran = if !ran.success && ran.stderr.contains("no hostkeys available") {
+        let dir = TempKeyDir::new()?;
+        let with_key = args(&["-o".into(), format!("HostKey={}", dir.key.display()).into()]);
+        run_command(SSHD, &refs(&with_key)).ok_or_else(|| format!("{SSHD} could not be run"))?
+    } else {
+        ran
+    };
+    if !ran.success {
+        return Err(ran.stderr.lines().last().unwrap_or("no output").to_string());
+    }
+    Ok(ran
+        .stdout
+        .lines()
+        .filter_map(|l| l.split_once(' '))
+        .map(|(k, v)| (k.to_ascii_lowercase(), v.trim().to_string()))
+        .collect())
+}
+
+fn refs(v: &[OsString]) -> Vec<&OsStr> {
+    v.iter().map(OsString::as_os_str).collect()
+}
+
+/// A private directory with a fresh ed25519 key, removed on drop.
+struct TempKeyDir {
+    dir: PathBuf,
+    key: PathBuf,
+}
+
+impl TempKeyDir {
+    fn new() -> Result<TempKeyDir, String> {
+        use std::os::unix::fs::DirBuilderExt;
+        let dir = std::env::temp_dir().join(format!("idtoken-doctor-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::DirBuilder::new()
+            .mode(0o700)
+            .create(&dir)
+            .map_err(|e| format!("{}: {e}", dir.display()))?;
+        let t = TempKeyDir {
+            key: dir.join("host_key"),
+            dir,
+        };
+        let made = run_command(
+            "ssh-keygen",
+            &[
+                OsStr::new("-q"),
+                OsStr::new("-t"),
+                OsStr::new("ed25519"),
+                OsStr::new("-N"),
+                OsStr::new(""),
+                OsStr::new("-f"),
+                t.key.as_os_str(),
+            ],
+        );
+        match made {
+            Some(r) if r.success => Ok(t),
+            _ => Err(
+                "the config's host keys are missing and ssh-keygen could not make a temporary one"
+                    .into(),
+            ),
+        }
+    }
+}
+
+impl Drop for TempKeyDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
