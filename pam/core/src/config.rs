@@ -956,6 +956,55 @@ runner_id = 42
     }
 
     #[test]
+    fn deny_rules_from_networks_and_pointer_names() {
+        let head = "[[issuer]]\nname = \"g\"\nurl = \"https://g\"\naudiences = [\"a\"]\n";
+        let c = Config::parse(&format!(
+            "{head}[[rule]]\nname = \"no-sandbox\"\ndeny = true\n[rule.claims]\nproject_path = \"hpc/sandbox/*\"\n\
+             [[rule]]\nname = \"runners\"\nfrom = [\"10.20.0.0/16\", \"2001:db8::/48\", \"192.0.2.7\"]\n\
+             [rule.claims]\n\"/realm_access/roles\" = \"hpc-ci\"\n\"https://example.org/groups\" = \"x\"\n"
+        ))
+        .unwrap();
+        let (deny, grant) = (&c.rules[0], &c.rules[1]);
+        assert!(deny.deny && !grant.deny);
+        // A deny rule without services applies to every service; a granting one to the defaults.
+        assert_eq!(deny.services, vec!["*"]);
+        assert_eq!(grant.services, vec!["sshd", "su"]);
+        assert_eq!(grant.from.as_ref().map(Vec::len), Some(3));
+        assert!(deny.from.is_none());
+        assert_eq!(grant.claims[0].0, "/realm_access/roles");
+
+        let p = problems(&format!(
+            "{head}[[rule]]\nname = \"d\"\ndeny = true\nlogin_as = \"x\"\n\
+             [[rule]]\nname = \"d2\"\ndeny = true\nlocal_groups = [\"g\"]\n"
+        ));
+        assert_eq!(p.len(), 2, "{p:?}");
+        assert!(p.iter().all(|x| x.message.contains("deny rule")), "{p:?}");
+        assert_eq!((p[0].line, p[1].line), (Some(5), Some(9)), "{p:?}");
+
+        let p = problems(&format!(
+            "{head}[[rule]]\nname = \"r\"\nfrom = [\"10.0.0.1/8\", \"runners.example\"]\n"
+        ));
+        assert_eq!(p.len(), 2, "{p:?}");
+        assert!(
+            p.iter()
+                .all(|x| x.line == Some(7) && x.message.contains("from:")),
+            "{p:?}"
+        );
+        let p = problems(&format!("{head}[[rule]]\nname = \"r\"\nfrom = []\n"));
+        assert!(p[0].message.contains("empty list"), "{p:?}");
+
+        let p = problems(&format!(
+            "{head}user_claim = \"/a~2b\"\n[[rule]]\nname = \"r\"\n[rule.claims]\n\"/x~\" = \"y\"\n"
+        ));
+        assert_eq!(p.len(), 2, "{p:?}");
+        assert!(
+            p.iter().all(|x| x.message.contains("JSON Pointer")),
+            "{p:?}"
+        );
+        assert_eq!((p[0].line, p[1].line), (Some(5), Some(9)), "{p:?}");
+    }
+
+    #[test]
     fn config_without_issuers_is_valid_and_has_nothing() {
         let c = Config::parse("# nothing configured yet\n").unwrap();
         assert!(c.issuers.is_empty() && c.rules.is_empty());

@@ -509,3 +509,181 @@ fn deny_users_compares_the_name_nss_gives() {
         "{d:?}"
     );
 }
+
+/// Evaluates `token` for alice from `rhost` under a config of these rules (issuer gitlab).
+fn decide_rules(rules: &str, token: &str, rhost: Option<&str>, service: &str) -> Decision {
+    let cfg = Config::parse(&format!(
+        "[[issuer]]\nname = \"gitlab\"\nurl = \"{ISS}\"\naudiences = [\"{AUD}\"]\n{rules}"
+    ))
+    .unwrap();
+    let env = Env {
+        config: &cfg,
+        issuer_data: &keys(),
+        accounts: &AccountTable::new(ACCOUNTS),
+        uses: &Ledger::default(),
+    };
+    evaluate(
+        &env,
+        &Request {
+            token,
+            account: "alice",
+            service,
+            rhost,
+            now: NOW,
+            uses: UseMode::Record,
+        },
+    )
+}
+
+/// SPEC v2 deny rules: "everything under hpc/ except hpc/sandbox". A matching deny rule
+/// refuses with policy_denied and the trace names it, whatever grants; one that does not
+/// match changes nothing; every rule, deny rules included, is traced.
+#[test]
+fn deny_rules_refuse_before_any_grant() {
+    let rules = "[[rule]]\nname = \"hpc\"\n[rule.claims]\nproject_path = \"hpc/*\"\n\
+                 [[rule]]\nname = \"no-sandbox\"\ndeny = true\n[rule.claims]\nproject_path = \"hpc/sandbox/*\"\n";
+    let sandboxed = token(&with(claims(), "project_path", json!("hpc/sandbox/try")));
+    let d = decide_rules(rules, &sandboxed, None, "sshd");
+    assert_eq!(d.reason(), Some(Reason::PolicyDenied), "{d:?}");
+    let step = d.steps.last().unwrap();
+    assert_eq!(step.detail, "deny rule \"no-sandbox\" matches the token");
+    assert_eq!(d.rule, None);
+    let traced: Vec<(&str, bool, bool)> = d
+        .rules
+        .iter()
+        .map(|t| (t.rule.as_str(), t.deny, t.matched))
+        .collect();
+    assert_eq!(
+        traced,
+        vec![("hpc", false, true), ("no-sandbox", true, true)]
+    );
+
+    let d = decide_rules(rules, &token(&claims()), None, "sshd");
+    assert!(d.allowed(), "{d:?}");
+    assert_eq!(d.rule.as_deref(), Some("hpc"));
+    let no_sandbox = &d.rules[1];
+    assert!(no_sandbox.deny && !no_sandbox.matched);
+    assert!(
+        no_sandbox
+            .failed
+            .as_deref()
+            .unwrap()
+            .starts_with("claims.project_path")
+    );
+
+    // A deny rule alone grants nothing: no granting rule, no login.
+    let only_deny = "[[rule]]\nname = \"d\"\ndeny = true\nusers = [\"mallory\"]\n";
+    let d = decide_rules(only_deny, &token(&claims()), None, "sshd");
+    assert_eq!(d.reason(), Some(Reason::PolicyDenied));
+    assert_eq!(
+        d.steps.last().unwrap().detail,
+        "none of the 0 rules matches the token"
+    );
+    // A deny rule names no services: it holds for every service, su included.
+    let d = decide_rules(
+        &format!("{rules}[[rule]]\nname = \"su-too\"\nservices = [\"su\"]\n"),
+        &sandboxed,
+        None,
+        "su",
+    );
+    assert_eq!(d.reason(), Some(Reason::PolicyDenied), "{d:?}");
+}
+
+/// SPEC v2 source networks: a rule with `from` holds only when PAM_RHOST is an address
+/// inside one of its networks; no rhost or a host name never matches; a deny rule with
+/// `from` refuses what comes from there.
+#[test]
+fn from_networks_hold_for_addresses_inside_only() {
+    let t = token(&claims());
+    let rules = "[[rule]]\nname = \"runners\"\nfrom = [\"10.20.0.0/16\", \"2001:db8::/48\"]\n";
+    for (rhost, allowed) in [
+        (Some("10.20.3.4"), true),
+        (Some("::ffff:10.20.3.4"), true),
+        (Some("2001:db8::42"), true),
+        (Some("10.21.0.1"), false),
+        (Some("runner.example.org"), false),
+        (None, false),
+    ] {
+        let d = decide_rules(rules, &t, rhost, "sshd");
+        assert_eq!(d.allowed(), allowed, "{rhost:?}: {d:?}");
+        if !allowed {
+            assert_eq!(d.reason(), Some(Reason::PolicyDenied));
+            assert!(
+                d.rules[0].failed.as_deref().unwrap().starts_with("from:"),
+                "{d:?}"
+            );
+        }
+    }
+    // Refuse everything that does not come from the runners' network, beside any grant.
+    let fence = "[[rule]]\nname = \"own\"\n\
+                 [[rule]]\nname = \"elsewhere\"\ndeny = true\nfrom = [\"0.0.0.0/0\", \"::/0\"]\n\
+                 [[rule]]\nname = \"not-runners\"\ndeny = true\nfrom = [\"192.0.2.0/24\"]\n";
+    let d = decide_rules(fence, &t, Some("192.0.2.9"), "sshd");
+    assert_eq!(d.reason(), Some(Reason::PolicyDenied));
+    assert!(
+        d.steps.last().unwrap().detail.contains("\"elsewhere\""),
+        "{d:?}"
+    );
+    // su has no rhost: the network deny rules do not hold, the grant does.
+    assert!(decide_rules(fence, &t, None, "su").allowed());
+}
+
+/// SPEC v2 JSON Pointer claim names, on a Keycloak-shaped token: nested roles, a client's
+/// roles, arrays matched on any element; a dotted name is one top-level claim.
+#[test]
+fn pointer_claim_names_reach_into_nested_claims() {
+    let kc = with(
+        with(
+            claims(),
+            "realm_access",
+            json!({"roles": ["offline_access", "hpc-ci"]}),
+        ),
+        "resource_access",
+        json!({"login-node": {"roles": ["deploy"]}}),
+    );
+    let kc = with(kc, "https://example.org/groups", json!(["hpc"]));
+    let t = token(&kc);
+    for (rule, allowed) in [
+        ("\"/realm_access/roles\" = \"hpc-ci\"", true),
+        ("\"/realm_access/roles\" = \"admin\"", false),
+        (
+            "\"/resource_access/login-node/roles\" = [\"deploy\", \"ops\"]",
+            true,
+        ),
+        ("\"/resource_access/other/roles\" = \"deploy\"", false),
+        ("\"https://example.org/groups\" = \"hpc\"", true),
+        ("\"realm_access.roles\" = \"hpc-ci\"", false),
+    ] {
+        let d = decide_rules(
+            &format!("[[rule]]\nname = \"r\"\n[rule.claims]\n{rule}\n"),
+            &t,
+            None,
+            "sshd",
+        );
+        assert_eq!(d.allowed(), allowed, "{rule}: {d:?}");
+    }
+    // The user claim may be a pointer too.
+    let cfg_rules = "[[rule]]\nname = \"r\"\n";
+    let cfg = Config::parse(&format!(
+        "[[issuer]]\nname = \"gitlab\"\nurl = \"{ISS}\"\naudiences = [\"{AUD}\"]\nuser_claim = \"/profile/login\"\n{cfg_rules}"
+    ))
+    .unwrap();
+    let nested = token(&with(claims(), "profile", json!({"login": "alice"})));
+    let env = Env {
+        config: &cfg,
+        issuer_data: &keys(),
+        accounts: &AccountTable::new(ACCOUNTS),
+        uses: &Ledger::default(),
+    };
+    let req = Request {
+        token: &nested,
+        account: "alice",
+        service: "sshd",
+        rhost: None,
+        now: NOW,
+        uses: UseMode::Record,
+    };
+    let d = evaluate(&env, &req);
+    assert!(d.allowed(), "{d:?}");
+    assert_eq!(d.user.as_deref(), Some("alice"));
+}
