@@ -50,6 +50,7 @@ unsafe extern "C" {
     ) -> c_int;
     pub fn pam_authenticate(pamh: *mut c_void, flags: c_int) -> c_int;
     pub fn pam_setcred(pamh: *mut c_void, flags: c_int) -> c_int;
+    pub fn pam_open_session(pamh: *mut c_void, flags: c_int) -> c_int;
     pub fn pam_set_item(pamh: *mut c_void, item: c_int, value: *const c_void) -> c_int;
     pub fn pam_getenvlist(pamh: *mut c_void) -> *mut *mut c_char;
     pub fn pam_end(pamh: *mut c_void, status: c_int) -> c_int;
@@ -166,6 +167,12 @@ impl Handle {
     pub fn setcred(&mut self) -> c_int {
         // SAFETY: a started handle.
         unsafe { pam_setcred(self.pamh, 0) }
+    }
+
+    /// The session phase, as sshd runs it after a successful authentication.
+    pub fn open_session(&mut self) -> c_int {
+        // SAFETY: a started handle.
+        unsafe { pam_open_session(self.pamh, 0) }
     }
 
     pub fn strerror(&self, rc: c_int) -> String {

@@ -561,3 +561,85 @@ fn sudo_in_the_debian_profile_stack_never_sees_the_module() {
     );
     assert_no_token_in_logs(&h, &token);
 }
+
+/// Builds tests/support/pam_session_probe.c into the sandbox: the module that stands where
+/// pam_systemd would and reports the `systemd.runtime_max_sec` data item it finds.
+fn session_probe(h: &PamHarness) -> std::path::PathBuf {
+    let out = h.sandbox.path("pam_session_probe.so");
+    let src = idtoken_e2e::workspace_root().join("tests/support/pam_session_probe.c");
+    let status = std::process::Command::new("cc")
+        .args(["-shared", "-fPIC", "-Wall", "-Werror", "-o"])
+        .arg(&out)
+        .arg(&src)
+        .arg("-lpam")
+        .status()
+        .expect("cc (build-essential) runs");
+    assert!(status.success(), "the probe module must build");
+    set_mode(&out, 0o755);
+    out
+}
+
+/// SPEC v2 `session_ends_at_exp`: through the real libpam, a later session module (a probe
+/// reading the item as pam_systemd does) finds `systemd.runtime_max_sec` set to the seconds
+/// until the token's exp when the setting is on, and nothing when it is off.
+#[test]
+fn session_ends_at_exp_hands_pam_systemd_the_seconds_left() {
+    require!(
+        pam::can_isolate(),
+        "the libpam tests need root (mount namespaces)"
+    );
+    let h = PamHarness::new("session-exp");
+    h.sandbox.key_cache(&[keys::Key::A]);
+    let probe = session_probe(&h);
+    let config = h.sandbox.path("idtoken.toml");
+    h.service(
+        "test",
+        &format!(
+            "auth required MODULE config={}\naccount required pam_permit.so\nsession required {}\n",
+            config.display(),
+            probe.display()
+        ),
+    );
+    let rule = "[[rule]]\nname = \"own-account\"\nissuer = \"gitlab\"\n";
+    for (setting, want) in [("session_ends_at_exp = true", true), ("", false)] {
+        h.sandbox.config(setting, rule);
+        let now = keys::now();
+        let claims = with(live_claims("alice"), "exp", json!(now + 600));
+        let token = mint(&claims);
+        let d = h.drive("test", "alice", &[Some(&token)], &["--open-session"]);
+        assert_eq!(d.rc, PAM_SUCCESS, "{d:?}");
+        let seen: Vec<&String> = d
+            .messages
+            .iter()
+            .filter(|m| m.starts_with("probe: "))
+            .collect();
+        assert_eq!(
+            seen.len(),
+            1,
+            "the probe ran once in the session phase: {d:?}"
+        );
+        if want {
+            let secs: i64 = seen[0]
+                .strip_prefix("probe: systemd.runtime_max_sec=")
+                .and_then(|v| v.parse().ok())
+                .unwrap_or_else(|| panic!("{seen:?}"));
+            let expected = now + 600 - keys::now();
+            assert!(
+                (secs - expected).abs() <= 2,
+                "{secs} s, expected about {expected}"
+            );
+        } else {
+            assert_eq!(seen[0], "probe: systemd.runtime_max_sec unset");
+        }
+        // IDTOKEN_USER and IDTOKEN_EXP (SPEC v2) in the PAM environment.
+        assert_eq!(
+            d.env.get("IDTOKEN_USER").and_then(|v| v.as_str()),
+            Some("alice")
+        );
+        assert_eq!(
+            d.env.get("IDTOKEN_EXP").and_then(|v| v.as_str()),
+            Some((now + 600).to_string().as_str())
+        );
+        assert_no_token_in_logs(&h, &token);
+    }
+}

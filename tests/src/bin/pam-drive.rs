@@ -3,10 +3,13 @@
 //! module's syslog lines reach the test's socket.
 //!
 //!   pam-drive --confdir DIR --service NAME --user ACCOUNT [--rhost HOST] [--answers-file FILE]
+//!             [--open-session]
 //!
 //! FILE holds one answer per line, given in order to the module's prompts; a line
 //! `<NO-ANSWER>` makes the conversation fail at that prompt (a client that gives up).
-//! Output: {"rc":..,"rc_name":..,"setcred":..,"prompts":[..],"messages":[..],"env":{..}}.
+//! `--open-session`: after a successful authentication, the session phase too (its result
+//! as "session"; messages modules send there join "messages").
+//! Output: {"rc":..,"rc_name":..,"setcred":..,"session":..,"prompts":[..],"messages":[..],"env":{..}}.
 
 use idtoken_e2e::libpam::{Handle, PAM_RHOST};
 use serde_json::{Map, Value, json};
@@ -47,6 +50,7 @@ fn main() {
     }
     let rc = h.authenticate();
     let setcred = h.setcred();
+    let session = (args.iter().any(|a| a == "--open-session") && rc == 0).then(|| h.open_session());
     let env: Map<String, Value> = h
         .env()
         .into_iter()
@@ -54,7 +58,7 @@ fn main() {
         .collect();
     println!(
         "{}",
-        json!({"rc": rc, "rc_name": h.strerror(rc), "setcred": setcred, "prompts": h.client.prompts,
+        json!({"rc": rc, "rc_name": h.strerror(rc), "setcred": setcred, "session": session, "prompts": h.client.prompts,
                "messages": h.client.messages, "env": env})
     );
 }
