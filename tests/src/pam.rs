@@ -64,6 +64,9 @@ pub struct PamHarness {
     pub syslog: Syslog,
     pub etc: PathBuf,
     pub confdir: PathBuf,
+    /// Also bind the confdir over /etc/pam.d in the namespace: Linux-PAM 1.5 looks for the
+    /// files an `include`/`substack` line names in /etc/pam.d, not in the confdir.
+    pub bind_pamd: std::cell::Cell<bool>,
 }
 
 impl PamHarness {
@@ -79,6 +82,7 @@ impl PamHarness {
             syslog,
             etc,
             confdir,
+            bind_pamd: std::cell::Cell::new(false),
         }
     }
 
@@ -141,6 +145,11 @@ impl PamHarness {
             .arg(&self.syslog.path)
             .arg("--etc")
             .arg(&self.etc)
+            .args(if self.bind_pamd.get() {
+                vec![std::ffi::OsStr::new("--pamd"), self.confdir.as_os_str()]
+            } else {
+                Vec::new()
+            })
             .arg("--")
             .args(match uid {
                 Some(u) => vec![
