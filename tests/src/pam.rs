@@ -66,7 +66,7 @@ pub struct PamHarness {
     pub confdir: PathBuf,
     /// Also bind the confdir over /etc/pam.d in the namespace: Linux-PAM 1.5 looks for the
     /// files an `include`/`substack` line names in /etc/pam.d, not in the confdir.
-    pub bind_pamd: std::cell::Cell<bool>,
+    pub bind_pamd: std::sync::atomic::AtomicBool,
 }
 
 impl PamHarness {
@@ -82,7 +82,7 @@ impl PamHarness {
             syslog,
             etc,
             confdir,
-            bind_pamd: std::cell::Cell::new(false),
+            bind_pamd: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -145,11 +145,13 @@ impl PamHarness {
             .arg(&self.syslog.path)
             .arg("--etc")
             .arg(&self.etc)
-            .args(if self.bind_pamd.get() {
-                vec![std::ffi::OsStr::new("--pamd"), self.confdir.as_os_str()]
-            } else {
-                Vec::new()
-            })
+            .args(
+                if self.bind_pamd.load(std::sync::atomic::Ordering::Relaxed) {
+                    vec![std::ffi::OsStr::new("--pamd"), self.confdir.as_os_str()]
+                } else {
+                    Vec::new()
+                },
+            )
             .arg("--")
             .args(match uid {
                 Some(u) => vec![

@@ -328,7 +328,8 @@ fn harness(tag: &str) -> PamHarness {
     let h = PamHarness::new(tag);
     h.sandbox.standard();
     // The stacks include and substack each other, which libpam resolves in /etc/pam.d.
-    h.bind_pamd.set(true);
+    h.bind_pamd
+        .store(true, std::sync::atomic::Ordering::Relaxed);
     h
 }
 
