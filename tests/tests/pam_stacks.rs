@@ -301,11 +301,43 @@ fn drive_documented_cases(h: &PamHarness, stack: &str, promise: &Promise) {
     );
 }
 
-/// A user that is not in /etc/passwd (an LDAP or sssd account) is asked for a token and the
-/// module decides: it is not skipped by pam_localuser/pam_usertype jumps.
+/// A user that NSS knows (through nss_wrapper, as sssd would serve an LDAP account) but
+/// /etc/passwd does not is asked for a token and the module decides: the module is not
+/// behind the pam_usertype/pam_localuser jumps that skip such accounts.
 fn assert_non_local_user_reaches_the_module(h: &PamHarness, stack: &str) {
     let user = "ldapuser";
+    let Some(wrapper) = idtoken_e2e::cli::nss_wrapper() else {
+        panic!("libnss-wrapper is needed (tests/support/install-deps)");
+    };
+    let local_passwd = read_abs(&h.etc.join("passwd"));
+    assert!(
+        !local_passwd.lines().any(|l| l.starts_with("ldapuser:")),
+        "ldapuser must not be local"
+    );
+    let home = h.sandbox.path("home/ldapuser");
+    let passwd = h.sandbox.write(
+        "nss-passwd",
+        format!(
+            "{local_passwd}{user}:x:5001:5001:LDAP user:{}:/bin/sh\n",
+            home.display()
+        )
+        .as_bytes(),
+    );
+    let group = h.sandbox.write(
+        "nss-group",
+        format!("{}{user}:x:5001:\n", read_abs(&h.etc.join("group"))).as_bytes(),
+    );
+    if let Ok(mut env) = h.drive_env.lock() {
+        *env = vec![
+            ("LD_PRELOAD".into(), wrapper.display().to_string()),
+            ("NSS_WRAPPER_PASSWD".into(), passwd.display().to_string()),
+            ("NSS_WRAPPER_GROUP".into(), group.display().to_string()),
+        ];
+    }
     let d = h.drive("sshd", user, &[Some(&live_token(user))], &[]);
+    if let Ok(mut env) = h.drive_env.lock() {
+        env.clear();
+    }
     assert_eq!(
         d.prompts.first().map(String::as_str),
         Some("ID token: "),
@@ -321,6 +353,10 @@ fn assert_non_local_user_reaches_the_module(h: &PamHarness, stack: &str) {
             .is_empty(),
         "{stack}: the module made a decision for {user}: {:?}",
         h.syslog.lines()
+    );
+    assert_eq!(
+        d.rc, PAM_SUCCESS,
+        "{stack}: {user} logs in with a token: {d:?}"
     );
 }
 
