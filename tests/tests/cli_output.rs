@@ -1,6 +1,7 @@
-//! What `idtoken` prints where the docs send it (issue 14, items 7 and 8): every command
-//! ends quietly when its output pipe is closed (`idtoken check ... | true`), and
-//! `config check` warns, exit 0, about each file a valid config names that does not exist.
+//! What the commands print where the docs send them (issue 14, items 7 and 8): every
+//! `idtoken` command ends quietly when its output pipe is closed (`idtoken check ... | true`),
+//! `config check` warns, exit 0, about each file a valid config names that does not exist,
+//! and `ssh-bench --help` prints its usage instead of starting a benchmark.
 
 use std::process::{Output, Stdio};
 
@@ -135,4 +136,32 @@ fn config_check_warns_about_missing_files_and_still_exits_0() {
         .collect();
     assert_eq!(warnings.len(), 1, "{said}");
     assert!(warnings[0].contains("jwks_cache"), "{said}");
+}
+
+#[test]
+fn ssh_bench_help_prints_usage_and_starts_nothing() {
+    let bench = idtoken_e2e::artifact("ssh-bench");
+    let started = std::time::Instant::now();
+    for flag in ["--help", "-h"] {
+        let out = std::process::Command::new(&bench)
+            .arg(flag)
+            .output()
+            .unwrap_or_else(|e| panic!("ssh-bench: {e}"));
+        let said = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(out.status.code(), Some(0), "{flag}: {said}");
+        assert!(said.starts_with("usage: ssh-bench"), "{flag}: {said}");
+    }
+    let out = std::process::Command::new(&bench)
+        .arg("--logins=5")
+        .output()
+        .unwrap_or_else(|e| panic!("ssh-bench: {e}"));
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "an unknown argument starts nothing"
+    );
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(5),
+        "no benchmark ran"
+    );
 }
