@@ -378,6 +378,17 @@ macro_rules! root_or_skip {
     };
 }
 
+/// Debian's pam-auth-update (libpam-runtime) and debconf's database, for the Debian stacks.
+macro_rules! pam_auth_update_or_skip {
+    () => {
+        require!(
+            Path::new("/usr/sbin/pam-auth-update").exists()
+                && Path::new("/var/cache/debconf").is_dir(),
+            "pam-auth-update (libpam-runtime) for the Debian stacks"
+        );
+    };
+}
+
 fn has_pam_sss() -> bool {
     Path::new("/usr/share/pam-configs/sss").exists()
         && [
@@ -402,6 +413,7 @@ fn every_documented_stack_is_marked() {
 #[test]
 fn debian_pam_auth_update_stack_works_as_documented() {
     root_or_skip!();
+    pam_auth_update_or_skip!();
     let h = harness("stack-deb");
     let common_auth = pam_auth_update(&h, "unix", &["unix", "idtoken"]);
     let documented: Vec<String> = block("debian-common-auth")
@@ -431,6 +443,7 @@ fn debian_pam_auth_update_stack_works_as_documented() {
 #[test]
 fn debian_pam_auth_update_stack_with_pam_sss_works() {
     root_or_skip!();
+    pam_auth_update_or_skip!();
     require!(
         has_pam_sss(),
         "pam_sss.so and its pam-auth-update profile (libpam-sss; tests/support/install-deps)"
@@ -462,6 +475,7 @@ fn debian_pam_auth_update_stack_with_pam_sss_works() {
 #[test]
 fn debian_sshd_only_line_works_as_documented() {
     root_or_skip!();
+    pam_auth_update_or_skip!();
     let h = harness("stack-deb-sshd");
     // The profile left off: Debian's own common-auth (pam_unix without try_first_pass).
     let common_auth = pam_auth_update(&h, "plain", &["unix"]);
