@@ -71,7 +71,32 @@ enum ConfigCommand {
 /// ssh runs `SSH_ASKPASS PROMPT`, with no room for a subcommand.
 const ASKPASS_NAME: &str = "idtoken-askpass";
 
+/// What a shell reports for a command killed by SIGPIPE (128 + 13), as `yes | head -1` does.
+const EXIT_CLOSED_PIPE: i32 = 141;
+
+/// A closed output pipe (`idtoken check ... | head -1`) ends every command quietly: `println!`
+/// panics on EPIPE, and this crate has no unsafe code to restore SIGPIPE's default action,
+/// so the panic hook recognises that one panic and exits at once, printing nothing. Any
+/// other panic goes to the default hook as before.
+fn quiet_on_closed_pipe() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let payload = info.payload();
+        let msg = payload
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| payload.downcast_ref::<&str>().copied())
+            .unwrap_or_default();
+        // std's message for a failed print; os error 32 is EPIPE.
+        if msg.starts_with("failed printing to") && msg.contains("(os error 32)") {
+            std::process::exit(EXIT_CLOSED_PIPE);
+        }
+        default(info);
+    }));
+}
+
 fn main() -> ExitCode {
+    quiet_on_closed_pipe();
     let mut argv = std::env::args_os();
     let invoked_as = argv.next().map(std::path::PathBuf::from);
     if invoked_as.as_deref().and_then(std::path::Path::file_name) == Some(ASKPASS_NAME.as_ref()) {

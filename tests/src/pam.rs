@@ -64,6 +64,12 @@ pub struct PamHarness {
     pub syslog: Syslog,
     pub etc: PathBuf,
     pub confdir: PathBuf,
+    /// Also bind the confdir over /etc/pam.d in the namespace: Linux-PAM 1.5 looks for the
+    /// files an `include`/`substack` line names in /etc/pam.d, not in the confdir.
+    pub bind_pamd: std::sync::atomic::AtomicBool,
+    /// Environment for pam-drive (e.g. nss_wrapper, for accounts NSS knows but
+    /// /etc/passwd does not, as an LDAP account).
+    pub drive_env: std::sync::Mutex<Vec<(String, String)>>,
 }
 
 impl PamHarness {
@@ -79,6 +85,8 @@ impl PamHarness {
             syslog,
             etc,
             confdir,
+            bind_pamd: std::sync::atomic::AtomicBool::new(false),
+            drive_env: std::sync::Mutex::new(Vec::new()),
         }
     }
 
@@ -136,11 +144,20 @@ impl PamHarness {
             .collect();
         std::fs::write(&answers_file, text).unwrap_or_else(|e| panic!("answers: {e}"));
         set_mode(&answers_file, 0o644);
+        let env = self.drive_env.lock().map(|e| e.clone()).unwrap_or_default();
         let out = Command::new(isolate_script())
+            .envs(env)
             .arg("--log")
             .arg(&self.syslog.path)
             .arg("--etc")
             .arg(&self.etc)
+            .args(
+                if self.bind_pamd.load(std::sync::atomic::Ordering::Relaxed) {
+                    vec![std::ffi::OsStr::new("--pamd"), self.confdir.as_os_str()]
+                } else {
+                    Vec::new()
+                },
+            )
             .arg("--")
             .args(match uid {
                 Some(u) => vec![

@@ -148,7 +148,11 @@ pub fn authenticate_with(
                 "answer is not JWT-shaped; passing it on (PAM_IGNORE)",
             );
         }
-        ctx.set_authtok(&collected.token);
+        // Enter at the prompt sets nothing: the next module then asks `Password: ` itself,
+        // where an empty PAM_AUTHTOK would be checked as an empty password and fail.
+        if !collected.token.is_empty() {
+            ctx.set_authtok(&collected.token);
+        }
         return PamError::IGNORE;
     };
     let rhost = ctx.rhost();

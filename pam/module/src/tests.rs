@@ -430,14 +430,12 @@ fn non_jwt_answer_is_noted_at_debug_level_with_debug() {
 }
 
 #[test]
-fn empty_answer_is_ignored_and_passed_on_as_an_empty_authtok() {
-    // Enter at the prompt: not a token, so it goes to the next module like a password
-    // would (pam_unix then asks again or fails it); no part prompt follows.
+fn empty_answer_is_ignored_and_sets_no_authtok() {
+    // Enter at the prompt: not a token, and not a password either, so PAM_AUTHTOK stays
+    // unset and the next module asks `Password: ` itself; no part prompt follows. The fake
+    // fails the test on any call not scripted here, `set_authtok` included.
     let site = Site::new("empty", "");
-    let mut s = script(vec![
-        start(),
-        vec![prompt("ID token: ", b""), set_authtok(b"")],
-    ]);
+    let mut s = script(vec![start(), vec![prompt("ID token: ", b"")]]);
     let code = run(&mut s, &site.args, &key_a(), &Ledger::default());
     assert_eq!(code, PamError::IGNORE);
 }

@@ -76,8 +76,28 @@ fn stats(ms: &[f64]) -> Stats {
     }
 }
 
+const USAGE: &str =
+    "usage: ssh-bench [--logins N] [--client sshpass|askpass]   (root; release build)
+  --logins N   logins per stack, interleaved (default 50)
+  --client C   sshpass: one-part token answered by sshpass (default);
+               askpass: full-size token in two parts through `idtoken askpass`
+Starts two throwaway sshd on 127.0.0.1 (the module, pam_permit), prints a table and one JSON line.";
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
+    // Help, or anything not understood, prints the usage and starts nothing: a benchmark
+    // takes minutes and two sshd.
+    if args.iter().skip(1).any(|a| a == "--help" || a == "-h") {
+        println!("{USAGE}");
+        return;
+    }
+    let mut rest = args.iter().skip(1);
+    while let Some(a) = rest.next() {
+        if !(a == "--logins" || a == "--client") || rest.next().is_none() {
+            eprintln!("ssh-bench: unexpected argument {a:?}\n{USAGE}");
+            std::process::exit(2);
+        }
+    }
     let logins: usize = arg(&args, "--logins")
         .and_then(|n| n.parse().ok())
         .unwrap_or(50);

@@ -1,0 +1,627 @@
+//! Every PAM stack the documentation shows, built from the documentation's own lines and
+//! driven through the real libpam (issue 14): the Debian pam-auth-update result (from the
+//! package's profile, with and without pam_sss), the Debian sshd-only line, the RHEL 9 sshd
+//! line over password-auth and postlogin, and authselect custom profiles made from `sssd`
+//! and from `minimal`. The blocks are found by their `stack:NAME` marks in README.md,
+//! packaging/README-install.md, pam_idtoken(8) and the RPM spec, so a doc edit that breaks a
+//! stack fails here. RHEL's own files are fixtures in tests/fixtures/pam.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use idtoken_e2e::accounts::PASSWORD;
+use idtoken_e2e::keys::{self, mint, with};
+use idtoken_e2e::pam::{self, Drive, PAM_AUTH_ERR, PAM_SUCCESS, PamHarness};
+use idtoken_e2e::require;
+use idtoken_e2e::sandbox::set_mode;
+use idtoken_e2e::workspace_root;
+use serde_json::json;
+
+/// Where each stack is written down, as (file, stack name). A mark that goes missing fails
+/// `every_documented_stack_is_marked`, so a stack cannot leave the test by losing its mark.
+const MARKED: &[(&str, &str)] = &[
+    ("README.md", "debian-common-auth"),
+    ("README.md", "debian-sshd"),
+    ("README.md", "rhel-sshd"),
+    ("README.md", "authselect-sssd"),
+    ("README.md", "authselect-minimal"),
+    ("packaging/README-install.md", "debian-common-auth"),
+    ("packaging/README-install.md", "debian-sshd"),
+    ("packaging/README-install.md", "rhel-sshd"),
+    ("packaging/README-install.md", "authselect-sssd"),
+    ("packaging/README-install.md", "authselect-minimal"),
+    ("packaging/man/pam_idtoken.8", "debian-common-auth"),
+    ("packaging/man/pam_idtoken.8", "debian-sshd"),
+    ("packaging/man/pam_idtoken.8", "rhel-sshd"),
+    ("packaging/rpm/pam-idtoken.spec", "rhel-sshd"),
+    ("packaging/rpm/pam-idtoken.spec", "authselect-module-line"),
+];
+
+/// The files that may hold marked blocks.
+const DOCS: &[&str] = &[
+    "README.md",
+    "packaging/README-install.md",
+    "packaging/man/pam_idtoken.8",
+    "packaging/rpm/pam-idtoken.spec",
+];
+
+/// The blocks named `name` in one file, each as its lines (trimmed, empty ones dropped).
+/// Markdown: `<!-- stack:NAME -->` then a fenced block; roff: `.\" stack:NAME` then
+/// `.EX` .. `.EE`; the spec: a comment holding `stack:NAME`, then `#` lines indented by at
+/// least four spaces.
+fn blocks_in(file: &str, text: &str, name: &str) -> Vec<Vec<String>> {
+    let lines: Vec<&str> = text.lines().collect();
+    let mut out = Vec::new();
+    let mark_md = format!("<!-- stack:{name} -->");
+    let mark_roff = format!("stack:{name}");
+    for (i, l) in lines.iter().enumerate() {
+        let rest = &lines[i + 1..];
+        let block: Option<Vec<String>> = if file.ends_with(".md") {
+            (l.trim() == mark_md).then(|| {
+                assert!(
+                    rest.first().is_some_and(|f| f.starts_with("```")),
+                    "{file}: {mark_md} must be followed by a fence"
+                );
+                rest.iter()
+                    .skip(1)
+                    .take_while(|x| !x.starts_with("```"))
+                    .map(|x| x.to_string())
+                    .collect()
+            })
+        } else if file.ends_with(".8") {
+            (l.starts_with(".\\\"") && l.split_whitespace().any(|w| w == mark_roff)).then(|| {
+                rest.iter()
+                    .skip_while(|x| x.trim() != ".EX")
+                    .skip(1)
+                    .take_while(|x| x.trim() != ".EE")
+                    .map(|x| x.replace("\\-", "-").replace("\\e", "\\"))
+                    .collect()
+            })
+        } else {
+            (l.starts_with('#')
+                && l.split(|c: char| c.is_whitespace() || c == '(' || c == ')' || c == ',')
+                    .any(|w| w == mark_roff))
+            .then(|| {
+                rest.iter()
+                    .take_while(|x| x.starts_with("#    "))
+                    .map(|x| x.trim_start_matches('#').to_string())
+                    .collect()
+            })
+        };
+        if let Some(b) = block {
+            let b: Vec<String> = b
+                .iter()
+                .map(|x| x.trim().to_string())
+                .filter(|x| !x.is_empty())
+                .collect();
+            assert!(!b.is_empty(), "{file}: block {name} is empty");
+            out.push(b);
+        }
+    }
+    out
+}
+
+fn read(rel: &str) -> String {
+    let p = workspace_root().join(rel);
+    std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+}
+
+/// A PAM line with its whitespace made single, for comparing the same line across documents.
+fn norm(line: &str) -> String {
+    line.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// The one stack called `name`: every copy in every document must say the same.
+fn block(name: &str) -> Vec<String> {
+    let mut all: Vec<(&str, Vec<String>)> = Vec::new();
+    for f in DOCS {
+        for b in blocks_in(f, &read(f), name) {
+            all.push((f, b));
+        }
+    }
+    let Some((first_file, first)) = all.first().cloned() else {
+        panic!("no document marks stack:{name}");
+    };
+    for (f, b) in &all {
+        let (a, b2): (Vec<String>, Vec<String>) = (
+            first.iter().map(|x| norm(x)).collect(),
+            b.iter().map(|x| norm(x)).collect(),
+        );
+        assert_eq!(a, b2, "stack:{name} differs between {first_file} and {f}");
+    }
+    first
+}
+
+/// The auth lines of a PAM file (comments and other phases dropped), normalised.
+fn auth_lines(text: &str) -> Vec<String> {
+    text.lines()
+        .map(|l| l.split('#').next().unwrap_or_default().trim())
+        .filter(|l| l.starts_with("auth") || l.starts_with("-auth"))
+        .map(norm)
+        .collect()
+}
+
+/// A documented line made to load the built module with the test's config.
+fn with_module(line: &str, config: &Path) -> String {
+    line.replace(
+        "pam_idtoken.so",
+        &format!("MODULE config={}", config.display()),
+    )
+}
+
+fn fixture(rel: &str) -> String {
+    read(&format!("tests/fixtures/pam/{rel}"))
+}
+
+/// Runs the real pam-auth-update with only `profiles` (from /usr/share/pam-configs, and
+/// `idtoken` from debian/pam-configs) in a private mount namespace, where /etc/pam.d,
+/// /usr/share/pam-configs, /var/lib/pam and debconf's database are the sandbox's: the
+/// common-auth it writes, as it wrote it.
+fn pam_auth_update(h: &PamHarness, tag: &str, profiles: &[&str]) -> String {
+    let root = h.sandbox.path(&format!("pam-auth-update-{tag}"));
+    let (pamd, configs, varlib, debconf) = (
+        root.join("pam.d"),
+        root.join("pam-configs"),
+        root.join("var-lib-pam"),
+        root.join("debconf"),
+    );
+    for d in [&pamd, &configs, &varlib, &debconf] {
+        std::fs::create_dir_all(d).unwrap_or_else(|e| panic!("{}: {e}", d.display()));
+    }
+    for p in profiles {
+        let src = if *p == "idtoken" {
+            workspace_root().join("debian/pam-configs/idtoken")
+        } else {
+            PathBuf::from("/usr/share/pam-configs").join(p)
+        };
+        std::fs::copy(&src, configs.join(p)).unwrap_or_else(|e| panic!("{}: {e}", src.display()));
+    }
+    let cp = Command::new("cp")
+        .arg("-a")
+        .arg("/var/cache/debconf/.")
+        .arg(&debconf)
+        .status()
+        .unwrap_or_else(|e| panic!("cp: {e}"));
+    assert!(cp.success(), "copying debconf's database");
+    let script = format!(
+        "set -e; mount --bind {pamd} /etc/pam.d; mount --bind {configs} /usr/share/pam-configs; \
+         mount --bind {varlib} /var/lib/pam; mount --bind {debconf} /var/cache/debconf; \
+         DEBIAN_FRONTEND=noninteractive pam-auth-update --force {enable}",
+        pamd = pamd.display(),
+        configs = configs.display(),
+        varlib = varlib.display(),
+        debconf = debconf.display(),
+        enable = if profiles.contains(&"idtoken") {
+            "--enable idtoken"
+        } else {
+            ""
+        },
+    );
+    let out = Command::new("unshare")
+        .args(["--mount", "--propagation", "private", "--", "sh", "-c"])
+        .arg(&script)
+        .output()
+        .unwrap_or_else(|e| panic!("unshare: {e}"));
+    assert!(
+        out.status.success(),
+        "pam-auth-update: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    read_abs(&pamd.join("common-auth"))
+}
+
+fn read_abs(p: &Path) -> String {
+    std::fs::read_to_string(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+}
+
+/// What the documentation promises for a stack besides the common cases.
+struct Promise {
+    /// A password typed at `ID token: ` logs in (pam_unix has `try_first_pass`).
+    password_at_token_prompt: bool,
+}
+
+fn live_token(user: &str) -> String {
+    let jti = format!("jti-{user}-{}-{}", keys::now(), std::process::id());
+    mint(&keys::live_claims(user, &jti))
+}
+
+fn refused_token(user: &str) -> String {
+    let jti = format!("jti-exp-{user}-{}", std::process::id());
+    mint(&with(
+        keys::live_claims(user, &jti),
+        "exp",
+        json!(1_000_000),
+    ))
+}
+
+/// The cases every documented stack must pass, through its `sshd` service.
+fn drive_documented_cases(h: &PamHarness, stack: &str, promise: &Promise) {
+    let config = h.sandbox.path("idtoken.toml");
+    let show = |d: &Drive| format!("{stack}: {d:?}\nlog: {:?}", h.syslog.lines());
+
+    let d = h.drive("sshd", "alice", &[Some(&live_token("alice"))], &[]);
+    assert_eq!(d.rc, PAM_SUCCESS, "valid token must log in: {}", show(&d));
+    assert_eq!(d.prompts, vec!["ID token: "], "{}", show(&d));
+    assert!(
+        h.audit(1).iter().any(|l| l.contains("decision=allow")),
+        "{stack}: allow logged"
+    );
+
+    let d = h.drive(
+        "sshd",
+        "alice",
+        &[Some(&refused_token("alice")), Some(PASSWORD)],
+        &[],
+    );
+    assert_eq!(d.rc, PAM_AUTH_ERR, "refused token must fail: {}", show(&d));
+    assert_eq!(
+        d.prompts,
+        vec!["ID token: "],
+        "a refused token never leads to a password prompt: {}",
+        show(&d)
+    );
+
+    let d = h.drive("sshd", "alice", &[Some(""), Some(PASSWORD)], &[]);
+    assert_eq!(
+        d.prompts,
+        vec!["ID token: ", "Password: "],
+        "Enter at `ID token: ` leads to `Password: `: {}",
+        show(&d)
+    );
+    assert_eq!(d.rc, PAM_SUCCESS, "then the password logs in: {}", show(&d));
+
+    if promise.password_at_token_prompt {
+        let d = h.drive("sshd", "alice", &[Some(PASSWORD)], &[]);
+        assert_eq!(
+            d.rc,
+            PAM_SUCCESS,
+            "a password at `ID token: ` logs in: {}",
+            show(&d)
+        );
+        assert_eq!(d.prompts, vec!["ID token: "], "{}", show(&d));
+    }
+
+    // Unsafe config (group-writable): the module cannot decide (PAM_AUTHINFO_UNAVAIL)
+    // and every documented stack promises that passwords keep working.
+    set_mode(&config, 0o664);
+    let d = h.drive("sshd", "alice", &[Some(PASSWORD)], &[]);
+    set_mode(&config, 0o644);
+    assert_eq!(
+        d.rc,
+        PAM_SUCCESS,
+        "with an unsafe config a password still logs in: {}",
+        show(&d)
+    );
+    assert_eq!(d.prompts, vec!["Password: "], "{}", show(&d));
+    assert!(
+        !h.syslog
+            .wait_for("config unusable", 1, std::time::Duration::from_secs(2))
+            .is_empty(),
+        "{stack}: the module did refuse the unsafe config"
+    );
+}
+
+/// A user that NSS knows (through nss_wrapper, as sssd would serve an LDAP account) but
+/// /etc/passwd does not is asked for a token and the module decides: the module is not
+/// behind the pam_usertype/pam_localuser jumps that skip such accounts.
+fn assert_non_local_user_reaches_the_module(h: &PamHarness, stack: &str) {
+    let user = "ldapuser";
+    let Some(wrapper) = idtoken_e2e::cli::nss_wrapper() else {
+        panic!("libnss-wrapper is needed (tests/support/install-deps)");
+    };
+    let local_passwd = read_abs(&h.etc.join("passwd"));
+    assert!(
+        !local_passwd.lines().any(|l| l.starts_with("ldapuser:")),
+        "ldapuser must not be local"
+    );
+    let home = h.sandbox.path("home/ldapuser");
+    let passwd = h.sandbox.write(
+        "nss-passwd",
+        format!(
+            "{local_passwd}{user}:x:5001:5001:LDAP user:{}:/bin/sh\n",
+            home.display()
+        )
+        .as_bytes(),
+    );
+    let group = h.sandbox.write(
+        "nss-group",
+        format!("{}{user}:x:5001:\n", read_abs(&h.etc.join("group"))).as_bytes(),
+    );
+    if let Ok(mut env) = h.drive_env.lock() {
+        *env = vec![
+            ("LD_PRELOAD".into(), wrapper.display().to_string()),
+            ("NSS_WRAPPER_PASSWD".into(), passwd.display().to_string()),
+            ("NSS_WRAPPER_GROUP".into(), group.display().to_string()),
+        ];
+    }
+    let d = h.drive("sshd", user, &[Some(&live_token(user))], &[]);
+    if let Ok(mut env) = h.drive_env.lock() {
+        env.clear();
+    }
+    assert_eq!(
+        d.prompts.first().map(String::as_str),
+        Some("ID token: "),
+        "{stack}: a non-local account must reach the module: {d:?}"
+    );
+    assert!(
+        !h.syslog
+            .wait_for(
+                &format!("account={user}"),
+                1,
+                std::time::Duration::from_secs(2)
+            )
+            .is_empty(),
+        "{stack}: the module made a decision for {user}: {:?}",
+        h.syslog.lines()
+    );
+    assert_eq!(
+        d.rc, PAM_SUCCESS,
+        "{stack}: {user} logs in with a token: {d:?}"
+    );
+}
+
+fn harness(tag: &str) -> PamHarness {
+    let h = PamHarness::new(tag);
+    h.sandbox.standard();
+    // The stacks include and substack each other, which libpam resolves in /etc/pam.d.
+    h.bind_pamd
+        .store(true, std::sync::atomic::Ordering::Relaxed);
+    h
+}
+
+macro_rules! root_or_skip {
+    () => {
+        require!(
+            pam::can_isolate(),
+            "the libpam tests need root (mount namespaces)"
+        );
+    };
+}
+
+/// Debian's pam-auth-update (libpam-runtime) and debconf's database, for the Debian stacks.
+macro_rules! pam_auth_update_or_skip {
+    () => {
+        require!(
+            Path::new("/usr/sbin/pam-auth-update").exists()
+                && Path::new("/var/cache/debconf").is_dir(),
+            "pam-auth-update (libpam-runtime) for the Debian stacks"
+        );
+    };
+}
+
+fn has_pam_sss() -> bool {
+    Path::new("/usr/share/pam-configs/sss").exists()
+        && [
+            "/usr/lib/x86_64-linux-gnu/security",
+            "/usr/lib/security",
+            "/lib/security",
+        ]
+        .iter()
+        .any(|d| Path::new(d).join("pam_sss.so").exists())
+}
+
+#[test]
+fn every_documented_stack_is_marked() {
+    for (file, name) in MARKED {
+        assert!(
+            !blocks_in(file, &read(file), name).is_empty(),
+            "{file} lost its stack:{name} block"
+        );
+    }
+}
+
+#[test]
+fn debian_pam_auth_update_stack_works_as_documented() {
+    root_or_skip!();
+    pam_auth_update_or_skip!();
+    let h = harness("stack-deb");
+    let common_auth = pam_auth_update(&h, "unix", &["unix", "idtoken"]);
+    let documented: Vec<String> = block("debian-common-auth")
+        .iter()
+        .map(|l| norm(l))
+        .collect();
+    assert_eq!(
+        auth_lines(&common_auth),
+        documented,
+        "README shows what pam-auth-update really writes"
+    );
+    let config = h.sandbox.path("idtoken.toml");
+    h.service("common-auth", &with_module(&common_auth, &config))
+        .service(
+            "sshd",
+            "@include common-auth\naccount required pam_permit.so\n",
+        );
+    drive_documented_cases(
+        &h,
+        "debian-common-auth",
+        &Promise {
+            password_at_token_prompt: true,
+        },
+    );
+}
+
+#[test]
+fn debian_pam_auth_update_stack_with_pam_sss_works() {
+    root_or_skip!();
+    pam_auth_update_or_skip!();
+    require!(
+        has_pam_sss(),
+        "pam_sss.so and its pam-auth-update profile (libpam-sss; tests/support/install-deps)"
+    );
+    let h = harness("stack-deb-sss");
+    let common_auth = pam_auth_update(&h, "sss", &["unix", "sss", "idtoken"]);
+    let lines = auth_lines(&common_auth);
+    assert!(
+        lines.first().is_some_and(|l| l.contains("pam_idtoken.so"))
+            && lines.iter().any(|l| l.contains("pam_sss.so")),
+        "the module first, pam_sss after it: {lines:?}"
+    );
+    let config = h.sandbox.path("idtoken.toml");
+    h.service("common-auth", &with_module(&common_auth, &config))
+        .service(
+            "sshd",
+            "@include common-auth\naccount required pam_permit.so\n",
+        );
+    drive_documented_cases(
+        &h,
+        "debian-common-auth+sss",
+        &Promise {
+            password_at_token_prompt: true,
+        },
+    );
+    assert_non_local_user_reaches_the_module(&h, "debian-common-auth+sss");
+}
+
+#[test]
+fn debian_sshd_only_line_works_as_documented() {
+    root_or_skip!();
+    pam_auth_update_or_skip!();
+    let h = harness("stack-deb-sshd");
+    // The profile left off: Debian's own common-auth (pam_unix without try_first_pass).
+    let common_auth = pam_auth_update(&h, "plain", &["unix"]);
+    let config = h.sandbox.path("idtoken.toml");
+    let line = block("debian-sshd");
+    let sshd = format!(
+        "{}\n@include common-auth\naccount required pam_permit.so\n",
+        line.iter()
+            .map(|l| with_module(l, &config))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    h.service("common-auth", &common_auth)
+        .service("sshd", &sshd);
+    drive_documented_cases(
+        &h,
+        "debian-sshd",
+        &Promise {
+            password_at_token_prompt: false,
+        },
+    );
+}
+
+/// The RHEL 9 files (sshd, password-auth, system-auth, postlogin) in the harness's confdir.
+fn rhel_files(h: &PamHarness, auth_dir: &str) {
+    for f in ["password-auth", "system-auth"] {
+        h.service(f, &fixture(&format!("{auth_dir}/{f}")));
+    }
+    h.service("postlogin", &fixture("rhel9/postlogin"));
+}
+
+#[test]
+fn rhel_sshd_line_works_as_documented() {
+    root_or_skip!();
+    let h = harness("stack-rhel");
+    let config = h.sandbox.path("idtoken.toml");
+    rhel_files(&h, "rhel9");
+    let block = block("rhel-sshd");
+    let Some((anchor, module_lines)) = block.split_last() else {
+        panic!("stack:rhel-sshd is empty");
+    };
+    assert_eq!(
+        norm(anchor),
+        "auth substack password-auth",
+        "the RHEL block ends with the line the module goes before"
+    );
+    let shipped = fixture("rhel9/sshd");
+    let mut sshd = String::new();
+    let mut placed = false;
+    for l in shipped.lines() {
+        if norm(l) == norm(anchor) && !placed {
+            for m in module_lines {
+                sshd.push_str(&with_module(m, &config));
+                sshd.push('\n');
+            }
+            placed = true;
+        }
+        sshd.push_str(l);
+        sshd.push('\n');
+    }
+    assert!(placed, "RHEL's sshd has `{anchor}`");
+    h.service("sshd", &sshd);
+    drive_documented_cases(
+        &h,
+        "rhel-sshd",
+        &Promise {
+            password_at_token_prompt: false,
+        },
+    );
+}
+
+/// An authselect custom profile: the profile's system-auth and password-auth with their auth
+/// section replaced by the documented one, which must be the base profile's own auth lines
+/// plus the module line and `try_first_pass` on pam_unix, and nothing else.
+fn authselect_profile(h: &PamHarness, base: &str, name: &str) {
+    let config = h.sandbox.path("idtoken.toml");
+    let documented = block(name);
+    let spec_line = block("authselect-module-line");
+    let module_lines: Vec<&String> = documented
+        .iter()
+        .filter(|l| l.contains("pam_idtoken.so"))
+        .collect();
+    assert_eq!(
+        module_lines.iter().map(|l| norm(l)).collect::<Vec<_>>(),
+        spec_line.iter().map(|l| norm(l)).collect::<Vec<_>>(),
+        "the RPM spec's module line for authselect is the README's"
+    );
+    for f in ["password-auth", "system-auth"] {
+        let shipped = fixture(&format!("{base}/{f}"));
+        let without_ours: Vec<String> = documented
+            .iter()
+            .filter(|l| !l.contains("pam_idtoken.so"))
+            .map(|l| norm(&l.replace(" try_first_pass", "")))
+            .collect();
+        let base_auth: Vec<String> = auth_lines(&shipped)
+            .iter()
+            .map(|l| l.replace(" try_first_pass", ""))
+            .collect();
+        assert_eq!(
+            without_ours, base_auth,
+            "{name}: the documented auth lines are {base}'s own plus the module line"
+        );
+        let rest: String = shipped
+            .lines()
+            .filter(|l| !(l.starts_with("auth") || l.starts_with("-auth")))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        let auth: String = documented
+            .iter()
+            .map(|l| format!("{}\n", with_module(l, &config)))
+            .collect();
+        h.service(f, &format!("{auth}{rest}"));
+    }
+    h.service("postlogin", &fixture("rhel9/postlogin"))
+        .service("sshd", &fixture("rhel9/sshd"));
+}
+
+#[test]
+fn authselect_profile_from_sssd_works_as_documented() {
+    root_or_skip!();
+    let h = harness("stack-as-sssd");
+    authselect_profile(&h, "rhel9", "authselect-sssd");
+    drive_documented_cases(
+        &h,
+        "authselect-sssd",
+        &Promise {
+            password_at_token_prompt: true,
+        },
+    );
+    require!(
+        has_pam_sss(),
+        "pam_sss.so (libpam-sss; tests/support/install-deps) for the non-local account case"
+    );
+    assert_non_local_user_reaches_the_module(&h, "authselect-sssd");
+}
+
+#[test]
+fn authselect_profile_from_minimal_works_as_documented() {
+    root_or_skip!();
+    let h = harness("stack-as-min");
+    authselect_profile(&h, "authselect-minimal", "authselect-minimal");
+    drive_documented_cases(
+        &h,
+        "authselect-minimal",
+        &Promise {
+            password_at_token_prompt: true,
+        },
+    );
+}
