@@ -1142,3 +1142,186 @@ fn inspect_prints_no_control_or_format_character_from_the_token() {
         );
     }
 }
+
+/// The README's config marked `<!-- config:NAME -->`, with each issuer's key cache pointed
+/// into the sandbox (the README leaves it at its default path).
+fn readme_config(s: &Sandbox, name: &str) -> std::path::PathBuf {
+    let readme = std::fs::read_to_string(idtoken_e2e::workspace_root().join("README.md")).unwrap();
+    let marker = format!("<!-- config:{name} -->");
+    let after = &readme[readme
+        .find(&marker)
+        .unwrap_or_else(|| panic!("{marker} in README"))..];
+    let body = after
+        .split_once("```toml\n")
+        .and_then(|(_, rest)| rest.split_once("\n```"))
+        .map(|(b, _)| b)
+        .unwrap_or_else(|| panic!("a toml block after {marker}"));
+    let mut text = String::new();
+    for line in body.lines() {
+        text.push_str(line);
+        text.push('\n');
+        if let Some(issuer) = line
+            .strip_prefix("name = \"")
+            .and_then(|n| n.strip_suffix('"'))
+            .filter(|_| text.rfind("[[issuer]]") > text.rfind("[[rule]]"))
+        {
+            let cache = s.path(&format!("{issuer}.jwks.json"));
+            text.push_str(&format!("jwks_cache = \"{}\"\n", cache.display()));
+        }
+    }
+    s.write(&format!("{name}.toml"), text.as_bytes())
+}
+
+/// SPEC v2, other issuers on their real shapes: the README's Keycloak config (token
+/// exchange: `preferred_username`, `aud` a list with `account`, `azp`, realm and client
+/// roles reached by JSON Pointer) and GitHub Actions config allow exactly the tokens they
+/// describe; the runners-only config with a deny rule refuses the sandbox and foreign
+/// networks, each traced in plain words.
+#[test]
+fn the_readme_configs_for_other_issuers_and_v2_rules_decide_as_documented() {
+    require!(
+        cli::nss_wrapper().is_some(),
+        "libnss-wrapper is not installed"
+    );
+    let s = Sandbox::new("readme-issuers");
+    s.write(
+        "keycloak.jwks.json",
+        keys::jwks(&[Key::B]).to_string().as_bytes(),
+    );
+    s.write(
+        "github.jwks.json",
+        keys::jwks(&[Key::B]).to_string().as_bytes(),
+    );
+    s.write(
+        "gitlab.jwks.json",
+        keys::jwks(&[Key::A]).to_string().as_bytes(),
+    );
+
+    // Keycloak after token exchange (RFC 8693), as Keycloak 2x issues it.
+    let kc = readme_config(&s, "keycloak");
+    let claims = json!({
+        "exp": NOW + 300, "iat": NOW, "jti": "onrtac:3f1b-kc", "iss": "https://kc.example/realms/hpc",
+        "aud": ["login-node", "account"], "sub": "6f0e0a2c-91aa-4bb0-9e1f-1c2f5d0b7a11", "typ": "Bearer",
+        "azp": "gitlab-exchange", "sid": "d1f2", "acr": "1", "scope": "openid profile email",
+        "allowed-origins": ["/*"],
+        "realm_access": {"roles": ["offline_access", "uma_authorization", "hpc-ci"]},
+        "resource_access": {"login-node": {"roles": ["deploy"]}, "account": {"roles": ["view-profile"]}},
+        "email_verified": true, "preferred_username": "alice", "name": "Alice Example"
+    });
+    let token = mint_with(&claims, Key::B);
+    let (code, json, _) = check(&s, &kc, &token, "alice", NOW, &[]);
+    assert_eq!(
+        (code, json["rule"].as_str()),
+        (0, Some("hpc-ci-role")),
+        "{json}"
+    );
+    let (code, json, _) = check(&s, &kc, &token, "svc-deploy", NOW, &[]);
+    assert_eq!(
+        (code, json["rule"].as_str()),
+        (0, Some("deployers")),
+        "{json}"
+    );
+    let no_role = with(
+        claims.clone(),
+        "realm_access",
+        json!({"roles": ["offline_access"]}),
+    );
+    let (code, json, out) = check(&s, &kc, &mint_with(&no_role, Key::B), "alice", NOW, &[]);
+    // Without the realm role only the client-role rule matches, and it grants svc-deploy.
+    assert_eq!(
+        (code, json["reason"].as_str()),
+        (1, Some("user_mismatch")),
+        "{json}"
+    );
+    assert!(
+        json.to_string().contains("claims./realm_access/roles"),
+        "the trace names the pointer: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+
+    // GitHub Actions.
+    let gh = readme_config(&s, "github-actions");
+    let claims = json!({
+        "iss": "https://token.actions.githubusercontent.com", "aud": "https://login.hpc.example.org",
+        "sub": "repo:hpc-org/app:environment:production", "iat": NOW, "nbf": NOW, "exp": NOW + 300,
+        "jti": "gh-2", "actor": "alice", "repository": "hpc-org/app", "ref": "refs/heads/main",
+        "environment": "production", "run_id": "123", "repository_owner": "hpc-org",
+        "job_workflow_ref": "hpc-org/app/.github/workflows/deploy.yml@refs/heads/main"
+    });
+    let (code, json, _) = check(&s, &gh, &mint_with(&claims, Key::B), "svc-deploy", NOW, &[]);
+    assert_eq!(
+        (code, json["rule"].as_str()),
+        (0, Some("deploy-from-main")),
+        "{json}"
+    );
+
+    // The runners-only GitLab config: from the runners' network, never from the sandbox.
+    let runners = readme_config(&s, "runners-only");
+    let gitlab = |project: &str| {
+        let c = with(
+            gitlab_claims("alice"),
+            "iss",
+            json!("https://gitlab.example.org"),
+        );
+        let c = with(c, "aud", json!("https://login.hpc.example.org"));
+        let c = with(c, "namespace_path", json!("hpc"));
+        let c = with(c, "ref_protected", json!("true"));
+        mint(&with(c, "project_path", json!(project)))
+    };
+    for (project, rhost, want) in [
+        ("hpc/app", "10.20.4.5", None),
+        ("hpc/app", "2001:db8:20::5", None),
+        ("hpc/app", "192.0.2.9", Some("policy_denied")),
+        ("hpc/sandbox/try", "10.20.4.5", Some("policy_denied")),
+    ] {
+        let (_, json, _) = check(
+            &s,
+            &runners,
+            &gitlab(project),
+            "alice",
+            NOW,
+            &["--rhost", rhost],
+        );
+        assert_eq!(
+            json["reason"].as_str(),
+            want,
+            "{project} from {rhost}: {json}"
+        );
+    }
+    let (_, json, out) = check(
+        &s,
+        &runners,
+        &gitlab("hpc/sandbox/try"),
+        "alice",
+        NOW,
+        &["--rhost", "10.20.4.5"],
+    );
+    assert!(
+        json.to_string()
+            .contains("deny rule \\\"no-sandbox\\\" matches the token"),
+        "{json}"
+    );
+    // The text trace says it in words, deny rules included.
+    let text = cli::idtoken(&s)
+        .args(["check", "--config"])
+        .arg(&runners)
+        .args([
+            "--user",
+            "alice",
+            "--at",
+            &NOW.to_string(),
+            "--rhost",
+            "192.0.2.9",
+            "--token-file",
+        ])
+        .arg(s.token_file("t.jwt", &gitlab("hpc/app")))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&text.stdout);
+    assert!(
+        text.contains("from: remote host \"192.0.2.9\" is not an address inside")
+            && text.contains("deny rule, no match"),
+        "{text}\n{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}
