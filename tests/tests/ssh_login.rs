@@ -303,3 +303,64 @@ fn explain_shows_the_refused_client_why() {
         text(&o)
     );
 }
+
+/// SPEC v2 through a real sshd and the stock client: sshd sets PAM_RHOST to the client's
+/// address (127.0.0.1 here), so a `from = ["127.0.0.0/8"]` rule lets the token in, a
+/// `from = ["10.0.0.0/8"]` rule refuses it (policy_denied), and a matching deny rule
+/// refuses it beside a granting rule; each attempt leaves its audit line with the rhost.
+#[test]
+fn source_networks_and_deny_rules_through_sshd() {
+    require!(
+        sshd::available().is_ok(),
+        "{}",
+        sshd::available().err().unwrap_or_default()
+    );
+    require!(
+        sshd::which("sshpass").is_some(),
+        "sshpass is missing (apt-get install sshpass)"
+    );
+    for (tag, rules, allowed, reason) in [
+        (
+            "from-loopback",
+            "[[rule]]\nname = \"runners\"\nissuer = \"gitlab\"\nfrom = [\"127.0.0.0/8\"]\n",
+            true,
+            "-",
+        ),
+        (
+            "from-elsewhere",
+            "[[rule]]\nname = \"runners\"\nissuer = \"gitlab\"\nfrom = [\"10.0.0.0/8\"]\n",
+            false,
+            "policy_denied",
+        ),
+        (
+            "deny-rule",
+            "[[rule]]\nname = \"own-account\"\nissuer = \"gitlab\"\n\
+             [[rule]]\nname = \"no-hpc-app\"\nissuer = \"gitlab\"\ndeny = true\n[rule.claims]\nproject_path = \"hpc/app\"\n",
+            false,
+            "policy_denied",
+        ),
+    ] {
+        let pam = PamHarness::new(tag);
+        pam.sandbox.key_cache(&[keys::Key::A]);
+        pam.sandbox.config("", rules);
+        let s = Sshd::start(pam, STACK);
+        let token = mint(&short_claims("alice", tag));
+        let o = s.login_with_sshpass("alice", &token, REMOTE);
+        if allowed {
+            assert_logged_in(&o, &s, "alice");
+        } else {
+            assert_refused(&o);
+        }
+        let line = nth_audit(&s, 1);
+        assert!(
+            line.contains(if allowed {
+                "decision=allow"
+            } else {
+                "decision=deny"
+            }) && line.contains(&format!("reason={reason}"))
+                && line.contains("rhost=127.0.0.1"),
+            "{tag}: {line}"
+        );
+        assert_no_token(&s, &token);
+    }
+}
