@@ -8,14 +8,7 @@ use idtoken_core::config::Config;
 pub fn run(path: &Path) -> u8 {
     match Config::load(path) {
         Ok(c) => {
-            println!(
-                "{}: valid ({} issuer{}, {} rule{})",
-                path.display(),
-                c.issuers.len(),
-                if c.issuers.len() == 1 { "" } else { "s" },
-                c.rules.len(),
-                if c.rules.len() == 1 { "" } else { "s" }
-            );
+            println!("{}", summary(path, &c));
             if c.issuers.is_empty() {
                 println!("note: no [[issuer]] is configured, so every token is refused");
             } else if c.rules.is_empty() {
@@ -73,4 +66,17 @@ fn missing_files(c: &Config) -> Vec<String> {
         }
     }
     out
+}
+
+/// `PATH: valid (N issuers, M rules)`: what `config check` and `doctor` say of a good config.
+pub fn summary(path: &Path, c: &Config) -> String {
+    let plural = |n: usize| if n == 1 { "" } else { "s" };
+    format!(
+        "{}: valid ({} issuer{}, {} rule{})",
+        path.display(),
+        c.issuers.len(),
+        plural(c.issuers.len()),
+        c.rules.len(),
+        plural(c.rules.len())
+    )
 }

@@ -23,14 +23,7 @@ pub fn invalid(path: &Path, e: &ConfigError) -> Check {
 }
 
 pub fn checks(path: &Path, c: &Config, service: &str) -> Vec<Check> {
-    let counts = format!(
-        "{}: valid ({} issuer{}, {} rule{})",
-        path.display(),
-        c.issuers.len(),
-        if c.issuers.len() == 1 { "" } else { "s" },
-        c.rules.len(),
-        if c.rules.len() == 1 { "" } else { "s" }
-    );
+    let counts = crate::config_check::summary(path, c);
     let first = if c.issuers.is_empty() {
         Check::fail(
             "config",
