@@ -64,6 +64,9 @@ pub struct PamHarness {
     pub syslog: Syslog,
     pub etc: PathBuf,
     pub confdir: PathBuf,
+    /// A test's own sssd (`isolate --sss`): its config, socket and caches, for every
+    /// process the harness starts (tests/src/directory.rs).
+    pub sss: Option<PathBuf>,
 }
 
 impl PamHarness {
@@ -79,6 +82,15 @@ impl PamHarness {
             syslog,
             etc,
             confdir,
+            sss: None,
+        }
+    }
+
+    /// The `isolate` options every process of this harness gets besides its own.
+    pub fn isolate_sss_args(&self) -> Vec<std::ffi::OsString> {
+        match &self.sss {
+            Some(dir) => vec!["--sss".into(), dir.into()],
+            None => Vec::new(),
         }
     }
 
@@ -141,6 +153,7 @@ impl PamHarness {
             .arg(&self.syslog.path)
             .arg("--etc")
             .arg(&self.etc)
+            .args(self.isolate_sss_args())
             .arg("--")
             .args(match uid {
                 Some(u) => vec![
