@@ -370,11 +370,7 @@ impl Sssd {
         // Its own /run: sssd's pid file is /run/sssd.pid, whatever the config says.
         let mut options = self.isolate_args();
         options.extend(["--run".into(), self.dir.join("run").into()]);
-        let mut child = spawn_isolated(
-            &options,
-            &command,
-            &self.dir.join("sssd.stdout"),
-        );
+        let mut child = spawn_isolated(&options, &command, &self.dir.join("sssd.stdout"));
         let start = Instant::now();
         while !socket.exists() {
             if let Ok(Some(status)) = child.try_wait() {

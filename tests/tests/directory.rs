@@ -49,6 +49,11 @@ const USERS: &[LdapUser] = &[
         uid: 7105,
         member_of: &[],
     },
+    LdapUser {
+        name: "ldap-erin",
+        uid: 7106,
+        member_of: &["ldap-team"],
+    },
 ];
 
 /// ldap-team is a member of ldap-all: ldap-bob is in ldap-all only through the nesting.
@@ -78,6 +83,7 @@ const GROUPS: &[LdapGroup] = &[
 const DEFAULTS: &str = "min_uid = 1000\ndeny_users = [\"root\", \"ldap-denied\"]";
 const RULES: &str = "[[rule]]\nname = \"ldap-ci\"\nissuer = \"gitlab\"\nusers = [\"ldap-alice\", \"ldap-carol\"]\nlocal_groups = [\"ldap-ci\"]\n\n\
     [[rule]]\nname = \"ldap-all\"\nissuer = \"gitlab\"\nusers = [\"ldap-bob\", \"ldap-carol\"]\nlocal_groups = [\"ldap-all\"]\n\n\
+    [[rule]]\nname = \"team-glob\"\nissuer = \"gitlab\"\nusers = [\"ldap-erin\"]\nlocal_groups = [\"ldap-a*\"]\n\n\
     [[rule]]\nname = \"any\"\nissuer = \"gitlab\"\nusers = [\"ldap-dave\", \"ldap-low\", \"ldap-denied\", \"alice\"]\n";
 
 const STACK: &str = "auth [success=done ignore=ignore default=die] MODULE config=CONFIG";
@@ -181,8 +187,12 @@ fn ldap_accounts_and_groups_through_sshd_and_check() {
         ("ldap-dave", true, "any", 0),
         // local_groups through the LDAP group it is a member of.
         ("ldap-alice", true, "ldap-ci", 0),
-        // local_groups through a group nested in the one named.
+        // local_groups through a group nested in the one named (sssd lists ldap-bob in
+        // ldap-all's entry: getgrnam answers).
         ("ldap-bob", true, "ldap-all", 0),
+        // The same nesting found by a glob, which only the group list (getgrouplist and
+        // getgrgid through sssd) can answer.
+        ("ldap-erin", true, "team-glob", 0),
         // In neither group: refused.
         ("ldap-carol", false, "user_mismatch", 1),
         // uid 500 < min_uid 1000.
