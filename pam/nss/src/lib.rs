@@ -2,8 +2,7 @@
 //!
 //! `uzers` (and `getpwnam(3)` used naively) turns every failure into "no such user". With a
 //! directory behind NSS that is a lie: when sssd cannot be reached, `getpwnam_r` returns an
-//! error number (ECONNREFUSED with sssd stopped, ENOENT when its socket was never made),
-//! and a login refused as `account_invalid` then sends an admin looking for a missing
+//! error number (ECONNREFUSED with sssd stopped), and a login refused as `account_invalid` then sends an admin looking for a missing
 //! account instead of a stopped daemon. Here every lookup returns
 //! `Result<Option<T>, NssError>`: `Ok(None)` is "no such entry", `Err` names the lookup,
 //! the key and the errno. Buffers start small and double on ERANGE, up to a bound.
@@ -110,6 +109,12 @@ fn error(lookup: Lookup, key: impl fmt::Display, errno: i32) -> NssError {
     }
 }
 
+/// The codes getpwnam(3) lists as "the given name or uid was not found", besides 0 with no
+/// entry (what glibc itself returns): interposers return them (nss_wrapper: ENOENT). So
+/// ENOENT from libnss_sss when sssd's socket was never made (sssd not started since boot)
+/// reads as "not found" too; a stopped sssd's ECONNREFUSED is an error.
+const NOT_FOUND: [i32; 4] = [libc::ENOENT, libc::ESRCH, libc::EBADF, libc::EPERM];
+
 /// Calls a `get*_r` function with a buffer that doubles while it answers ERANGE. `call`
 /// gets the buffer and returns the function's result code and whether it found an entry.
 fn with_growing_buffer<T>(
@@ -123,8 +128,8 @@ fn with_growing_buffer<T>(
         match call(&mut buf) {
             (0, found) => return Ok(found),
             (libc::ERANGE, _) if size < MAX_BUFFER => size = size.saturating_mul(2),
-            // glibc returns 0 and no entry for "not found"; any other code is a failure
-            // to answer (ERANGE past the bound included).
+            (errno, _) if NOT_FOUND.contains(&errno) => return Ok(None),
+            // Any other code is a failure to answer (ERANGE past the bound included).
             (errno, _) => return Err(error(lookup, key, errno)),
         }
     }
@@ -259,12 +264,11 @@ pub fn getgrgid(gid: u32) -> Result<Option<Group>, NssError> {
 
 /// errno values after getgrouplist that mean a source could not be reached. getgrouplist
 /// has no status of its own: glibc returns the groups the sources that answered gave and
-/// leaves errno as the last failing one set it (sssd down: ECONNREFUSED; its socket never
-/// made: ENOENT). Other values are not trusted: nss-systemd leaves ESRCH behind for a
-/// name it does not know, with a complete answer.
-const UNREACHABLE: [i32; 9] = [
+/// leaves errno as the last failing one set it (sssd down: ECONNREFUSED). Other values are
+/// not trusted, as complete answers leave them behind too: nss-systemd leaves ESRCH for a
+/// name it does not know, nss_wrapper ENOENT.
+const UNREACHABLE: [i32; 8] = [
     libc::ECONNREFUSED,
-    libc::ENOENT,
     libc::ECONNRESET,
     libc::ECONNABORTED,
     libc::ENOTCONN,
@@ -351,6 +355,11 @@ mod tests {
         })
         .unwrap_err();
         assert_eq!(err.errno, libc::ECONNREFUSED);
+        // getpwnam(3)'s "not found" codes are not errors (nss_wrapper returns ENOENT).
+        for code in NOT_FOUND {
+            let got = with_growing_buffer::<()>(Lookup::Getpwnam, "\"x\"", |_| (code, None));
+            assert_eq!(got, Ok(None), "{code}");
+        }
         assert_eq!(
             err.to_string(),
             "getpwnam_r(\"alice\") failed: Connection refused (os error 111)"
