@@ -3,12 +3,12 @@
 
 use std::path::PathBuf;
 
-use idtoken_core::accounts::Nss;
 use idtoken_core::config::{Config, DEFAULT_PATH};
 use idtoken_core::decision::{self, Decision, Env, Request, UseMode, Verdict};
 use idtoken_core::keystore::DiskIssuerData;
 use idtoken_core::sanitize::clean;
 use idtoken_core::uses::DiskLedger;
+use idtoken_nss::Nss;
 use serde_json::{Value, json};
 
 use crate::token_input;

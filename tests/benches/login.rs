@@ -9,12 +9,13 @@
 use std::hint::black_box;
 
 use criterion::Criterion;
-use idtoken_core::accounts::{AccountSource, Nss};
+use idtoken_core::accounts::AccountSource;
 use idtoken_core::config::Config;
 use idtoken_core::keystore::load_key_cache;
 use idtoken_e2e::bench::{
     self, ColdProcess, Decide, LibpamOneHandle, LibpamStartEnd, PerLogin, RawVerify,
 };
+use idtoken_nss::Nss;
 
 fn main() {
     let Some(files) = bench::isolated("login") else {
@@ -96,16 +97,16 @@ fn main() {
         b.iter(|| black_box(load_key_cache(&config.issuers[0]).is_ok()))
     });
     c.bench_function("login/nss_account", |b| {
-        b.iter(|| black_box(Nss.account(bench::ACCOUNT).is_some()))
+        b.iter(|| black_box(Nss.account(bench::ACCOUNT).is_ok_and(|a| a.is_some())))
     });
-    let account = Nss.account(bench::ACCOUNT).unwrap();
+    let account = Nss.account(bench::ACCOUNT).unwrap().unwrap();
     c.bench_function("login/nss_groups", |b| {
-        b.iter(|| black_box(Nss.group_names(&account).len()))
+        b.iter(|| black_box(Nss.group_names(&account).map(|g| g.len())))
     });
     // What `local_groups = ["hpc-ci"]` costs when the group lists the account (getgrnam).
-    assert!(Nss.listed_in(&account, "hpc-ci"));
+    assert!(Nss.listed_in(&account, "hpc-ci").unwrap());
     c.bench_function("login/nss_group_entry", |b| {
-        b.iter(|| black_box(Nss.listed_in(&account, "hpc-ci")))
+        b.iter(|| black_box(Nss.listed_in(&account, "hpc-ci").is_ok_and(|l| l)))
     });
 
     let token = bench::token(bench::now());

@@ -7,6 +7,7 @@
 pub mod accounts;
 pub mod bench;
 pub mod cli;
+pub mod directory;
 pub mod https;
 pub mod keys;
 pub mod libpam;

@@ -70,6 +70,9 @@ pub struct PamHarness {
     /// Environment for pam-drive (e.g. nss_wrapper, for accounts NSS knows but
     /// /etc/passwd does not, as an LDAP account).
     pub drive_env: std::sync::Mutex<Vec<(String, String)>>,
+    /// A test's own sssd (`isolate --sss`): its config, socket and caches, for every
+    /// process the harness starts (tests/src/directory.rs).
+    pub sss: Option<PathBuf>,
 }
 
 impl PamHarness {
@@ -87,6 +90,15 @@ impl PamHarness {
             confdir,
             bind_pamd: std::sync::atomic::AtomicBool::new(false),
             drive_env: std::sync::Mutex::new(Vec::new()),
+            sss: None,
+        }
+    }
+
+    /// The `isolate` options every process of this harness gets besides its own.
+    pub fn isolate_sss_args(&self) -> Vec<std::ffi::OsString> {
+        match &self.sss {
+            Some(dir) => vec!["--sss".into(), dir.into()],
+            None => Vec::new(),
         }
     }
 
@@ -158,6 +170,7 @@ impl PamHarness {
                     Vec::new()
                 },
             )
+            .args(self.isolate_sss_args())
             .arg("--")
             .args(match uid {
                 Some(u) => vec![

@@ -115,6 +115,7 @@ impl Sshd {
                 .arg(&pam.etc)
                 .arg("--pamd")
                 .arg(&pam.confdir)
+                .args(pam.isolate_sss_args())
                 .arg("--")
                 .arg(SSHD)
                 .args(["-D", "-e", "-f"])

@@ -2,9 +2,10 @@
 //! exists in NSS, and each `login_as` uid passes `min_uid` — so a typo is found here, not
 //! by a failing job.
 
-use idtoken_core::accounts::{AccountSource, Nss};
+use idtoken_core::accounts::AccountSource;
 use idtoken_core::config::Config;
 use idtoken_core::glob;
+use idtoken_nss::Nss;
 
 use super::Check;
 
@@ -15,7 +16,18 @@ pub fn checks(c: &Config) -> Vec<Check> {
         if let Some(name) = &rule.login_as {
             let check = format!("login_as.{name}");
             out.push(match Nss.account(name) {
-                None => Check::fail(
+                Err(e) => Check::fail(
+                    check,
+                    format!(
+                        "rule {:?}: login_as account {name:?} cannot be looked up: {e}; \
+                         every login by this rule is unavailable until NSS answers",
+                        rule.name
+                    ),
+                    "start the directory client (sssd: `systemctl status sssd`, `sssctl \
+                     domain-status`) or correct /etc/nsswitch.conf"
+                        .to_string(),
+                ),
+                Ok(None) => Check::fail(
                     check,
                     format!(
                         "rule {:?}: login_as account {name:?} does not exist (NSS: getpwnam); \
@@ -28,7 +40,7 @@ pub fn checks(c: &Config) -> Vec<Check> {
                         rule.name
                     ),
                 ),
-                Some(a) if a.uid < min_uid => Check::fail(
+                Ok(Some(a)) if a.uid < min_uid => Check::fail(
                     check,
                     format!(
                         "rule {:?}: login_as account {name:?} has uid {}, below min_uid {min_uid}; \
@@ -40,7 +52,7 @@ pub fn checks(c: &Config) -> Vec<Check> {
                          [defaults] if this account is meant for it"
                     ),
                 ),
-                Some(a) => Check::ok(
+                Ok(Some(a)) => Check::ok(
                     check,
                     format!(
                         "rule {:?}: account {name:?} exists (uid {})",

@@ -10,7 +10,7 @@ use std::fmt;
 
 use serde_json::Value;
 
-use crate::accounts::{Account, AccountSource};
+use crate::accounts::{Account, AccountSource, LookupError};
 use crate::claims::{display_text, lookup, numeric_date};
 use crate::config::{Config, Issuer};
 use crate::jwks::{KeySet, VerifyKey};
@@ -656,6 +656,14 @@ fn uid_never_granted(uid: u32) -> bool {
     uid == 65534 || uid >= 4_294_967_294
 }
 
+/// An account or group lookup NSS could not answer: the decision cannot be made.
+fn nss_failed(step: StepName, e: &LookupError) -> Stop {
+    Stop::Unavailable(
+        step,
+        format!("NSS lookup failed: {}", clean(&e.to_string())),
+    )
+}
+
 /// Step 13: the account exists in NSS, is not in deny_users (by the name asked for or the
 /// name NSS calls it, so `ADMIN` under a case-insensitive directory is still `admin`), and
 /// has a uid that may log in.
@@ -669,7 +677,12 @@ fn check_account(env: &Env, req: &Request, d: &mut Decision) -> Result<Account, 
             clean(req.account)
         )));
     }
-    let Some(account) = env.accounts.account(req.account) else {
+    // An NSS error is not "no such account": the directory could not be asked (SPEC v2).
+    let found = env
+        .accounts
+        .account(req.account)
+        .map_err(|e| nss_failed(StepName::Account, &e))?;
+    let Some(account) = found else {
         return Err(invalid(format!(
             "no account {:?} in NSS",
             clean(req.account)
@@ -715,7 +728,7 @@ fn grant_through_local_groups(env: &Env, account: &Account, d: &mut Decision) ->
         let membership = match &rule.local_groups {
             None => None,
             Some(wanted) => {
-                match group_membership(env.accounts, account, wanted, &mut group_list) {
+                match group_membership(env.accounts, account, wanted, &mut group_list)? {
                     Some(found) => Some(found),
                     None => {
                         trace.failed = Some(format!(
@@ -751,24 +764,41 @@ fn grant_through_local_groups(env: &Env, account: &Account, d: &mut Decision) ->
 /// How `account` is in one of the `wanted` groups, if it is. A group that lists the
 /// account by name answers at once (getgrnam); only otherwise the account's whole group
 /// list (getgrouplist and a getgrgid per group, the slow part of NSS) is fetched, once per
-/// decision, for globs and for memberships the group entries do not show.
+/// decision, for globs and for memberships the group entries do not show. A lookup NSS
+/// could not answer makes the decision unavailable, unless another lookup already shows
+/// the membership: a missing answer must not read as "not a member".
 fn group_membership(
     accounts: &dyn AccountSource,
     account: &Account,
     wanted: &[String],
     group_list: &mut Option<Vec<String>>,
-) -> Option<String> {
-    let listed = wanted
-        .iter()
-        .find(|w| crate::glob::is_literal(w) && accounts.listed_in(account, w));
-    if let Some(g) = listed {
-        return Some(format!("group {g:?} lists {:?}", account.name));
+) -> Result<Option<String>, Stop> {
+    let mut failure = None;
+    for w in wanted.iter().filter(|w| crate::glob::is_literal(w)) {
+        match accounts.listed_in(account, w) {
+            Ok(true) => return Ok(Some(format!("group {w:?} lists {:?}", account.name))),
+            Ok(false) => {}
+            Err(e) => {
+                failure.get_or_insert(e);
+            }
+        }
     }
-    group_list
-        .get_or_insert_with(|| accounts.group_names(account))
+    if group_list.is_none() {
+        let list = accounts
+            .group_names(account)
+            .map_err(|e| nss_failed(StepName::Grant, &e))?;
+        *group_list = Some(list);
+    }
+    let found = group_list
         .iter()
+        .flatten()
         .find(|g| crate::glob::any_matches(wanted, g))
-        .map(|g| format!("{:?} is in group {g:?} (its group list)", account.name))
+        .map(|g| format!("{:?} is in group {g:?} (its group list)", account.name));
+    match (found, failure) {
+        (Some(how), _) => Ok(Some(how)),
+        (None, Some(e)) => Err(nss_failed(StepName::Grant, &e)),
+        (None, None) => Ok(None),
+    }
 }
 
 /// Step 14: with max_uses set, this use is recorded (the module) or compared with the

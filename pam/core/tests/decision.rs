@@ -2,6 +2,7 @@
 //! faked: keys in memory, a table of accounts, a use ledger in memory. One test per reason
 //! code, in order, plus the trace and the read-only use mode.
 
+use idtoken_core::accounts::{Account, LookupError};
 use idtoken_core::config::Config;
 use idtoken_core::decision::{Decision, Env, Request, UseMode, Verdict, evaluate};
 use idtoken_core::keystore::DataProblem;
@@ -459,13 +460,13 @@ fn nobody_and_no_uid_are_never_granted() {
 struct CaseInsensitive(AccountTable);
 
 impl idtoken_core::accounts::AccountSource for CaseInsensitive {
-    fn account(&self, name: &str) -> Option<idtoken_core::accounts::Account> {
+    fn account(&self, name: &str) -> Result<Option<Account>, LookupError> {
         self.0.account(&name.to_lowercase())
     }
-    fn listed_in(&self, account: &idtoken_core::accounts::Account, group: &str) -> bool {
+    fn listed_in(&self, account: &Account, group: &str) -> Result<bool, LookupError> {
         self.0.listed_in(account, group)
     }
-    fn group_names(&self, account: &idtoken_core::accounts::Account) -> Vec<String> {
+    fn group_names(&self, account: &Account) -> Result<Vec<String>, LookupError> {
         self.0.group_names(account)
     }
 }

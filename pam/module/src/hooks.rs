@@ -2,7 +2,7 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use idtoken_core::accounts::{AccountSource, Nss};
+use idtoken_core::accounts::AccountSource;
 use idtoken_core::audit;
 use idtoken_core::config::Config;
 use idtoken_core::decision::{self, Decision, Env, Request, UseMode, Verdict};
@@ -11,6 +11,7 @@ use idtoken_core::keystore::{DiskIssuerData, IssuerData};
 use idtoken_core::policy;
 use idtoken_core::sanitize::clean;
 use idtoken_core::uses::{DiskLedger, UseLedger};
+use idtoken_nss::Nss;
 use pamsm::{Pam, PamError};
 
 use crate::args::{self, ModuleArgs};

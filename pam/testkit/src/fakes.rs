@@ -6,7 +6,7 @@ use std::borrow::Cow;
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 
-use idtoken_core::accounts::{Account, AccountSource};
+use idtoken_core::accounts::{Account, AccountSource, LookupError};
 use idtoken_core::config::Issuer;
 use idtoken_core::jwks::{self, KeySet};
 use idtoken_core::keystore::{DataProblem, IssuerData};
@@ -161,23 +161,25 @@ impl AccountTable {
 }
 
 impl AccountSource for AccountTable {
-    fn account(&self, name: &str) -> Option<Account> {
-        self.get(name).map(|a| Account {
+    fn account(&self, name: &str) -> Result<Option<Account>, LookupError> {
+        Ok(self.get(name).map(|a| Account {
             name: a.name.to_string(),
             uid: a.uid,
             gid: a.uid,
-        })
+        }))
     }
 
-    fn listed_in(&self, account: &Account, group: &str) -> bool {
-        self.get(&account.name)
-            .is_some_and(|a| a.listed_in.contains(&group))
+    fn listed_in(&self, account: &Account, group: &str) -> Result<bool, LookupError> {
+        Ok(self
+            .get(&account.name)
+            .is_some_and(|a| a.listed_in.contains(&group)))
     }
 
-    fn group_names(&self, account: &Account) -> Vec<String> {
-        self.get(&account.name)
+    fn group_names(&self, account: &Account) -> Result<Vec<String>, LookupError> {
+        Ok(self
+            .get(&account.name)
             .map(|a| a.groups().map(str::to_string).collect())
-            .unwrap_or_default()
+            .unwrap_or_default())
     }
 }
 
@@ -210,16 +212,16 @@ impl<A: AccountSource> Recording<A> {
 }
 
 impl<A: AccountSource> AccountSource for Recording<A> {
-    fn account(&self, name: &str) -> Option<Account> {
+    fn account(&self, name: &str) -> Result<Option<Account>, LookupError> {
         self.inner.account(name)
     }
 
-    fn listed_in(&self, account: &Account, group: &str) -> bool {
+    fn listed_in(&self, account: &Account, group: &str) -> Result<bool, LookupError> {
         self.asked.borrow_mut().push(group.to_string());
         self.inner.listed_in(account, group)
     }
 
-    fn group_names(&self, account: &Account) -> Vec<String> {
+    fn group_names(&self, account: &Account) -> Result<Vec<String>, LookupError> {
         self.lists.set(self.lists.get() + 1);
         self.inner.group_names(account)
     }
@@ -340,11 +342,11 @@ mod tests {
             listed_in: &["a"],
             nested_in: &["deep"],
         });
-        let a = table.account("a").unwrap();
+        let a = table.account("a").unwrap().unwrap();
         assert_eq!((a.uid, a.gid), (1002, 1002), "with() replaces by name");
-        assert!(table.listed_in(&a, "a"));
-        assert!(!table.listed_in(&a, "deep"));
-        assert_eq!(table.group_names(&a), ["a", "deep"]);
-        assert!(table.account("b").is_none());
+        assert!(table.listed_in(&a, "a").unwrap());
+        assert!(!table.listed_in(&a, "deep").unwrap());
+        assert_eq!(table.group_names(&a).unwrap(), ["a", "deep"]);
+        assert!(table.account("b").unwrap().is_none());
     }
 }

@@ -15,12 +15,13 @@
 
 use std::hint::black_box;
 
-use idtoken_core::accounts::{AccountSource, Nss};
+use idtoken_core::accounts::AccountSource;
 use idtoken_core::config::Config;
 use idtoken_core::keystore::load_key_cache;
 use idtoken_e2e::bench::{
     self, ColdProcess, Decide, LibpamOneHandle, LibpamStartEnd, PerLogin, RawVerify, SERVICE,
 };
+use idtoken_nss::Nss;
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
@@ -90,14 +91,14 @@ fn main() {
             let t = bench::token(bench::now());
             Box::new(move || idtoken_core::jws::parse(&t).is_ok())
         }
-        "nss_account" => Box::new(|| Nss.account(bench::ACCOUNT).is_some()),
+        "nss_account" => Box::new(|| Nss.account(bench::ACCOUNT).is_ok_and(|a| a.is_some())),
         "nss_group_entry" => {
-            let a = Nss.account(bench::ACCOUNT).unwrap();
-            Box::new(move || Nss.listed_in(&a, "hpc-ci"))
+            let a = Nss.account(bench::ACCOUNT).unwrap().unwrap();
+            Box::new(move || Nss.listed_in(&a, "hpc-ci").unwrap())
         }
         "nss_groups" => {
-            let a = Nss.account(bench::ACCOUNT).unwrap();
-            Box::new(move || Nss.group_names(&a).len() > 1)
+            let a = Nss.account(bench::ACCOUNT).unwrap().unwrap();
+            Box::new(move || Nss.group_names(&a).unwrap().len() > 1)
         }
         "audit_line" => {
             let d = Decide::new().run();

@@ -101,6 +101,7 @@ namespace_path = "admin"
 [[rule]]
 name = "flagged"
 issuer = "gitlab"
+services = ["*"]
 users = ["*"]
 [rule.claims]
 flag = true
