@@ -59,13 +59,20 @@ pub struct Sshd {
     pub pam: PamHarness,
     pub port: u16,
     pub log: PathBuf,
-    child: Child,
+    /// isolate (unshare); None once [`Sshd::stop`] reaped it.
+    child: Option<Child>,
 }
 
 impl Sshd {
     /// Starts sshd whose PAM service `sshd` is `auth_lines` (with `MODULE` and `CONFIG`
     /// standing for the module's and the sandbox config's paths), account/session permit.
     pub fn start(pam: PamHarness, auth_lines: &str) -> Sshd {
+        Sshd::start_with_options(pam, auth_lines, &[])
+    }
+
+    /// [`Sshd::start`] with `-o OPTION` lines for sshd, which win over the config file's
+    /// (ssh-bench sets the stock `MaxStartups=10:30:100` this way).
+    pub fn start_with_options(pam: PamHarness, auth_lines: &str, options: &[&str]) -> Sshd {
         let sb = &pam.sandbox;
         let auth = auth_lines.replace("CONFIG", &sb.path("idtoken.toml").display().to_string());
         pam.service(
@@ -121,6 +128,7 @@ impl Sshd {
                 .arg(&config)
                 .arg("-E")
                 .arg(&log)
+                .args(options.iter().flat_map(|o| ["-o", o]))
                 .stdin(Stdio::null());
             let parent = std::process::id();
             // SAFETY: between fork and exec the closure calls only prctl, getppid and
@@ -142,7 +150,7 @@ impl Sshd {
                         pam,
                         port,
                         log,
-                        child,
+                        child: Some(child),
                     };
                 }
                 Ready::PortTaken if attempt < PORT_ATTEMPTS => {
@@ -295,11 +303,63 @@ pub fn run_bounded(cmd: &mut Command) -> Output {
     out
 }
 
+impl Sshd {
+    /// Stops sshd the way an init system does (SIGTERM) once every connection it forked has
+    /// ended and been reaped, and returns the resource usage `wait4` reports for isolate:
+    /// sshd's own CPU plus that of every process it and its descendants waited for (the
+    /// per-connection sshd, its privilege-separated child, the session's shell), plus
+    /// isolate's own set-up (a constant: ssh-bench subtracts an idle sshd's figure).
+    pub fn stop(mut self) -> Result<libc::rusage, String> {
+        let Some(child) = self.child.take() else {
+            return Err("sshd was stopped already".into());
+        };
+        let unshare = child.id();
+        let sshd = children(unshare)
+            .first()
+            .copied()
+            .ok_or("isolate has no sshd child")?;
+        // A connection's sshd may still be closing when the client has exited: until the
+        // listener reaped it, its CPU is not in the listener's figure.
+        let start = Instant::now();
+        while !children(sshd).is_empty() {
+            if start.elapsed() > Duration::from_secs(20) {
+                return Err("sshd still has children after 20 s".into());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        // SAFETY: kill(2) on sshd, the only child of the unshare we started; sshd (process
+        // 1 of its PID namespace) has a SIGTERM handler, so the signal is delivered.
+        unsafe { libc::kill(sshd as i32, libc::SIGTERM) };
+        // SAFETY: an all-zero rusage is a valid value of this plain C struct.
+        let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+        let mut status = 0;
+        // SAFETY: wait4 on our own child with valid pointers; the std Child is dropped
+        // after without waiting or signalling, so the reaped pid is never touched again.
+        let reaped = unsafe { libc::wait4(unshare as i32, &mut status, 0, &mut usage) };
+        drop(child);
+        if reaped != unshare as i32 {
+            return Err(format!("wait4: {}", std::io::Error::last_os_error()));
+        }
+        Ok(usage)
+    }
+}
+
+/// The pids of `pid`'s children (Linux >= 3.5 with CONFIG_PROC_CHILDREN).
+fn children(pid: u32) -> Vec<u32> {
+    std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+        .unwrap_or_default()
+        .split_whitespace()
+        .filter_map(|p| p.parse().ok())
+        .collect()
+}
+
 impl Drop for Sshd {
     fn drop(&mut self) {
         // The child is isolate's unshare, which blocks SIGTERM: SIGKILL it, which kills
         // sshd (--kill-child) and so everything in its PID namespace.
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
     }
 }

@@ -6,6 +6,8 @@
 //! login (client start to exit, remote command `true`) is recorded.
 //!
 //!   ssh-bench [--logins N] [--client sshpass|askpass]     (root; release build)
+//!   ssh-bench --burst N                 N logins at once, stock vs recommended MaxStartups
+//!   ssh-bench --tree-cpu N [--rounds R] CPU of the whole sshd tree per login
 //!
 //! `sshpass`: `sshpass -P 'ID token' -e ssh ...` answering the one prompt with a token under
 //! 1000 characters (one part). `askpass`: SSH_ASKPASS=`idtoken askpass` with a full-size
@@ -78,6 +80,14 @@ fn stats(ms: &[f64]) -> Stats {
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
+    // The modes of issue 15, each with its own figures (tests/src/bench/ssh.rs).
+    let count = |name| arg(&args, name).and_then(|n| n.parse::<usize>().ok());
+    if let Some(n) = count("--burst") {
+        return bench::ssh::burst(n);
+    }
+    if let Some(n) = count("--tree-cpu") {
+        return bench::ssh::tree_cpu(n, count("--rounds").unwrap_or(5));
+    }
     let logins: usize = arg(&args, "--logins")
         .and_then(|n| n.parse().ok())
         .unwrap_or(50);
