@@ -70,8 +70,9 @@ impl Sshd {
         Sshd::start_with_options(pam, auth_lines, &[])
     }
 
-    /// [`Sshd::start`] with `-o OPTION` lines for sshd, which win over the config file's
-    /// (ssh-bench sets the stock `MaxStartups=10:30:100` this way).
+    /// [`Sshd::start`] with `options`, sshd_config lines (`Keyword value`) that replace the
+    /// harness's line of the same keyword (ssh-bench sets the stock `MaxStartups 10:30:100`
+    /// this way). Not `sshd -o`: sshd takes the last MaxStartups it reads, the file's.
     pub fn start_with_options(pam: PamHarness, auth_lines: &str, options: &[&str]) -> Sshd {
         let sb = &pam.sandbox;
         let auth = auth_lines.replace("CONFIG", &sb.path("idtoken.toml").display().to_string());
@@ -107,6 +108,11 @@ impl Sshd {
                     hostkey.display(),
                     sb.path("sshd.pid").display()
                 )
+                .lines()
+                .filter(|line| !options.iter().any(|o| same_keyword(line, o)))
+                .chain(options.iter().copied())
+                .map(|line| format!("{line}\n"))
+                .collect::<String>()
                 .as_bytes(),
             );
             let _ = std::fs::remove_file(&log);
@@ -128,7 +134,6 @@ impl Sshd {
                 .arg(&config)
                 .arg("-E")
                 .arg(&log)
-                .args(options.iter().flat_map(|o| ["-o", o]))
                 .stdin(Stdio::null());
             let parent = std::process::id();
             // SAFETY: between fork and exec the closure calls only prctl, getppid and
@@ -342,6 +347,12 @@ impl Sshd {
         }
         Ok(usage)
     }
+}
+
+/// Whether two sshd_config lines set the same keyword (keywords are case-insensitive).
+fn same_keyword(a: &str, b: &str) -> bool {
+    let keyword = |l: &str| l.split_whitespace().next().map(str::to_ascii_lowercase);
+    keyword(a).is_some() && keyword(a) == keyword(b)
 }
 
 /// The pids of `pid`'s children (Linux >= 3.5 with CONFIG_PROC_CHILDREN).

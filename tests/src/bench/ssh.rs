@@ -24,7 +24,7 @@ use crate::sshd::{Sshd, run_bounded};
 pub const MODULE_STACK: &str = "auth [success=done ignore=ignore default=die] MODULE config=CONFIG\nauth required pam_permit.so";
 pub const PERMIT_STACK: &str = "auth required pam_permit.so";
 /// sshd's compiled-in default, spelled out so the benchmark does not depend on the host's.
-pub const STOCK_MAX_STARTUPS: &str = "MaxStartups=10:30:100";
+pub const STOCK_MAX_STARTUPS: &str = "MaxStartups 10:30:100";
 /// What the harness (tests/src/sshd.rs) and README recommend.
 pub const RECOMMENDED_MAX_STARTUPS: &str = "110:30:210";
 /// Length of the benchmark token: a GitLab ID token with a few `groups_direct`, two parts.
@@ -183,7 +183,7 @@ pub fn burst(n: usize) {
     let now = bench::now();
     let token = token(now);
     assert!(token.len() > 1023, "the burst token must need two parts");
-    let recommended = format!("MaxStartups={RECOMMENDED_MAX_STARTUPS}");
+    let recommended = format!("MaxStartups {RECOMMENDED_MAX_STARTUPS}");
     println!(
         "burst of {n} askpass logins ({} B token, 2 parts) against one sshd, loopback",
         token.len()
@@ -199,6 +199,11 @@ pub fn burst(n: usize) {
     ] {
         for (stack, auth) in [("pam_idtoken", MODULE_STACK), ("pam_permit", PERMIT_STACK)] {
             let s = site_sshd(&format!("burst-{stack}"), auth, &options);
+            let effective = effective(&s, "maxstartups");
+            assert!(
+                startups.starts_with(&effective),
+                "sshd runs with MaxStartups {effective}, not {startups}"
+            );
             // One login first, so the burst does not also measure the first exec of sshd.
             let warm = askpass_login(&s, &token, &s.pam.sandbox.path("asked-warm"), "true");
             assert!(
@@ -247,7 +252,21 @@ pub fn burst(n: usize) {
     assert!(broken.is_empty(), "ssh-bench --burst: {broken:?}");
 }
 
-/// CPU seconds (user + system) of a rusage.
+/// The value sshd runs with for `keyword` (lower case), from `sshd -T` on its config.
+fn effective(s: &Sshd, keyword: &str) -> String {
+    let out = std::process::Command::new(crate::sshd::SSHD)
+        .arg("-T")
+        .arg("-f")
+        .arg(s.pam.sandbox.path("sshd_config"))
+        .output()
+        .unwrap_or_else(|e| panic!("sshd -T: {e}"));
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("{keyword} ")).map(str::to_string))
+        .unwrap_or_default()
+}
+
+/// CPU milliseconds (user + system) of a rusage.
 fn cpu_ms(u: &libc::rusage) -> f64 {
     let tv = |t: libc::timeval| t.tv_sec as f64 * 1000.0 + t.tv_usec as f64 / 1000.0;
     tv(u.ru_utime) + tv(u.ru_stime)
