@@ -23,6 +23,10 @@ use crate::sshd::{Sshd, run_bounded};
 /// stack, a password (not JWT-shaped: PAM_IGNORE) goes on to the next line.
 pub const MODULE_STACK: &str = "auth [success=done ignore=ignore default=die] MODULE config=CONFIG\nauth required pam_permit.so";
 pub const PERMIT_STACK: &str = "auth required pam_permit.so";
+/// The module loaded by pam_start (libpam loads every module of the service) but never
+/// called: pam_permit ends the stack first. What loading the module alone costs.
+pub const LOADED_STACK: &str =
+    "auth [success=done default=die] pam_permit.so\nauth required MODULE config=CONFIG";
 /// sshd's compiled-in default, spelled out so the benchmark does not depend on the host's.
 pub const STOCK_MAX_STARTUPS: &str = "MaxStartups 10:30:100";
 /// What the harness (tests/src/sshd.rs) and README recommend.
@@ -326,8 +330,9 @@ pub fn tree_cpu(n: usize, rounds: usize) {
         json!({"tree_check": {"shell_ms": shell, "tree_growth_ms": with_burn - plain}})
     );
 
-    let cases: [(&str, &str, &str); 3] = [
+    let cases: [(&str, &str, &str); 4] = [
         ("pam_permit", PERMIT_STACK, &token),
+        ("module loaded only", LOADED_STACK, &token),
         ("module, password", MODULE_STACK, PASSWORD),
         ("module, token", MODULE_STACK, &token),
     ];
