@@ -97,9 +97,13 @@ fn retryable(out: &Output, asked: bool) -> bool {
     let err = String::from_utf8_lossy(&out.stderr);
     out.status.code() == Some(255)
         && !asked
-        && ["Connection closed", "Connection reset", "kex_exchange_identification"]
-            .iter()
-            .any(|p| err.contains(p))
+        && [
+            "Connection closed",
+            "Connection reset",
+            "kex_exchange_identification",
+        ]
+        .iter()
+        .any(|p| err.contains(p))
 }
 
 /// A small xorshift for the backoff's jitter: no randomness crate for one number.
@@ -126,11 +130,7 @@ fn job(s: &Sshd, answer: &str, mark: PathBuf, retry: bool, seed: u64) -> JobResu
         let _ = std::fs::remove_file(&mark);
         let out = askpass_login(s, answer, &mark, "true");
         let asked = mark.exists();
-        if out.status.success()
-            || !retry
-            || attempt >= ATTEMPTS
-            || !retryable(&out, asked)
-        {
+        if out.status.success() || !retry || attempt >= ATTEMPTS || !retryable(&out, asked) {
             return JobResult {
                 ok: out.status.success(),
                 ms: start.elapsed().as_secs_f64() * 1000.0,
@@ -165,7 +165,7 @@ fn burst_once(s: &Sshd, n: usize, answer: &str, retry: bool) -> Vec<JobResult> {
             .map(|i| {
                 let barrier = Arc::clone(&barrier);
                 let mark = s.pam.sandbox.path(&format!("asked-{i}"));
-                let seed = (std::process::id() as u64) << 20 ^ (i as u64 + 1) * 0x9E37_79B9;
+                let seed = ((std::process::id() as u64) << 20) ^ ((i as u64 + 1) * 0x9E37_79B9);
                 scope.spawn(move || {
                     barrier.wait();
                     job(s, answer, mark, retry, seed)
@@ -174,7 +174,10 @@ fn burst_once(s: &Sshd, n: usize, answer: &str, retry: bool) -> Vec<JobResult> {
             .collect();
         handles
             .into_iter()
-            .map(|h| h.join().unwrap_or_else(|_| panic!("a burst client panicked")))
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| panic!("a burst client panicked"))
+            })
             .collect()
     })
 }
@@ -282,7 +285,12 @@ fn tree_run(tag: &str, auth: &str, n: usize, answer: &str, remote: &str) -> (f64
     let s = site_sshd(tag, auth, &[]);
     let mut last = None;
     for i in 0..n {
-        let out = askpass_login(&s, answer, &s.pam.sandbox.path(&format!("asked-{i}")), remote);
+        let out = askpass_login(
+            &s,
+            answer,
+            &s.pam.sandbox.path(&format!("asked-{i}")),
+            remote,
+        );
         assert!(
             out.status.success(),
             "{tag}: login {i} failed:\n{}\nsshd log:\n{}",
@@ -348,14 +356,21 @@ pub fn tree_cpu(n: usize, rounds: usize) {
             let (name, auth, answer) = cases[c];
             let (ms, _) = tree_run(&format!("tree-{c}"), auth, n, answer, "true");
             per_login[c].push((ms - i) / n as f64);
-            eprintln!("round {round}: {name}: {:.3} ms per login", (ms - i) / n as f64);
+            eprintln!(
+                "round {round}: {name}: {:.3} ms per login",
+                (ms - i) / n as f64
+            );
         }
     }
     let median = |v: &[f64]| {
         let mut v = v.to_vec();
         v.sort_by(f64::total_cmp);
         let m = v.len() / 2;
-        if v.len() % 2 == 1 { v[m] } else { (v[m - 1] + v[m]) / 2.0 }
+        if v.len() % 2 == 1 {
+            v[m]
+        } else {
+            (v[m - 1] + v[m]) / 2.0
+        }
     };
     let spread = |v: &[f64]| {
         let lo = v.iter().copied().fold(f64::INFINITY, f64::min);
@@ -380,8 +395,10 @@ pub fn tree_cpu(n: usize, rounds: usize) {
             "{name:<18} {m:>9.3} {lo:>9.3} {hi:>9.3} {:>+9.2}%",
             (m / base - 1.0) * 100.0
         );
-        rows.push(json!({"stack": name, "median_ms": m, "min_ms": lo, "max_ms": hi,
-                         "vs_permit": m / base - 1.0, "rounds_ms": per_login[c]}));
+        rows.push(
+            json!({"stack": name, "median_ms": m, "min_ms": lo, "max_ms": hi,
+                         "vs_permit": m / base - 1.0, "rounds_ms": per_login[c]}),
+        );
     }
     println!(
         "{}",
