@@ -337,6 +337,14 @@ pub fn tree_cpu(n: usize, rounds: usize) {
         "{}",
         json!({"tree_check": {"shell_ms": shell, "tree_growth_ms": with_burn - plain}})
     );
+    // Not a timing target: a method check. Were the session's processes not reaped into
+    // the figure (sshd killed instead of stopped, a level of the tree not waited for), the
+    // growth would be a small fraction of the shell's own time.
+    assert!(
+        with_burn - plain >= 0.5 * shell,
+        "the sshd tree's CPU misses the session's processes: grew {:.1} ms for a shell of {shell:.1} ms",
+        with_burn - plain
+    );
 
     let cases: [(&str, &str, &str); 4] = [
         ("pam_permit", PERMIT_STACK, &token),
