@@ -29,6 +29,9 @@ pub use idtoken_testkit::site::{
 
 pub use crate::keys::now;
 
+/// `ssh-bench --burst` and `--tree-cpu`: many logins at once, and the sshd tree's CPU.
+pub mod ssh;
+
 /// The files of a scenario: config, key cache and PAM service directory, with the modes the
 /// module demands. Not removed on drop: the parent of an isolated run removes them.
 #[derive(Debug, Clone)]

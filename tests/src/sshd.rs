@@ -59,13 +59,21 @@ pub struct Sshd {
     pub pam: PamHarness,
     pub port: u16,
     pub log: PathBuf,
-    child: Child,
+    /// isolate (unshare); None once [`Sshd::stop`] reaped it.
+    child: Option<Child>,
 }
 
 impl Sshd {
     /// Starts sshd whose PAM service `sshd` is `auth_lines` (with `MODULE` and `CONFIG`
     /// standing for the module's and the sandbox config's paths), account/session permit.
     pub fn start(pam: PamHarness, auth_lines: &str) -> Sshd {
+        Sshd::start_with_options(pam, auth_lines, &[])
+    }
+
+    /// [`Sshd::start`] with `options`, sshd_config lines (`Keyword value`) that replace the
+    /// harness's line of the same keyword (ssh-bench sets the stock `MaxStartups 10:30:100`
+    /// this way). Not `sshd -o`: sshd takes the last MaxStartups it reads, the file's.
+    pub fn start_with_options(pam: PamHarness, auth_lines: &str, options: &[&str]) -> Sshd {
         let sb = &pam.sandbox;
         let auth = auth_lines.replace("CONFIG", &sb.path("idtoken.toml").display().to_string());
         pam.service(
@@ -100,6 +108,11 @@ impl Sshd {
                     hostkey.display(),
                     sb.path("sshd.pid").display()
                 )
+                .lines()
+                .filter(|line| !options.iter().any(|o| same_keyword(line, o)))
+                .chain(options.iter().copied())
+                .map(|line| format!("{line}\n"))
+                .collect::<String>()
                 .as_bytes(),
             );
             let _ = std::fs::remove_file(&log);
@@ -143,7 +156,7 @@ impl Sshd {
                         pam,
                         port,
                         log,
-                        child,
+                        child: Some(child),
                     };
                 }
                 Ready::PortTaken if attempt < PORT_ATTEMPTS => {
@@ -296,11 +309,69 @@ pub fn run_bounded(cmd: &mut Command) -> Output {
     out
 }
 
+impl Sshd {
+    /// Stops sshd the way an init system does (SIGTERM) once every connection it forked has
+    /// ended and been reaped, and returns the resource usage `wait4` reports for isolate:
+    /// sshd's own CPU plus that of every process it and its descendants waited for (the
+    /// per-connection sshd, its privilege-separated child, the session's shell), plus
+    /// isolate's own set-up (a constant: ssh-bench subtracts an idle sshd's figure).
+    pub fn stop(mut self) -> Result<libc::rusage, String> {
+        let Some(child) = self.child.take() else {
+            return Err("sshd was stopped already".into());
+        };
+        let unshare = child.id();
+        let sshd = children(unshare)
+            .first()
+            .copied()
+            .ok_or("isolate has no sshd child")?;
+        // A connection's sshd may still be closing when the client has exited: until the
+        // listener reaped it, its CPU is not in the listener's figure.
+        let start = Instant::now();
+        while !children(sshd).is_empty() {
+            if start.elapsed() > Duration::from_secs(20) {
+                return Err("sshd still has children after 20 s".into());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        // SAFETY: kill(2) on sshd, the only child of the unshare we started; sshd (process
+        // 1 of its PID namespace) has a SIGTERM handler, so the signal is delivered.
+        unsafe { libc::kill(sshd as i32, libc::SIGTERM) };
+        // SAFETY: an all-zero rusage is a valid value of this plain C struct.
+        let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+        let mut status = 0;
+        // SAFETY: wait4 on our own child with valid pointers; the std Child is dropped
+        // after without waiting or signalling, so the reaped pid is never touched again.
+        let reaped = unsafe { libc::wait4(unshare as i32, &mut status, 0, &mut usage) };
+        drop(child);
+        if reaped != unshare as i32 {
+            return Err(format!("wait4: {}", std::io::Error::last_os_error()));
+        }
+        Ok(usage)
+    }
+}
+
+/// Whether two sshd_config lines set the same keyword (keywords are case-insensitive).
+fn same_keyword(a: &str, b: &str) -> bool {
+    let keyword = |l: &str| l.split_whitespace().next().map(str::to_ascii_lowercase);
+    keyword(a).is_some() && keyword(a) == keyword(b)
+}
+
+/// The pids of `pid`'s children (Linux >= 3.5 with CONFIG_PROC_CHILDREN).
+fn children(pid: u32) -> Vec<u32> {
+    std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+        .unwrap_or_default()
+        .split_whitespace()
+        .filter_map(|p| p.parse().ok())
+        .collect()
+}
+
 impl Drop for Sshd {
     fn drop(&mut self) {
         // The child is isolate's unshare, which blocks SIGTERM: SIGKILL it, which kills
         // sshd (--kill-child) and so everything in its PID namespace.
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
     }
 }

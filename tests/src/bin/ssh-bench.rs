@@ -6,6 +6,8 @@
 //! login (client start to exit, remote command `true`) is recorded.
 //!
 //!   ssh-bench [--logins N] [--client sshpass|askpass]     (root; release build)
+//!   ssh-bench --burst N                 N logins at once, stock vs recommended MaxStartups
+//!   ssh-bench --tree-cpu N [--rounds R] CPU of the whole sshd tree per login
 //!
 //! `sshpass`: `sshpass -P 'ID token' -e ssh ...` answering the one prompt with a token under
 //! 1000 characters (one part). `askpass`: SSH_ASKPASS=`idtoken askpass` with a full-size
@@ -78,10 +80,16 @@ fn stats(ms: &[f64]) -> Stats {
 
 const USAGE: &str =
     "usage: ssh-bench [--logins N] [--client sshpass|askpass]   (root; release build)
-  --logins N   logins per stack, interleaved (default 50)
-  --client C   sshpass: one-part token answered by sshpass (default);
-               askpass: full-size token in two parts through `idtoken askpass`
-Starts two throwaway sshd on 127.0.0.1 (the module, pam_permit), prints a table and one JSON line.";
+       ssh-bench --burst N
+       ssh-bench --tree-cpu N [--rounds R]
+  --logins N    logins per stack, interleaved (default 50)
+  --client C    sshpass: one-part token answered by sshpass (default);
+                askpass: full-size token in two parts through `idtoken askpass`
+  --burst N     N askpass logins started at once, stock and recommended MaxStartups,
+                the module and pam_permit (successes, p50/p99 login time)
+  --tree-cpu N  CPU of the whole sshd tree per login (wait4), N logins a round,
+                interleaved stacks; --rounds R rounds (default 5)
+Starts throwaway sshd on 127.0.0.1, prints a table and one JSON line.";
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
@@ -91,12 +99,21 @@ fn main() {
         println!("{USAGE}");
         return;
     }
+    const OPTIONS: [&str; 5] = ["--logins", "--client", "--burst", "--tree-cpu", "--rounds"];
     let mut rest = args.iter().skip(1);
     while let Some(a) = rest.next() {
-        if !(a == "--logins" || a == "--client") || rest.next().is_none() {
+        if !OPTIONS.contains(&a.as_str()) || rest.next().is_none() {
             eprintln!("ssh-bench: unexpected argument {a:?}\n{USAGE}");
             std::process::exit(2);
         }
+    }
+    // The modes of issue 15, each with its own figures (tests/src/bench/ssh.rs).
+    let count = |name| arg(&args, name).and_then(|n| n.parse::<usize>().ok());
+    if let Some(n) = count("--burst") {
+        return bench::ssh::burst(n);
+    }
+    if let Some(n) = count("--tree-cpu") {
+        return bench::ssh::tree_cpu(n, count("--rounds").unwrap_or(5));
     }
     let logins: usize = arg(&args, "--logins")
         .and_then(|n| n.parse().ok())
