@@ -287,3 +287,50 @@ fn the_module_imports_no_network_or_tls_symbols() {
         module.display()
     );
 }
+
+/// The module carries its own unwinder (libgcc_eh, linked in by pam/module/build.rs) rather
+/// than loading libgcc_s.so.1 into every sshd child: BENCHMARKS.md measures that load as
+/// most of the module's cold cost. Its dynamic dependencies are libc, libpam and the
+/// loader's own, nothing that pulls in a TLS stack or a resolver.
+#[test]
+fn the_module_needs_no_libgcc_s_and_only_system_libraries() {
+    let module = pam::module_path();
+    let out = Command::new("readelf")
+        .args(["-d", "-W"])
+        .arg(&module)
+        .output();
+    require!(out.is_ok(), "readelf (binutils) is missing");
+    let out = out.unwrap();
+    assert!(out.status.success());
+    let dynamic = String::from_utf8_lossy(&out.stdout);
+    let needed: Vec<&str> = dynamic
+        .lines()
+        .filter(|l| l.contains("(NEEDED)"))
+        .filter_map(|l| l.split('[').nth(1)?.split(']').next())
+        .collect();
+    assert!(
+        needed.iter().any(|n| n.starts_with("libc.so")),
+        "sanity: {needed:?}"
+    );
+    assert!(
+        !needed.iter().any(|n| n.starts_with("libgcc_s")),
+        "{needed:?}"
+    );
+    let allowed = |n: &&str| {
+        [
+            "libc.so",
+            "libpam.so",
+            "libm.so",
+            "libdl.so",
+            "libpthread.so",
+            "ld-linux",
+            "librt.so",
+        ]
+        .iter()
+        .any(|p| n.starts_with(p))
+    };
+    assert!(
+        needed.iter().all(allowed),
+        "unexpected dependencies: {needed:?}"
+    );
+}
