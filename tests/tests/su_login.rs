@@ -94,6 +94,22 @@ fn su(h: &PamHarness, target: &str, token: &str) -> (i32, String) {
     )
 }
 
+/// Key A in the cache, these rules, and an `su` service: the module `sufficient`, then
+/// pam_deny (a token or nothing: no password fall-through in these tests).
+fn su_harness(tag: &str, rules: &str) -> PamHarness {
+    let h = PamHarness::new(tag);
+    h.sandbox.key_cache(&[keys::Key::A]);
+    let config = h.sandbox.config("", rules);
+    h.service(
+        "su",
+        &format!(
+            "auth sufficient MODULE config={}\nauth required pam_deny.so\naccount required pam_permit.so\nsession required pam_permit.so\n",
+            config.display()
+        ),
+    );
+    h
+}
+
 #[test]
 fn su_to_the_tokens_account_from_an_unprivileged_account() {
     require!(
@@ -104,19 +120,9 @@ fn su_to_the_tokens_account_from_an_unprivileged_account() {
         which("su").is_some() && which("script").is_some() && which("setpriv").is_some(),
         "su, script and setpriv (util-linux) are needed"
     );
-    let h = PamHarness::new("su");
-    h.sandbox.key_cache(&[keys::Key::A]);
-    h.sandbox.config(
-        "",
-        "[[rule]]\nname = \"own-account\"\nservices = [\"su\", \"su-l\"]\n",
-    );
-    let config = h.sandbox.path("idtoken.toml");
-    h.service(
+    let h = su_harness(
         "su",
-        &format!(
-            "auth sufficient MODULE config={}\nauth required pam_deny.so\naccount required pam_permit.so\nsession required pam_permit.so\n",
-            config.display()
-        ),
+        "[[rule]]\nname = \"own-account\"\nservices = [\"su\", \"su-l\"]\n",
     );
 
     // A long token typed whole at one prompt (a tty has no 1023-character cut).
@@ -164,19 +170,9 @@ fn an_sshd_only_rule_does_not_open_su() {
         which("su").is_some() && which("script").is_some() && which("setpriv").is_some(),
         "su, script and setpriv (util-linux) are needed"
     );
-    let h = PamHarness::new("su-sshd-only");
-    h.sandbox.key_cache(&[keys::Key::A]);
-    h.sandbox.config(
-        "",
+    let h = su_harness(
+        "su-sshd-only",
         "[[rule]]\nname = \"sshd-only\"\nservices = [\"sshd\"]\n",
-    );
-    let config = h.sandbox.path("idtoken.toml");
-    h.service(
-        "su",
-        &format!(
-            "auth sufficient MODULE config={}\nauth required pam_deny.so\naccount required pam_permit.so\nsession required pam_permit.so\n",
-            config.display()
-        ),
     );
     let token = mint(&claims("alice", "sshd-only"));
     let (code, screen) = su(&h, "alice", &token);
