@@ -332,6 +332,18 @@ fn decided(audit: &str) -> Vec<Event> {
     vec![rhost("192.0.2.7"), log(Level::Notice, audit)]
 }
 
+/// The PAM environment an allowed login of the test token (exp as given) sets, in order.
+fn allowed_environment(exp: i64) -> Vec<Event> {
+    vec![
+        putenv("IDTOKEN_ISSUER", "gitlab"),
+        putenv("IDTOKEN_PROJECT_PATH", "hpc/app"),
+        putenv("IDTOKEN_PIPELINE_ID", "4711"),
+        putenv("IDTOKEN_JOB_ID", "815"),
+        putenv("IDTOKEN_USER", "alice"),
+        putenv("IDTOKEN_EXP", &exp.to_string()),
+    ]
+}
+
 fn script(parts: Vec<Vec<Event>>) -> Script {
     Script::new(parts.into_iter().flatten().collect())
 }
@@ -470,14 +482,7 @@ fn allow_sets_the_pam_environment_and_records_the_use() {
              project_path=hpc/app pipeline_id=4711 job_id=815 jti=j1 rule=own rhost=192.0.2.7 \
              verified=yes",
         ),
-        vec![
-            putenv("IDTOKEN_ISSUER", "gitlab"),
-            putenv("IDTOKEN_PROJECT_PATH", "hpc/app"),
-            putenv("IDTOKEN_PIPELINE_ID", "4711"),
-            putenv("IDTOKEN_JOB_ID", "815"),
-            putenv("IDTOKEN_USER", "alice"),
-            putenv("IDTOKEN_EXP", &(NOW + 300).to_string()),
-        ],
+        allowed_environment(NOW + 300),
     ]);
     let code = run(&mut s, &site.args, &key_a(), &ledger);
     assert_eq!(code, PamError::SUCCESS);
@@ -506,15 +511,8 @@ fn session_ends_at_exp_sets_the_runtime_limit_for_pam_systemd() {
             start(),
             vec![prompt("ID token: ", t.as_bytes())],
             decided("decision=allow"),
-            vec![
-                putenv("IDTOKEN_ISSUER", "gitlab"),
-                putenv("IDTOKEN_PROJECT_PATH", "hpc/app"),
-                putenv("IDTOKEN_PIPELINE_ID", "4711"),
-                putenv("IDTOKEN_JOB_ID", "815"),
-                putenv("IDTOKEN_USER", "alice"),
-                putenv("IDTOKEN_EXP", &(NOW + exp_in).to_string()),
-                set_data("systemd.runtime_max_sec", limit),
-            ],
+            allowed_environment(NOW + exp_in),
+            vec![set_data("systemd.runtime_max_sec", limit)],
         ]);
         let code = run(&mut s, &site.args, &key_a(), &Ledger::default());
         assert_eq!(code, PamError::SUCCESS, "exp in {exp_in} s");
@@ -622,14 +620,7 @@ fn cached_authtok_of_exactly_1023_characters_logs_the_cut_hint_before_asking() {
             prompt("ID token (part 2): ", rest),
         ],
         decided("decision=allow"),
-        vec![
-            putenv("IDTOKEN_ISSUER", "gitlab"),
-            putenv("IDTOKEN_PROJECT_PATH", "hpc/app"),
-            putenv("IDTOKEN_PIPELINE_ID", "4711"),
-            putenv("IDTOKEN_JOB_ID", "815"),
-            putenv("IDTOKEN_USER", "alice"),
-            putenv("IDTOKEN_EXP", &(NOW + 300).to_string()),
-        ],
+        allowed_environment(NOW + 300),
     ]);
     let code = run(&mut s, &site.args, &key_a(), &Ledger::default());
     assert_eq!(code, PamError::SUCCESS);
@@ -654,14 +645,7 @@ fn long_token_in_parts_is_joined_and_allowed() {
             prompt("ID token (part 3): ", &b[2023..]),
         ],
         decided("decision=allow"),
-        vec![
-            putenv("IDTOKEN_ISSUER", "gitlab"),
-            putenv("IDTOKEN_PROJECT_PATH", "hpc/app"),
-            putenv("IDTOKEN_PIPELINE_ID", "4711"),
-            putenv("IDTOKEN_JOB_ID", "815"),
-            putenv("IDTOKEN_USER", "alice"),
-            putenv("IDTOKEN_EXP", &(NOW + 300).to_string()),
-        ],
+        allowed_environment(NOW + 300),
     ]);
     let code = run(&mut s, &site.args, &key_a(), &Ledger::default());
     assert_eq!(code, PamError::SUCCESS);
