@@ -68,8 +68,19 @@ pub fn checks(c: &Config) -> Vec<Check> {
                 continue;
             }
             let check = format!("local_group.{group}");
-            out.push(match uzers::get_group_by_name(group) {
-                None => Check::fail(
+            out.push(match idtoken_nss::getgrnam(group) {
+                Err(e) => Check::fail(
+                    check,
+                    format!(
+                        "rule {:?}: local_groups group {group:?} cannot be looked up: {e}; \
+                         logins by this rule are unavailable until NSS answers",
+                        rule.name
+                    ),
+                    "start the directory client (sssd: `systemctl status sssd`, `sssctl \
+                     domain-status`) or correct /etc/nsswitch.conf"
+                        .to_string(),
+                ),
+                Ok(None) => Check::fail(
                     check,
                     format!(
                         "rule {:?}: local_groups names group {group:?}, which does not exist \
@@ -82,12 +93,11 @@ pub fn checks(c: &Config) -> Vec<Check> {
                         rule.name
                     ),
                 ),
-                Some(g) => Check::ok(
+                Ok(Some(g)) => Check::ok(
                     check,
                     format!(
                         "rule {:?}: group {group:?} exists (gid {})",
-                        rule.name,
-                        g.gid()
+                        rule.name, g.gid
                     ),
                 ),
             });

@@ -261,7 +261,7 @@ pub fn check_metadata(meta: &std::fs::Metadata) -> Result<(), FileProblemKind> {
         return Err(FileProblemKind::NotRegular);
     }
     let uid = meta.uid();
-    if uid != 0 && uid != uzers::get_effective_uid() {
+    if uid != 0 && uid != rustix::process::geteuid().as_raw() {
         return Err(FileProblemKind::UnsafeOwner { uid });
     }
     let mode = meta.mode() & 0o7777;
