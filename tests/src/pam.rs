@@ -127,6 +127,23 @@ impl PamHarness {
         )
     }
 
+    /// `program` (a test binary) inside `isolate` with this harness's syslog socket, test
+    /// accounts and sssd, given `--confdir` of this harness's PAM services: the start of
+    /// every libpam driver's command line (pam-load, pam-memscan).
+    pub fn isolated(&self, program: &Path) -> Command {
+        let mut c = Command::new(isolate_script());
+        c.arg("--log")
+            .arg(&self.syslog.path)
+            .arg("--etc")
+            .arg(&self.etc)
+            .args(self.isolate_sss_args())
+            .arg("--")
+            .arg(program)
+            .arg("--confdir")
+            .arg(&self.confdir);
+        c
+    }
+
     /// Runs pam-drive for `user` on `service`, answering prompts with `answers` in order
     /// (`None`: the client gives up at that prompt).
     pub fn drive(

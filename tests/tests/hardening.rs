@@ -66,15 +66,8 @@ fn load_64_threads_with_the_key_cache_replaced_underneath() {
         keys::jwks(&[Key::Rsa4096, Key::A]).to_string().as_bytes(),
     );
     let (threads, iterations) = (64, 500);
-    let out = Command::new(pam::isolate_script())
-        .arg("--log")
-        .arg(&h.syslog.path)
-        .arg("--etc")
-        .arg(&h.etc)
-        .arg("--")
-        .arg(idtoken_e2e::artifact("pam-load"))
-        .arg("--confdir")
-        .arg(&h.confdir)
+    let out = h
+        .isolated(&idtoken_e2e::artifact("pam-load"))
         .args(["--service", "load", "--user", "alice"])
         .args([
             "--threads",

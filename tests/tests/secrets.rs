@@ -4,7 +4,6 @@
 //! module got from the client must be wiped before it is freed, as pam_unix's is.
 
 use std::path::Path;
-use std::process::Command;
 
 use idtoken_e2e::keys::{self, mint_exact_len};
 use idtoken_e2e::pam::{self, PAM_SUCCESS, PamHarness, parts};
@@ -34,15 +33,8 @@ fn scan(h: &PamHarness, user: &str, answers: &[String], extra: &[&str]) -> Value
     let text: String = answers.iter().map(|a| format!("{a}\n")).collect();
     std::fs::write(&file, text).unwrap_or_else(|e| panic!("answers: {e}"));
     set_mode(&file, 0o600);
-    let out = Command::new(pam::isolate_script())
-        .arg("--log")
-        .arg(&h.syslog.path)
-        .arg("--etc")
-        .arg(&h.etc)
-        .arg("--")
-        .arg(idtoken_e2e::artifact("pam-memscan"))
-        .arg("--confdir")
-        .arg(&h.confdir)
+    let out = h
+        .isolated(&idtoken_e2e::artifact("pam-memscan"))
         .args(["--service", "test", "--user", user, "--answers-file"])
         .arg(&file)
         .args(extra)
