@@ -92,9 +92,13 @@ fn could_not_decide(json: bool, message: &str) -> u8 {
 fn print_human(d: &Decision) {
     let headline = match &d.verdict {
         Verdict::Allow => format!(
-            "ALLOW: {} may log in as {:?} via {} (rule {:?})",
+            "ALLOW: {} may log in as {:?}{} via {} (rule {:?})",
             d.user.as_deref().map(clean).unwrap_or_default(),
             d.account,
+            d.typed
+                .as_deref()
+                .map(|t| format!(" (typed {:?})", clean(t)))
+                .unwrap_or_default(),
             d.service,
             d.rule.as_deref().unwrap_or_default()
         ),
@@ -136,6 +140,9 @@ fn print_human(d: &Decision) {
                 Some(why) => println!("  {:<20} {state}{grants}: {why}", r.rule),
                 None => println!("  {:<20} {state}{grants}", r.rule),
             }
+            for why in &r.unknown {
+                println!("  {:<20}   holds, as it cannot be evaluated: {why}", "");
+            }
         }
     }
 }
@@ -158,6 +165,7 @@ pub fn to_json(d: &Decision) -> Value {
         "issuer": d.issuer,
         "user": d.user.as_deref().map(clean),
         "account": d.account,
+        "typed": d.typed,
         "service": d.service,
         "verified": d.verified,
         "error": error,
@@ -170,7 +178,8 @@ pub fn to_json(d: &Decision) -> Value {
         },
         "steps": d.steps.iter().map(|s| json!({"step": s.name.as_str(), "ok": s.ok, "detail": s.detail})).collect::<Vec<_>>(),
         "rules": d.rules.iter().map(|r| json!({
-            "rule": r.rule, "deny": r.deny, "matched": r.matched, "grants": r.grants, "granted": r.granted, "failed": r.failed
+            "rule": r.rule, "deny": r.deny, "matched": r.matched, "grants": r.grants, "granted": r.granted, "failed": r.failed,
+            "unknown": r.unknown
         })).collect::<Vec<_>>(),
     })
 }

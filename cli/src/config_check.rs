@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use idtoken_core::config::Config;
+use idtoken_core::config::{Config, IfAbsent};
 
 pub fn run(path: &Path) -> u8 {
     match Config::load(path) {
@@ -16,6 +16,15 @@ pub fn run(path: &Path) -> u8 {
             }
             for w in missing_files(&c) {
                 println!("warning: {w}");
+            }
+            for w in &c.warnings {
+                match w.line {
+                    Some(l) => println!("warning: {}:{l}: {}", path.display(), w.message),
+                    None => println!("warning: {}: {}", path.display(), w.message),
+                }
+            }
+            for note in deny_rule_dependencies(&c) {
+                println!("note: {note}");
             }
             0
         }
@@ -63,6 +72,80 @@ fn missing_files(c: &Config) -> Vec<String> {
                 ca,
                 "`idtoken refresh` cannot fetch its keys (leave ca_file out to use the system's CAs)",
             );
+        }
+    }
+    out
+}
+
+/// Claims GitLab puts in a CI job's token only sometimes: a deny rule that tests one refuses
+/// every token without it (SPEC v3), which a site should know before it deploys the rule.
+const SOMETIMES_ABSENT: &[(&str, &str)] = &[
+    (
+        "groups_direct",
+        "GitLab sends it only when the instance enables the ci_jwt_groups_direct feature flag, and never for members of more than 200 groups",
+    ),
+    (
+        "environment",
+        "only jobs that declare `environment:` have it",
+    ),
+    (
+        "environment_protected",
+        "only jobs that declare `environment:` have it",
+    ),
+    (
+        "environment_action",
+        "only jobs that declare `environment:` have it",
+    ),
+    (
+        "deployment_tier",
+        "only jobs that declare `environment:` have it",
+    ),
+    ("job_project_path", "GitLab sends it only from 18.3 on"),
+    ("job_project_id", "GitLab sends it only from 18.3 on"),
+    (
+        "user_identities",
+        "GitLab sends it only when the job asks for it",
+    ),
+];
+
+/// What each deny rule depends on that a token or a login may lack, and what it then does:
+/// with `if_absent = "deny"` (the default) a token without the claim is refused; a deny
+/// rule's `from` holds for logins without an address (su, sshd with UseDNS yes).
+fn deny_rule_dependencies(c: &Config) -> Vec<String> {
+    let mut out = Vec::new();
+    for rule in c.rules.iter().filter(|r| r.deny) {
+        let mut claims: Vec<&str> = Vec::new();
+        if rule.groups.is_some() {
+            claims.push(idtoken_core::policy::GROUPS_CLAIM);
+        }
+        claims.extend(rule.claims.iter().map(|(n, _)| n.as_str()));
+        for claim in claims {
+            let sometimes = SOMETIMES_ABSENT
+                .iter()
+                .find(|(n, _)| *n == claim)
+                .map(|(_, why)| format!(" ({why})"))
+                .unwrap_or_default();
+            out.push(match rule.if_absent {
+                IfAbsent::Deny => format!(
+                    "deny rule {:?} depends on claim {claim}{sometimes}: a token without it is \
+                     refused (if_absent = \"deny\"; set if_absent = \"skip\" where absence means \
+                     the rule does not apply)",
+                    rule.name
+                ),
+                IfAbsent::Skip => format!(
+                    "deny rule {:?} depends on claim {claim}{sometimes}: a token without it is \
+                     not refused by this rule (if_absent = \"skip\")",
+                    rule.name
+                ),
+            });
+        }
+        if rule.from.is_some() {
+            out.push(format!(
+                "deny rule {:?} has `from`: it also refuses logins without a remote address \
+                 (su, the console) or with a host name (sshd with UseDNS yes); give it \
+                 services = [\"sshd\"] if it is about ssh only",
+                rule.name
+            ));
         }
     }
     out

@@ -39,18 +39,20 @@ pub fn checks(path: &Path, c: &Config, service: &str) -> Vec<Check> {
     } else {
         Check::ok("config", counts)
     };
+    // Only a granting rule covers a service: deny rules alone let no token in.
     let covering: Vec<&str> = c
         .rules
         .iter()
-        .filter(|r| glob::any_matches(&r.services, service))
+        .filter(|r| !r.deny && glob::any_matches(&r.services, service))
         .map(|r| r.name.as_str())
         .collect();
     let service_check = if covering.is_empty() {
         Check::fail(
             "config.service",
             format!(
-                "no rule applies to PAM service {service:?} (rules without `services` apply to \
-                 [defaults] services = {:?}): the module steps aside there without prompting",
+                "no granting rule applies to PAM service {service:?} (rules without `services` \
+                 apply to [defaults] services = {:?}; deny rules grant nothing): the module steps \
+                 aside there without prompting",
                 c.defaults.services
             ),
             format!("add \"{service}\" to `services` in [defaults] or in the rules meant for it"),
@@ -65,5 +67,24 @@ pub fn checks(path: &Path, c: &Config, service: &str) -> Vec<Check> {
             ),
         )
     };
-    vec![first, service_check]
+    let mut out = vec![first, service_check];
+    if !c.warnings.is_empty() {
+        let lines: Vec<String> = c
+            .warnings
+            .iter()
+            .map(|w| match w.line {
+                Some(l) => format!("line {l}: {}", w.message),
+                None => w.message.clone(),
+            })
+            .collect();
+        out.push(Check::warn(
+            "config.warnings",
+            lines.join("; "),
+            format!(
+                "change the rules as each warning says; `idtoken config check --config {}` lists them",
+                path.display()
+            ),
+        ));
+    }
+    out
 }

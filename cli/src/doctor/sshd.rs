@@ -109,6 +109,7 @@ pub fn checks(file: &Path, config: Option<&Config>) -> Vec<Check> {
         file,
         reload,
     ));
+    out.push(use_dns_check(&seen, get("usedns"), config, file, reload));
     let max_startups = get("maxstartups");
     out.push(if max_startups == STOCK_MAX_STARTUPS {
         Check::warn(
@@ -260,4 +261,49 @@ impl Drop for TempKeyDir {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.dir);
     }
+}
+
+/// With `UseDNS yes` sshd sets PAM_RHOST to the client's host name when the reverse and
+/// forward lookups agree (auth-pam.c takes `auth_get_canonical_hostname(ssh,
+/// options.use_dns)`), so a rule's `from` sees a name: a granting rule's never holds, a deny
+/// rule's always does (SPEC v3). Either way the rule is not about networks any more.
+fn use_dns_check(
+    seen: &str,
+    use_dns: &str,
+    config: Option<&Config>,
+    file: &Path,
+    reload: &str,
+) -> Check {
+    const NAME: &str = "sshd.use_dns";
+    let with_from: Vec<&str> = config
+        .map(|c| {
+            c.rules
+                .iter()
+                .filter(|r| r.from.is_some())
+                .map(|r| r.name.as_str())
+                .collect()
+        })
+        .unwrap_or_default();
+    if use_dns != "yes" {
+        return Check::ok(
+            NAME,
+            format!("{seen}: UseDNS {use_dns}: PAM_RHOST is the client's address"),
+        );
+    }
+    if with_from.is_empty() {
+        return Check::ok(NAME, format!("{seen}: UseDNS yes, and no rule has `from`"));
+    }
+    Check::warn(
+        NAME,
+        format!(
+            "{seen}: UseDNS yes: sshd sets PAM_RHOST to the client's host name where DNS has \
+             one, so rules with `from` ({}) see a name, not an address: a granting rule's `from` \
+             then never holds and a deny rule's always does",
+            with_from.join(", ")
+        ),
+        format!(
+            "set `UseDNS no` (the default) in {}, {reload}",
+            file.display()
+        ),
+    )
 }

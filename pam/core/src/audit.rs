@@ -39,6 +39,10 @@ pub fn line(d: &Decision, rhost: Option<&str>) -> String {
     field(&mut out, "reason", reason);
     field(&mut out, "service", Some(&d.service));
     field(&mut out, "account", Some(&d.account));
+    // The name as typed, only when NSS calls the account otherwise (SPEC v3).
+    if let Some(typed) = &d.typed {
+        field(&mut out, "typed", Some(typed));
+    }
     field(&mut out, "issuer", d.issuer.as_deref());
     field(&mut out, "user", d.user.as_deref());
     field(

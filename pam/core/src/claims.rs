@@ -31,10 +31,25 @@ pub fn match_texts(v: &Value) -> Vec<String> {
 fn scalar_text(v: &Value) -> Option<String> {
     match v {
         Value::String(s) => Some(s.clone()),
-        Value::Number(n) => Some(n.to_string()),
+        Value::Number(n) => Some(number_text(n)),
         Value::Bool(b) => Some(b.to_string()),
         _ => None,
     }
+}
+
+/// A number as globs see it: by value, so `42.0` offers the same text as `42` (a pattern
+/// written `runner_id = 42` matches either); other fractions as JSON writes them.
+pub fn number_text(n: &serde_json::Number) -> String {
+    if n.is_f64()
+        && let Some(f) = n.as_f64()
+        && f.fract() == 0.0
+        && f.abs() < 9.0e15
+    {
+        // Exact: an integral float under 2^53 converts to i64 without loss.
+        #[allow(clippy::cast_possible_truncation)]
+        return (f as i64).to_string();
+    }
+    n.to_string()
 }
 
 /// The claim a config names: a name beginning with `/` is an RFC 6901 JSON Pointer into

@@ -53,6 +53,9 @@ pub struct Config {
     pub defaults: Defaults,
     pub issuers: Vec<Issuer>,
     pub rules: Vec<Rule>,
+    /// What is valid but likely not what the site meant, each with its line: `config check`
+    /// and `doctor` print them; the login path ignores them.
+    pub warnings: Vec<Problem>,
 }
 
 #[derive(Debug, Clone)]
@@ -123,6 +126,27 @@ pub struct Rule {
     pub login_as: Option<String>,
     /// Claim name → globs, in the order of the names.
     pub claims: Vec<(String, Vec<String>)>,
+    /// A deny rule: what a condition on a claim the token does not carry does.
+    pub if_absent: IfAbsent,
+}
+
+/// What a deny rule makes of a condition on a claim the token does not carry (SPEC v3).
+/// A deny is a promise, so by default an absent claim holds; `skip` is for claims whose
+/// absence is itself information (`environment` exists only when a job declares one).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum IfAbsent {
+    #[default]
+    Deny,
+    Skip,
+}
+
+impl IfAbsent {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            IfAbsent::Deny => "deny",
+            IfAbsent::Skip => "skip",
+        }
+    }
 }
 
 impl Config {
@@ -166,9 +190,11 @@ impl Config {
         let mut v = Validator {
             text,
             problems: Vec::new(),
+            warnings: Vec::new(),
         };
-        let config = v.config(raw);
+        let mut config = v.config(raw);
         if v.problems.is_empty() {
+            config.warnings = v.warnings;
             Ok(config)
         } else {
             Err(v.problems)
@@ -290,6 +316,7 @@ struct RawRule {
     claims: Option<BTreeMap<String, Spanned<toml::Value>>>,
     deny: Option<bool>,
     from: Option<Spanned<Vec<String>>>,
+    if_absent: Option<Spanned<String>>,
 }
 
 /// A byte offset into the config text, turned into a line number only when reported.
@@ -299,6 +326,7 @@ struct At(usize);
 struct Validator<'a> {
     text: &'a str,
     problems: Vec<Problem>,
+    warnings: Vec<Problem>,
 }
 
 impl Validator<'_> {
@@ -311,6 +339,11 @@ impl Validator<'_> {
     fn err(&mut self, at: Option<At>, message: impl Into<String>) {
         let line = at.map(|At(offset)| line_of(self.text, offset));
         self.problems.push(Problem::new(line, message));
+    }
+
+    fn warn(&mut self, at: Option<At>, message: impl Into<String>) {
+        let line = at.map(|At(offset)| line_of(self.text, offset));
+        self.warnings.push(Problem::new(line, message));
     }
 
     fn config(&mut self, raw: RawConfig) -> Config {
@@ -376,6 +409,7 @@ impl Validator<'_> {
             defaults,
             issuers,
             rules,
+            warnings: Vec::new(),
         }
     }
 
@@ -661,7 +695,7 @@ impl Validator<'_> {
                 true => vec!["*".to_string()],
                 false => defaults.services.clone(),
             });
-        let from = raw.from.map(|list| self.networks(list, &owner));
+        let from = raw.from.map(|list| self.networks(list, &owner, deny));
         let users = self.globs(raw.users, &owner, "users");
         let groups = self.globs(raw.groups, &owner, "groups");
         let local_groups = self.globs(raw.local_groups, &owner, "local_groups");
@@ -688,6 +722,38 @@ impl Validator<'_> {
             );
         }
         let claims = self.rule_claims(raw.claims.unwrap_or_default(), &owner);
+        let if_absent = match raw.if_absent {
+            None => IfAbsent::default(),
+            Some(s) => {
+                let at = self.at(&s);
+                let value = match s.get_ref().as_str() {
+                    "deny" => IfAbsent::Deny,
+                    "skip" => IfAbsent::Skip,
+                    other => {
+                        self.err(
+                            at,
+                            format!(
+                                "{owner}: if_absent must be \"deny\" or \"skip\", not {other:?}"
+                            ),
+                        );
+                        IfAbsent::Deny
+                    }
+                };
+                if !deny {
+                    self.err(
+                        at,
+                        format!(
+                            "{owner}: if_absent is for deny rules (deny = true); a granting rule \
+                             never matches a token that lacks a claim it tests"
+                        ),
+                    );
+                }
+                value
+            }
+        };
+        if !deny {
+            self.anchor_warnings(&owner, line, users.is_some(), &claims);
+        }
         Some(Rule {
             name,
             deny,
@@ -699,7 +765,49 @@ impl Validator<'_> {
             local_groups,
             login_as,
             claims,
+            if_absent,
         })
+    }
+
+    /// A granting rule that names its CI jobs only by names their owners can change
+    /// (`project_path`, `namespace_path`, the user name) follows those names to whoever holds
+    /// them next: a renamed project frees its path for a new one. Ids cannot be renamed or
+    /// reused, so a rule anchored on one keeps meaning what it meant. And a rule about CI jobs
+    /// should say it is one: a GitLab user ID token has the same iss and no job_id.
+    fn anchor_warnings(
+        &mut self,
+        owner: &str,
+        at: Option<At>,
+        has_users: bool,
+        claims: &[(String, Vec<String>)],
+    ) {
+        let names = |list: &[&str]| claims.iter().any(|(n, _)| list.contains(&n.as_str()));
+        let mutable: Vec<&str> = MUTABLE_CLAIMS
+            .iter()
+            .copied()
+            .filter(|m| claims.iter().any(|(n, _)| n == m))
+            .chain(has_users.then_some("users"))
+            .collect();
+        if !mutable.is_empty() && !names(ANCHOR_CLAIMS) {
+            self.warn(
+                at,
+                format!(
+                    "{owner} names its jobs only by names that can be renamed ({}); a rename frees \
+                     the name for someone else: add an id, e.g. [rule.claims] project_id = \"42\" \
+                     (or namespace_id, user_id)",
+                    mutable.join(", ")
+                ),
+            );
+        }
+        if names(GITLAB_CI_CLAIMS) && !names(CI_CLASS_CLAIMS) {
+            self.warn(
+                at,
+                format!(
+                    "{owner} tests GitLab CI claims but does not pin the token class: a GitLab \
+                     user ID token from the same iss could match; add [rule.claims] job_id = \"*\""
+                ),
+            );
+        }
     }
     /// `[rule.claims]`: each claim name (a plain name, or a JSON Pointer beginning with `/`)
     /// with its globs.
@@ -737,7 +845,7 @@ impl Validator<'_> {
     }
 
     /// `from`: networks, each with its problem on the list's line.
-    fn networks(&mut self, list: Spanned<Vec<String>>, owner: &str) -> Vec<Network> {
+    fn networks(&mut self, list: Spanned<Vec<String>>, owner: &str, deny: bool) -> Vec<Network> {
         let at = self.at(&list);
         let list = list.into_inner();
         if list.is_empty() {
@@ -746,7 +854,8 @@ impl Validator<'_> {
                 format!("{owner}: from is an empty list, which no host is in; remove it or list networks"),
             );
         }
-        list.iter()
+        let networks: Vec<Network> = list
+            .iter()
             .filter_map(|text| match Network::parse(text) {
                 Ok(n) => Some(n),
                 Err(why) => {
@@ -754,9 +863,46 @@ impl Validator<'_> {
                     None
                 }
             })
-            .collect()
+            .collect();
+        let v4 = networks.iter().any(Network::is_ipv4);
+        if deny && networks.iter().any(Network::is_all_ipv6) && !v4 {
+            self.warn(
+                at,
+                format!(
+                    "{owner}: from has ::/0, which holds for IPv6 clients only (IPv4 and \
+                     IPv4-mapped clients are IPv4 addresses here); add \"0.0.0.0/0\" to refuse \
+                     every client"
+                ),
+            );
+        }
+        networks
     }
 }
+
+/// Claims GitLab sets to names their owners can rename (a renamed project's old path can be
+/// taken by a new project).
+pub const MUTABLE_CLAIMS: &[&str] = &["project_path", "namespace_path", "user_login", "user_email"];
+/// Claims that name the same thing for as long as it exists: GitLab's ids, and GitHub's.
+pub const ANCHOR_CLAIMS: &[&str] = &[
+    "project_id",
+    "namespace_id",
+    "user_id",
+    "repository_id",
+    "repository_owner_id",
+];
+/// Claims only GitLab CI job tokens carry (a GitLab user ID token has none of them).
+pub const CI_CLASS_CLAIMS: &[&str] = &["job_id", "pipeline_id", "runner_id"];
+/// Claims whose presence in a rule says it is written for GitLab CI jobs.
+pub const GITLAB_CI_CLAIMS: &[&str] = &[
+    "project_path",
+    "project_id",
+    "namespace_path",
+    "namespace_id",
+    "pipeline_source",
+    "ref",
+    "ref_type",
+    "ref_protected",
+];
 
 /// Why a URL the keys are trusted from is not acceptable. Only https: plain http, to
 /// loopback too, lets any local user who binds the port hand refresh its own keys.
@@ -777,6 +923,10 @@ fn claim_glob_text(v: toml::Value) -> Option<String> {
     match v {
         toml::Value::String(s) => Some(s),
         toml::Value::Integer(i) => Some(i.to_string()),
+        // Numbers compare by value: 42.0 is written as 42, as claims::number_text does.
+        toml::Value::Float(f) => {
+            serde_json::Number::from_f64(f).map(|n| crate::claims::number_text(&n))
+        }
         toml::Value::Boolean(b) => Some(b.to_string()),
         _ => None,
     }
@@ -1002,6 +1152,74 @@ runner_id = 42
             "{p:?}"
         );
         assert_eq!((p[0].line, p[1].line), (Some(5), Some(9)), "{p:?}");
+    }
+
+    #[test]
+    fn if_absent_is_for_deny_rules_only() {
+        let base = "[[issuer]]\nname = \"g\"\nurl = \"https://g\"\naudiences = [\"a\"]\n";
+        let c = Config::parse(&format!(
+            "{base}[[rule]]\nname = \"d\"\ndeny = true\nif_absent = \"skip\"\ngroups = [\"x\"]\n"
+        ))
+        .unwrap();
+        assert_eq!(c.rules[0].if_absent, IfAbsent::Skip);
+        let c = Config::parse(&format!("{base}[[rule]]\nname = \"d\"\ndeny = true\n")).unwrap();
+        assert_eq!(
+            c.rules[0].if_absent,
+            IfAbsent::Deny,
+            "the default fails closed"
+        );
+        let p = problems(&format!(
+            "{base}[[rule]]\nname = \"g\"\nif_absent = \"skip\"\n"
+        ));
+        assert_eq!(p[0].line, Some(7), "{p:?}");
+        assert!(
+            p[0].message.contains("if_absent is for deny rules"),
+            "{p:?}"
+        );
+        let p = problems(&format!(
+            "{base}[[rule]]\nname = \"d\"\ndeny = true\nif_absent = \"allow\"\n"
+        ));
+        assert!(
+            p[0].message.contains("must be \"deny\" or \"skip\""),
+            "{p:?}"
+        );
+    }
+
+    /// Security review 3, findings 7 and 8: valid rules that are likely not what was meant
+    /// are warned about, with their line: `::/0` alone in a deny rule (IPv4 is not in it), a
+    /// granting rule that names jobs only by renameable names, or tests GitLab CI claims
+    /// without pinning the token class.
+    #[test]
+    fn warnings_for_rules_that_do_not_say_what_they_seem_to() {
+        let base = "[[issuer]]\nname = \"g\"\nurl = \"https://g\"\naudiences = [\"a\"]\n";
+        let c = Config::parse(&format!(
+            "{base}[[rule]]\nname = \"v6\"\ndeny = true\nfrom = [\"::/0\"]\n\
+             [[rule]]\nname = \"both\"\ndeny = true\nfrom = [\"::/0\", \"0.0.0.0/0\"]\n\
+             [[rule]]\nname = \"by-path\"\n[rule.claims]\nproject_path = \"hpc/app\"\n\
+             [[rule]]\nname = \"anchored\"\n[rule.claims]\nproject_path = \"hpc/app\"\nproject_id = \"42\"\njob_id = \"*\"\n"
+        ))
+        .unwrap();
+        let w: Vec<(Option<usize>, &str)> = c
+            .warnings
+            .iter()
+            .map(|w| (w.line, w.message.as_str()))
+            .collect();
+        assert_eq!(w.len(), 3, "{w:#?}");
+        assert!(
+            w[0].1.contains("rule \"v6\": from has ::/0") && w[0].0 == Some(8),
+            "{w:?}"
+        );
+        assert!(
+            w[1].1.contains(
+                "\"by-path\" names its jobs only by names that can be renamed (project_path)"
+            ),
+            "{w:?}"
+        );
+        assert!(
+            w[2].1
+                .contains("\"by-path\" tests GitLab CI claims but does not pin the token class"),
+            "{w:?}"
+        );
     }
 
     #[test]

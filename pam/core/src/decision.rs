@@ -130,6 +130,9 @@ pub struct RuleTrace {
     pub granted: bool,
     /// The first condition that failed, and why.
     pub failed: Option<String>,
+    /// A matching deny rule's conditions that held only because they could not be
+    /// evaluated (an absent claim, no remote address): a deny fails closed.
+    pub unknown: Vec<String>,
 }
 
 /// Claims that exist to be named in the audit line and the PAM environment (cleaned when
@@ -154,7 +157,10 @@ pub struct Decision {
     pub issuer: Option<String>,
     /// The user claim.
     pub user: Option<String>,
+    /// The account: as typed until NSS names it, then NSS's name (SPEC v3).
     pub account: String,
+    /// The name as typed, when NSS calls the account otherwise (`Mallory` for `mallory`).
+    pub typed: Option<String>,
     pub service: String,
     pub audit_claims: AuditClaims,
     /// Whether the signature verified (claims before that are the sender's word).
@@ -221,6 +227,7 @@ pub fn evaluate(env: &Env, req: &Request) -> Decision {
         issuer: None,
         user: None,
         account: req.account.to_string(),
+        typed: None,
         service: req.service.to_string(),
         audit_claims: AuditClaims::default(),
         verified: false,
@@ -260,12 +267,10 @@ fn run_steps(env: &Env, req: &Request, d: &mut Decision) -> Result<(), Stop> {
     check_audience(issuer, &token, d)?;
     // 10. lifetime_too_long
     check_lifetime(env.config, &claims, d)?;
-    // 11. policy_denied
-    match_rules(env, req, issuer, &token, claims.user, d)?;
-    // 12. user_mismatch (which rules grant the requested account)
-    requested_account_granted(req, d)?;
-    // 13. account_invalid
-    let account = check_account(env, req, d)?;
+    // 11. policy_denied (a deny rule's `users` also sees NSS's name, so NSS may be asked here)
+    let looked_up = match_rules(env, req, issuer, &token, claims.user, d)?;
+    // 12. user_mismatch and 13. account_invalid: the account is NSS's; a rule must grant it
+    let account = grant_and_account(env, req, looked_up, d)?;
     // 12, continued: local_groups, which needs the account NSS knows
     grant_through_local_groups(env, &account, d)?;
     // 14. replayed
@@ -556,9 +561,14 @@ fn check_lifetime(config: &Config, claims: &RequiredClaims, d: &mut Decision) ->
     Ok(())
 }
 
+/// The account NSS knows by the typed name: `None` when there is none. Asked at most once
+/// per decision.
+type LookedUp = Option<Account>;
+
 /// Step 11: every rule's token conditions and the account it would grant, traced; no deny
 /// rule may match, and some granting rule must. The user map is read only when a matching
-/// rule needs it.
+/// rule needs it. When a deny rule tests `users`, NSS is asked for the account here, so the
+/// rule also holds for NSS's name of it; the answer is handed on to step 13.
 fn match_rules(
     env: &Env,
     req: &Request,
@@ -566,13 +576,24 @@ fn match_rules(
     token: &UnverifiedToken,
     user: &str,
     d: &mut Decision,
-) -> Result<(), Stop> {
+) -> Result<Option<LookedUp>, Stop> {
+    let looked_up = if env.config.rules.iter().any(|r| r.deny && r.users.is_some()) {
+        Some(lookup_account(env, req, StepName::Rules)?)
+    } else {
+        None
+    };
+    let canonical = looked_up.as_ref().and_then(|a| a.as_ref());
+    let mut names = vec![req.account];
+    if let Some(a) = canonical.filter(|a| a.name != req.account) {
+        names.push(a.name.as_str());
+    }
     let facts = TokenFacts {
         issuer,
         claims: &token.claims,
         user,
         service: req.service,
         rhost: req.rhost,
+        account_names: &names,
     };
     let mut user_map = None;
     d.rules = Vec::with_capacity(env.config.rules.len());
@@ -584,8 +605,11 @@ fn match_rules(
         };
         match policy::token_conditions(rule, &facts) {
             Err(why) => t.failed = Some(why),
-            Ok(()) if rule.deny => t.matched = true,
-            Ok(()) => {
+            Ok(unknown) if rule.deny => {
+                t.matched = true;
+                t.unknown = unknown;
+            }
+            Ok(_) => {
                 t.matched = true;
                 if rule.login_as.is_none() && issuer.user_map.is_some() && user_map.is_none() {
                     let map = env.issuer_data.user_map(issuer);
@@ -593,13 +617,22 @@ fn match_rules(
                         Some(map.map_err(|p| Stop::Unavailable(StepName::Rules, p.to_string()))?);
                 }
                 let map = user_map.as_ref().and_then(Option::as_ref);
-                grant_of_rule(rule, user, map, req.account, &mut t);
+                match policy::grant(rule, user, map) {
+                    Ok(account) => t.grants = Some(account),
+                    Err(why) => t.failed = Some(why),
+                }
             }
         }
         d.rules.push(t);
     }
     if let Some(deny_rule) = d.rules.iter().find(|t| t.deny && t.matched) {
-        let why = format!("deny rule {:?} matches the token", deny_rule.rule);
+        let mut why = format!("deny rule {:?} matches the token", deny_rule.rule);
+        if !deny_rule.unknown.is_empty() {
+            why.push_str(&format!(
+                " (what it cannot evaluate holds, a deny fails closed: {})",
+                deny_rule.unknown.join("; ")
+            ));
+        }
         return deny(StepName::Rules, Reason::PolicyDenied, why);
     }
     if !d.rules.iter().any(|t| t.matched) {
@@ -608,46 +641,15 @@ fn match_rules(
         return deny(StepName::Rules, Reason::PolicyDenied, why);
     }
     d.pass(StepName::Rules, "a rule matches the token");
-    Ok(())
+    Ok(looked_up)
 }
 
-/// The account a matching granting rule grants, into its trace; a grant of another account
-/// than the requested one is noted as why the rule does not grant this login.
-fn grant_of_rule(
-    rule: &crate::config::Rule,
-    user: &str,
-    map: Option<&crate::usermap::UserMap>,
-    requested: &str,
-    t: &mut RuleTrace,
-) {
-    match policy::grant(rule, user, map) {
-        Ok(account) => {
-            if account != requested {
-                t.failed = Some(format!(
-                    "grant: grants {:?}, not the requested {:?}",
-                    clean(&account),
-                    clean(requested)
-                ));
-            }
-            t.grants = Some(account);
-        }
-        Err(why) => t.failed = Some(why),
-    }
-}
-
-/// Step 12: some matching rule grants the requested account.
-fn requested_account_granted(req: &Request, d: &Decision) -> Result<(), Stop> {
-    if d.rules
-        .iter()
-        .any(|t| t.grants.as_deref() == Some(req.account))
-    {
-        return Ok(());
-    }
-    let why = format!(
-        "no matching rule grants the account {:?}",
-        clean(req.account)
-    );
-    deny(StepName::Grant, Reason::UserMismatch, why)
+/// Asks NSS for the typed account. An NSS error is not "no such account": the directory
+/// could not be asked, so the decision cannot be made (SPEC v2).
+fn lookup_account(env: &Env, req: &Request, step: StepName) -> Result<LookedUp, Stop> {
+    env.accounts
+        .account(req.account)
+        .map_err(|e| nss_failed(step, &e))
 }
 
 /// Uids never granted, whatever min_uid says: `nobody` (65534), and (uid_t)-1 / -2, which
@@ -664,34 +666,50 @@ fn nss_failed(step: StepName, e: &LookupError) -> Stop {
     )
 }
 
-/// Step 13: the account exists in NSS, is not in deny_users (by the name asked for or the
-/// name NSS calls it, so `ADMIN` under a case-insensitive directory is still `admin`), and
-/// has a uid that may log in.
-fn check_account(env: &Env, req: &Request, d: &mut Decision) -> Result<Account, Stop> {
+/// Steps 12 and 13: the account is the one NSS knows by the typed name, and a matching rule
+/// must grant it under NSS's name (a login as `Mallory` that NSS resolves to `mallory` is a
+/// login as `mallory`: a grant of `Mallory` alone does not make it, SPEC v3); then it must
+/// not be in deny_users (by either name) and must have a uid that may log in. Without an
+/// account, a grant of the typed name makes it account_invalid, else user_mismatch.
+fn grant_and_account(
+    env: &Env,
+    req: &Request,
+    looked_up: Option<LookedUp>,
+    d: &mut Decision,
+) -> Result<Account, Stop> {
     let invalid = |why: String| Stop::Deny(StepName::Account, Reason::AccountInvalid, why);
     let defaults = &env.config.defaults;
     let denied = |name: &str| defaults.deny_users.iter().any(|u| u == name);
-    if denied(req.account) {
-        return Err(invalid(format!(
-            "{:?} is in deny_users",
-            clean(req.account)
-        )));
+    let typed = req.account;
+    // deny_users by the typed name is refused without asking NSS.
+    if denied(typed) {
+        if !grants(d, typed) {
+            return Err(mismatch(d, typed, None));
+        }
+        return Err(invalid(format!("{:?} is in deny_users", clean(typed))));
     }
-    // An NSS error is not "no such account": the directory could not be asked (SPEC v2).
-    let found = env
-        .accounts
-        .account(req.account)
-        .map_err(|e| nss_failed(StepName::Account, &e))?;
-    let Some(account) = found else {
-        return Err(invalid(format!(
-            "no account {:?} in NSS",
-            clean(req.account)
-        )));
+    let found = match looked_up {
+        Some(a) => a,
+        None => lookup_account(env, req, StepName::Account)?,
     };
+    let Some(account) = found else {
+        if !grants(d, typed) {
+            return Err(mismatch(d, typed, None));
+        }
+        return Err(invalid(format!("no account {:?} in NSS", clean(typed))));
+    };
+    if account.name != typed {
+        d.typed = Some(typed.to_string());
+        d.account = account.name.clone();
+    }
+    if !grants(d, &account.name) {
+        return Err(mismatch(d, typed, Some(&account.name)));
+    }
+    note_other_grants(d);
     if denied(&account.name) {
         return Err(invalid(format!(
             "{:?} is {:?} to NSS, which is in deny_users",
-            clean(req.account),
+            clean(typed),
             clean(&account.name)
         )));
     }
@@ -713,6 +731,41 @@ fn check_account(env: &Env, req: &Request, d: &mut Decision) -> Result<Account, 
         format!("{:?} exists with uid {}", account.name, account.uid),
     );
     Ok(account)
+}
+
+/// Whether some matching rule grants the account `name`.
+fn grants(d: &Decision, name: &str) -> bool {
+    d.rules.iter().any(|t| t.grants.as_deref() == Some(name))
+}
+
+/// Step 12's refusal: no matching rule grants the account (under NSS's name when it has one
+/// that differs from the typed one).
+fn mismatch(d: &mut Decision, typed: &str, nss_name: Option<&str>) -> Stop {
+    note_other_grants(d);
+    let why = match nss_name {
+        Some(n) if n != typed => format!(
+            "the account {:?} is {:?} to NSS, and no matching rule grants {:?}",
+            clean(typed),
+            clean(n),
+            clean(n)
+        ),
+        _ => format!("no matching rule grants the account {:?}", clean(typed)),
+    };
+    Stop::Deny(StepName::Grant, Reason::UserMismatch, why)
+}
+
+/// In the trace, a matching rule that grants another account than this login's says so.
+fn note_other_grants(d: &mut Decision) {
+    let account = d.account.clone();
+    for t in d.rules.iter_mut().filter(|t| t.failed.is_none()) {
+        if let Some(g) = t.grants.as_deref().filter(|g| *g != account) {
+            t.failed = Some(format!(
+                "grant: grants {:?}, not the requested {:?}",
+                clean(g),
+                clean(&account)
+            ));
+        }
+    }
 }
 
 /// Step 12, finished: a rule granting the account with `local_groups` grants only to

@@ -1,8 +1,10 @@
 //! Source networks (`from = ["10.20.0.0/16", "2001:db8::/48", "192.0.2.7"]`): which remote
-//! hosts a rule holds for. PAM_RHOST is what sshd says the client's address is; a rule with
-//! `from` holds only when it is an IP address inside one of the networks. No rhost (su, a
-//! console) or a host name never matches: a name is whatever the resolver said, and a rule
-//! about networks must not depend on DNS.
+//! hosts a rule holds for. PAM_RHOST is what the application says the client is: sshd sets
+//! the client's address, or with `UseDNS yes` the name its reverse lookup found; su sets
+//! none. Whether an rhost is inside a network has three answers: yes, no, and "cannot tell"
+//! (no rhost, or a host name: a name is whatever the resolver said, and a rule about
+//! networks must not depend on DNS). A granting rule needs a yes; a deny rule holds on
+//! anything but a no (SPEC v3: a deny fails closed).
 
 use std::net::IpAddr;
 
@@ -36,9 +38,11 @@ impl Network {
         let prefix = match prefix_text {
             None => max,
             Some(p) => {
-                let written: u8 = p
-                    .parse()
-                    .ok()
+                // Digits only: `str::parse` would take `+8`, which no one means as a prefix.
+                let digits = !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit());
+                let written: u8 = digits
+                    .then(|| p.parse().ok())
+                    .flatten()
                     .filter(|n: &u8| *n <= max.saturating_add(mapped_bits) && *n >= mapped_bits)
                     .ok_or_else(|| {
                         format!(
@@ -63,10 +67,11 @@ impl Network {
     /// Whether `host` (PAM_RHOST) is an address inside this network. An IPv4-mapped IPv6
     /// address counts as its IPv4 address; anything that is not an address never matches.
     pub fn contains_host(&self, host: &str) -> bool {
-        // sshd writes IPv6 addresses bare; a bracketed or zone-scoped form is not ours to guess.
-        let Ok(ip) = host.parse::<IpAddr>() else {
-            return false;
-        };
+        rhost_address(host).is_some_and(|ip| self.contains(ip))
+    }
+
+    /// Whether the address is inside this network.
+    pub fn contains(&self, ip: IpAddr) -> bool {
         let ip = ip.to_canonical();
         matches!(
             (ip, self.addr),
@@ -108,9 +113,50 @@ impl std::fmt::Display for Network {
     }
 }
 
+impl Network {
+    pub fn is_ipv4(&self) -> bool {
+        self.addr.is_ipv4()
+    }
+
+    /// Whether this is the IPv6 "every address" network, which IPv4 clients are not in.
+    pub fn is_all_ipv6(&self) -> bool {
+        self.prefix == 0 && self.addr.is_ipv6()
+    }
+}
+
+/// PAM_RHOST as an IP address, when it is one: a bare IPv4 or IPv6 address, an IPv6 zone
+/// (`fe80::1%eth0`, as sshd writes link-local clients) removed first. Brackets, ports and
+/// host names are not addresses.
+pub fn rhost_address(host: &str) -> Option<IpAddr> {
+    let bare = match host.split_once('%') {
+        Some((addr, zone)) if addr.contains(':') && !zone.is_empty() => addr,
+        Some(_) => return None,
+        None => host,
+    };
+    bare.parse::<IpAddr>().ok()
+}
+
+/// Where the rhost stands against a rule's networks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RhostMatch {
+    Inside,
+    Outside,
+    /// No rhost, or one that is not an IP address: nothing can be said about its network.
+    Unknown,
+}
+
 /// Whether `rhost` is inside any of `networks`.
+pub fn rhost_match(networks: &[Network], rhost: Option<&str>) -> RhostMatch {
+    match rhost.and_then(rhost_address) {
+        None => RhostMatch::Unknown,
+        Some(ip) if networks.iter().any(|n| n.contains(ip)) => RhostMatch::Inside,
+        Some(_) => RhostMatch::Outside,
+    }
+}
+
+/// Whether `rhost` is known to be inside any of `networks` (a granting rule's test).
 pub fn any_contains(networks: &[Network], rhost: Option<&str>) -> bool {
-    rhost.is_some_and(|h| networks.iter().any(|n| n.contains_host(h)))
+    rhost_match(networks, rhost) == RhostMatch::Inside
 }
 
 #[cfg(test)]
@@ -157,12 +203,35 @@ mod tests {
             "",
             "10.0.0.1:22",
             "[::1]",
-            "fe80::1%eth0",
+            "%eth0",
+            "10.0.0.1%eth0",
+            "fe80::1%",
         ] {
             assert!(!any_contains(&all, Some(host)), "{host:?}");
+            assert_eq!(
+                rhost_match(&all, Some(host)),
+                RhostMatch::Unknown,
+                "{host:?}"
+            );
         }
         assert!(!any_contains(&all, None));
+        assert_eq!(rhost_match(&all, None), RhostMatch::Unknown);
         assert!(any_contains(&all, Some("::1")));
+    }
+
+    /// sshd writes a link-local client as `fe80::1%eth0`: the zone names the interface, the
+    /// address is what a network contains.
+    #[test]
+    fn an_ipv6_zone_is_removed_before_parsing() {
+        let link_local = [net("fe80::/10")];
+        assert_eq!(
+            rhost_match(&link_local, Some("fe80::1%eth0")),
+            RhostMatch::Inside
+        );
+        assert_eq!(
+            rhost_match(&[net("10.0.0.0/8")], Some("fe80::1%eth0")),
+            RhostMatch::Outside
+        );
     }
 
     #[test]
@@ -179,6 +248,8 @@ mod tests {
             ("runners.example.org", "not an IP address"),
             ("10.0.0/8", "not an IP address"),
             ("::ffff:10.0.0.0/8", "from 96 to 128"),
+            ("10.0.0.0/+8", "prefix"),
+            ("10.0.0.0/ 8", "prefix"),
         ] {
             let e = Network::parse(text).unwrap_err();
             assert!(e.contains(says), "{text}: {e}");

@@ -8,9 +8,9 @@
 use serde_json::{Map, Value};
 
 use crate::claims::{lookup, match_texts};
-use crate::config::{Issuer, Rule};
+use crate::config::{IfAbsent, Issuer, Rule};
 use crate::glob;
-use crate::net;
+use crate::net::{self, Network, RhostMatch};
 use crate::sanitize::clean;
 use crate::usermap::UserMap;
 
@@ -22,8 +22,12 @@ pub struct TokenFacts<'a> {
     /// The issuer's user claim, already known to be a string.
     pub user: &'a str,
     pub service: &'a str,
-    /// PAM_RHOST, as the application set it (sshd: the client's address).
+    /// PAM_RHOST, as the application set it (sshd: the client's address, or with `UseDNS
+    /// yes` a host name; su: none).
     pub rhost: Option<&'a str>,
+    /// The local account as typed and, when NSS was asked, as NSS names it: a deny rule's
+    /// `users` holds for these too, so another spelling of a denied account is still it.
+    pub account_names: &'a [&'a str],
 }
 
 /// The groups claim GitLab sends, when it sends it.
@@ -43,8 +47,33 @@ pub fn may_grant_for_service(rules: &[Rule], service: &str) -> bool {
         .any(|r| !r.deny && applies_to_service(r, service))
 }
 
+/// How one condition came out. `Unknown` is a condition that cannot be evaluated: the claim
+/// is absent (or not a value a glob can read), the remote host is absent or not an address.
+enum Outcome {
+    Holds,
+    Fails(String),
+    Unknown(String),
+}
+
 /// Checks the rule's token conditions in a fixed order; the error is the first that fails.
-pub fn token_conditions(rule: &Rule, t: &TokenFacts) -> Result<(), String> {
+/// A condition that cannot be evaluated fails a granting rule, and holds in a deny rule (a
+/// deny fails closed, SPEC v3) unless the rule says `if_absent = "skip"` for absent claims.
+/// On success, the conditions of a deny rule that held only because they could not be
+/// evaluated, for the trace.
+pub fn token_conditions(rule: &Rule, t: &TokenFacts) -> Result<Vec<String>, String> {
+    let mut unknown = Vec::new();
+    let mut judge = |outcome: Outcome, absence_of_claim: bool| match outcome {
+        Outcome::Holds => Ok(()),
+        Outcome::Fails(why) => Err(why),
+        Outcome::Unknown(why) if !rule.deny => Err(why),
+        Outcome::Unknown(why) if absence_of_claim && rule.if_absent == IfAbsent::Skip => Err(
+            format!("{why}; the deny rule is skipped (if_absent = \"skip\")"),
+        ),
+        Outcome::Unknown(why) => {
+            unknown.push(why);
+            Ok(())
+        }
+    };
     if let Some(want) = &rule.issuer
         && *want != t.issuer.name
     {
@@ -60,69 +89,102 @@ pub fn token_conditions(rule: &Rule, t: &TokenFacts) -> Result<(), String> {
             rule.services
         ));
     }
-    if let Some(users) = &rule.users
-        && !glob::any_matches(users, t.user)
-    {
-        return Err(format!(
-            "users: {} {:?} matches none of {users:?}",
-            t.issuer.user_claim,
-            clean(t.user)
-        ));
+    if let Some(users) = &rule.users {
+        judge(users_condition(rule, users, t), false)?;
     }
-    if let Some(networks) = &rule.from
-        && !net::any_contains(networks, t.rhost)
-    {
-        let shown: Vec<String> = networks.iter().map(ToString::to_string).collect();
-        return Err(match t.rhost {
-            None => format!("from: no remote host (PAM_RHOST unset), and the rule wants {shown:?}"),
-            Some(h) => format!(
-                "from: remote host {:?} is not an address inside {shown:?}",
-                clean(h)
-            ),
-        });
+    if let Some(networks) = &rule.from {
+        judge(from_condition(networks, t.rhost), false)?;
     }
     if let Some(groups) = &rule.groups {
-        groups_condition(groups, t.claims.get(GROUPS_CLAIM))?;
+        judge(groups_condition(groups, t.claims.get(GROUPS_CLAIM)), true)?;
     }
     for (name, globs) in &rule.claims {
-        claim_condition(name, globs, lookup(t.claims, name))?;
+        judge(claim_condition(name, globs, lookup(t.claims, name)), true)?;
     }
-    Ok(())
+    Ok(unknown)
 }
 
-fn groups_condition(globs: &[String], claim: Option<&Value>) -> Result<(), String> {
+/// `users`: globs over the user claim; in a deny rule also over the account's names.
+fn users_condition(rule: &Rule, users: &[String], t: &TokenFacts) -> Outcome {
+    if glob::any_matches(users, t.user) {
+        return Outcome::Holds;
+    }
+    // A deny written for an account holds for every spelling NSS resolves to it.
+    if rule.deny && t.account_names.iter().any(|n| glob::any_matches(users, n)) {
+        return Outcome::Holds;
+    }
+    let also = if rule.deny && !t.account_names.is_empty() {
+        let names: Vec<String> = t.account_names.iter().map(|n| clean(n)).collect();
+        format!(" (nor do the account names {names:?})")
+    } else {
+        String::new()
+    };
+    Outcome::Fails(format!(
+        "users: {} {:?} matches none of {users:?}{also}",
+        t.issuer.user_claim,
+        clean(t.user)
+    ))
+}
+
+fn from_condition(networks: &[Network], rhost: Option<&str>) -> Outcome {
+    let shown: Vec<String> = networks.iter().map(ToString::to_string).collect();
+    match (net::rhost_match(networks, rhost), rhost) {
+        (RhostMatch::Inside, _) => Outcome::Holds,
+        (RhostMatch::Outside, h) => Outcome::Fails(format!(
+            "from: remote host {:?} is not an address inside {shown:?}",
+            clean(h.unwrap_or_default())
+        )),
+        (RhostMatch::Unknown, None) => Outcome::Unknown(format!(
+            "from: no remote host (PAM_RHOST unset), and the rule wants {shown:?}"
+        )),
+        (RhostMatch::Unknown, Some(h)) => Outcome::Unknown(format!(
+            "from: remote host {:?} is not an IP address (sshd's UseDNS yes sets names), and \
+             the rule wants {shown:?}",
+            clean(h)
+        )),
+    }
+}
+
+fn groups_condition(globs: &[String], claim: Option<&Value>) -> Outcome {
     let Some(claim) = claim else {
-        return Err(format!(
+        return Outcome::Unknown(format!(
             "groups: token has no {GROUPS_CLAIM} claim (GitLab sends it only when the instance \
              enables it, and never above 200 groups)"
         ));
     };
     let Value::Array(items) = claim else {
-        return Err(format!("groups: {GROUPS_CLAIM} is not a list"));
+        return Outcome::Unknown(format!("groups: {GROUPS_CLAIM} is not a list"));
     };
     let texts = match_texts(claim);
     if texts.iter().any(|g| glob::any_matches(globs, g)) {
-        Ok(())
+        Outcome::Holds
     } else {
-        Err(format!(
+        Outcome::Fails(format!(
             "groups: none of the token's {} {GROUPS_CLAIM} entries matches {globs:?}",
             items.len()
         ))
     }
 }
 
-fn claim_condition(name: &str, globs: &[String], claim: Option<&Value>) -> Result<(), String> {
+fn claim_condition(name: &str, globs: &[String], claim: Option<&Value>) -> Outcome {
     let Some(claim) = claim else {
-        return Err(format!("claims.{name}: token has no {name} claim"));
+        return Outcome::Unknown(format!("claims.{name}: token has no {name} claim"));
     };
     let texts = match_texts(claim);
     if texts.iter().any(|v| glob::any_matches(globs, v)) {
-        Ok(())
+        return Outcome::Holds;
+    }
+    // A value no glob can read (null, an object) says nothing about what the rule tests;
+    // an empty list is a real answer (none of the values).
+    let unreadable = texts.is_empty() && !matches!(claim, Value::Array(a) if a.is_empty());
+    let why = format!(
+        "claims.{name}: {} matches none of {globs:?}",
+        clean(&crate::claims::display_text(claim))
+    );
+    if unreadable {
+        Outcome::Unknown(format!("{why} (not a string, number or boolean)"))
     } else {
-        Err(format!(
-            "claims.{name}: {} matches none of {globs:?}",
-            clean(&crate::claims::display_text(claim))
-        ))
+        Outcome::Fails(why)
     }
 }
 
@@ -176,8 +238,9 @@ mod tests {
             user: "alice",
             service: "sshd",
             rhost: None,
+            account_names: &[],
         };
-        token_conditions(&c.rules[0], &facts)
+        token_conditions(&c.rules[0], &facts).map(|_| ())
     }
 
     #[test]
@@ -212,6 +275,7 @@ mod tests {
                 user: "alice",
                 service,
                 rhost: None,
+                account_names: &[],
             };
             assert_eq!(
                 applies_to_service(&c.rules[0], service),
@@ -270,6 +334,7 @@ mod tests {
             user: "alice",
             service: "sshd",
             rhost: None,
+            account_names: &[],
         };
         let e = token_conditions(&c.rules[0], &facts).unwrap_err();
         assert!(

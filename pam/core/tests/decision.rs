@@ -475,30 +475,10 @@ impl idtoken_core::accounts::AccountSource for CaseInsensitive {
 /// `deny_users = ["admin"]` under case-insensitive NSS. The name NSS gives counts too.
 #[test]
 fn deny_users_compares_the_name_nss_gives() {
-    const ADMINS: &[TestAccount] = &[TestAccount::nested("admin", 2010, &[])];
-    let cfg = Config::parse(&format!(
-        "[defaults]\ndeny_users = [\"root\", \"admin\"]\n[[issuer]]\nname = \"gitlab\"\nurl = \"{ISS}\"\naudiences = [\"{AUD}\"]\n\
-         [[rule]]\nname = \"any\"\nlogin_as = \"ADMIN\"\n"
-    ))
-    .unwrap();
-    let accounts = CaseInsensitive(AccountTable::new(ADMINS));
-    let env = Env {
-        config: &cfg,
-        issuer_data: &keys(),
-        accounts: &accounts,
-        uses: &Ledger::default(),
-    };
-    let t = token(&claims());
-    let d = evaluate(
-        &env,
-        &Request {
-            token: &t,
-            account: "ADMIN",
-            service: "sshd",
-            rhost: None,
-            now: NOW,
-            uses: UseMode::Record,
-        },
+    let d = decide_case_insensitive(
+        "deny_users = [\"root\", \"admin\"]",
+        "login_as = \"admin\"",
+        "ADMIN",
     );
     assert_eq!(d.reason(), Some(Reason::AccountInvalid), "{d:?}");
     assert!(
@@ -509,6 +489,91 @@ fn deny_users_compares_the_name_nss_gives() {
             .contains("is \"admin\" to NSS, which is in deny_users"),
         "{d:?}"
     );
+}
+
+const CASE_ACCOUNTS: &[TestAccount] = &[
+    TestAccount::nested("admin", 2010, &[]),
+    TestAccount::nested("mallory", 2011, &[]),
+];
+
+/// Decides a token of GitLab user `user_login` for the typed account under NSS that answers
+/// names case-insensitively, with these defaults and a second rule (after `any`, which grants
+/// the user claim).
+fn decide_case_insensitive(defaults: &str, rule: &str, typed: &str) -> Decision {
+    decide_case_insensitive_as("Mallory", defaults, rule, typed)
+}
+
+fn decide_case_insensitive_as(
+    user_login: &str,
+    defaults: &str,
+    rules: &str,
+    typed: &str,
+) -> Decision {
+    let cfg = Config::parse(&format!(
+        "[defaults]\n{defaults}\n[[issuer]]\nname = \"gitlab\"\nurl = \"{ISS}\"\naudiences = [\"{AUD}\"]\n\
+         [[rule]]\nname = \"any\"\n{rules}\n"
+    ))
+    .unwrap();
+    let accounts = CaseInsensitive(AccountTable::new(CASE_ACCOUNTS));
+    let env = Env {
+        config: &cfg,
+        issuer_data: &keys(),
+        accounts: &accounts,
+        uses: &Ledger::default(),
+    };
+    let t = token(&with(claims(), "user_login", json!(user_login)));
+    evaluate(
+        &env,
+        &Request {
+            token: &t,
+            account: typed,
+            service: "sshd",
+            rhost: None,
+            now: NOW,
+            uses: UseMode::Record,
+        },
+    )
+}
+
+/// Security review 3, finding 2: under case-insensitive NSS, `ssh Mallory@host` with GitLab
+/// user `Mallory`'s token got a shell as `mallory` past a deny rule written for `mallory`,
+/// and the audit line said `account=Mallory`. The account is NSS's: a deny rule's `users`
+/// holds for NSS's name, a grant must name NSS's name, and the decision names it.
+#[test]
+fn another_spelling_of_an_account_is_that_account() {
+    let deny_mallory = "[[rule]]\nname = \"no-mallory\"\ndeny = true\nusers = [\"mallory\"]\n";
+    // The deny rule, written for the local account, holds for the token of `Mallory`.
+    let d = decide_case_insensitive("", deny_mallory, "Mallory");
+    assert_eq!(d.reason(), Some(Reason::PolicyDenied), "{d:?}");
+    assert!(
+        d.steps.last().unwrap().detail.contains("no-mallory"),
+        "{d:?}"
+    );
+    // Without a deny rule: the rule grants `Mallory` (the user claim), NSS says `mallory`:
+    // a grant of the typed spelling does not make a login as NSS's account.
+    let d = decide_case_insensitive("", "", "Mallory");
+    assert_eq!(d.reason(), Some(Reason::UserMismatch), "{d:?}");
+    assert!(
+        d.steps
+            .last()
+            .unwrap()
+            .detail
+            .contains("\"Mallory\" is \"mallory\" to NSS, and no matching rule grants \"mallory\""),
+        "{d:?}"
+    );
+    // A rule that grants NSS's name lets the other spelling in, and the decision (so the
+    // audit line) names NSS's account and the typed name.
+    let d = decide_case_insensitive("", "login_as = \"mallory\"", "MALLORY");
+    assert!(d.allowed(), "{d:?}");
+    assert_eq!(d.account, "mallory");
+    assert_eq!(d.typed.as_deref(), Some("MALLORY"));
+    let line = idtoken_core::audit::line(&d, None);
+    assert!(line.contains(" account=mallory typed=MALLORY "), "{line}");
+    // Typed as NSS spells it: no typed= field.
+    let d = decide_case_insensitive_as("mallory", "", "", "mallory");
+    assert!(d.allowed(), "{d:?}");
+    assert_eq!(d.typed, None);
+    assert!(!idtoken_core::audit::line(&d, None).contains("typed="));
 }
 
 /// Evaluates `token` for alice from `rhost` under a config of these rules (issuer gitlab).
@@ -625,8 +690,117 @@ fn from_networks_hold_for_addresses_inside_only() {
         d.steps.last().unwrap().detail.contains("\"elsewhere\""),
         "{d:?}"
     );
-    // su has no rhost: the network deny rules do not hold, the grant does.
-    assert!(decide_rules(fence, &t, None, "su").allowed());
+    // su has no rhost: a deny rule's `from` cannot be evaluated, so it holds (SPEC v3: a
+    // deny fails closed); a site that fences ssh only says so with the deny rule's services.
+    let d = decide_rules(fence, &t, None, "su");
+    assert_eq!(d.reason(), Some(Reason::PolicyDenied), "{d:?}");
+    assert!(
+        d.steps.last().unwrap().detail.contains("no remote host"),
+        "{d:?}"
+    );
+    let ssh_fence = fence.replace("deny = true\n", "deny = true\nservices = [\"sshd\"]\n");
+    assert!(decide_rules(&ssh_fence, &t, None, "su").allowed());
+}
+
+/// Security review 3, finding 1: GitLab omits `groups_direct` unless the instance enables
+/// it (and above 200 groups), and `environment` exists only when a job declares one. A deny
+/// rule on an absent claim used to be skipped, so the same user got in without the claim. In
+/// a deny rule a condition on an absent claim holds, unless the rule says
+/// `if_absent = "skip"`.
+#[test]
+fn a_deny_rule_on_an_absent_claim_holds_unless_it_says_skip() {
+    let rules = |extra: &str| {
+        format!(
+            "[[rule]]\nname = \"own\"\n\
+             [[rule]]\nname = \"untrusted\"\ndeny = true\ngroups = [\"hpc/untrusted\"]\n{extra}\n\
+             [[rule]]\nname = \"no-prod\"\ndeny = true\nif_absent = \"skip\"\n[rule.claims]\nenvironment = \"production\"\n"
+        )
+    };
+    let rules = rules("");
+    let member = token(&with(claims(), "groups_direct", json!(["hpc/untrusted"])));
+    let other = token(&with(claims(), "groups_direct", json!(["hpc/ok"])));
+    let absent = token(&claims());
+    assert!(claims().get("groups_direct").is_none());
+    let d = decide_rules(&rules, &member, None, "sshd");
+    assert_eq!(d.reason(), Some(Reason::PolicyDenied), "{d:?}");
+    assert!(decide_rules(&rules, &other, None, "sshd").allowed());
+    // The claim is absent: the deny rule cannot tell, so it holds, and the trace says why.
+    let d = decide_rules(&rules, &absent, None, "sshd");
+    assert_eq!(d.reason(), Some(Reason::PolicyDenied), "{d:?}");
+    let detail = &d.steps.last().unwrap().detail;
+    assert!(
+        detail.contains("\"untrusted\"") && detail.contains("no groups_direct claim"),
+        "{detail}"
+    );
+    assert_eq!(d.rules[1].unknown.len(), 1, "{d:?}");
+    // A claim of the wrong shape cannot be read either: it holds too.
+    let odd = token(&with(claims(), "groups_direct", json!("hpc/untrusted")));
+    assert_eq!(
+        decide_rules(&rules, &odd, None, "sshd").reason(),
+        Some(Reason::PolicyDenied)
+    );
+    // if_absent = "skip": absence is information (no environment: not a deployment).
+    let groups = with(claims(), "groups_direct", json!(["hpc/ok"]));
+    let d = decide_rules(&rules, &token(&groups), None, "sshd");
+    assert!(d.allowed(), "{d:?}");
+    assert!(
+        d.rules[2]
+            .failed
+            .as_deref()
+            .unwrap()
+            .contains("if_absent = \"skip\""),
+        "{d:?}"
+    );
+    let prod = token(&with(groups, "environment", json!("production")));
+    assert_eq!(
+        decide_rules(&rules, &prod, None, "sshd").reason(),
+        Some(Reason::PolicyDenied)
+    );
+}
+
+/// Security review 3, finding 3: a deny rule's `from` failed open when PAM_RHOST was not a
+/// bare address: sshd with `UseDNS yes` sets a host name, su sets none, and a link-local
+/// client has a zone. In a deny rule those hold; a granting rule's `from` stays strict.
+#[test]
+fn a_deny_rules_from_holds_when_the_rhost_is_not_an_address() {
+    let t = token(&claims());
+    let rules = "[[rule]]\nname = \"own\"\n\
+                 [[rule]]\nname = \"lab\"\ndeny = true\nfrom = [\"10.0.0.0/8\", \"fe80::/10\"]\n";
+    for (rhost, allowed) in [
+        (Some("192.0.2.1"), true),
+        (Some("10.1.2.3"), false),
+        (Some("localhost"), false),
+        (Some("runner.example.org"), false),
+        (None, false),
+        (Some("fe80::1%eth0"), false),
+        (Some("2001:db8::1%eth0"), true),
+    ] {
+        let d = decide_rules(rules, &t, rhost, "sshd");
+        assert_eq!(d.allowed(), allowed, "{rhost:?}: {d:?}");
+    }
+    // A granting rule's `from` holds only for an address inside (zone removed).
+    let grant = "[[rule]]\nname = \"lab-only\"\nfrom = [\"fe80::/10\"]\n";
+    assert!(decide_rules(grant, &t, Some("fe80::1%eth0"), "sshd").allowed());
+    for rhost in [Some("localhost"), None] {
+        let d = decide_rules(grant, &t, rhost, "sshd");
+        assert_eq!(d.reason(), Some(Reason::PolicyDenied), "{rhost:?}");
+    }
+}
+
+/// Security review 3, finding 7: numbers compare by value, so `runner_id = 42` matches a
+/// token whose runner_id is written 42.0.
+#[test]
+fn numeric_claims_compare_by_value() {
+    for (claim, allowed) in [(json!(42), true), (json!(42.0), true), (json!(42.5), false)] {
+        let t = token(&with(claims(), "runner_id", claim.clone()));
+        let d = decide_rules(
+            "[[rule]]\nname = \"r\"\n[rule.claims]\nrunner_id = 42\n",
+            &t,
+            None,
+            "sshd",
+        );
+        assert_eq!(d.allowed(), allowed, "{claim}: {d:?}");
+    }
 }
 
 /// SPEC v2 JSON Pointer claim names, on a Keycloak-shaped token: nested roles, a client's

@@ -15,7 +15,8 @@
 //! says so:
 //! - the 64 KiB limit applies to the answer as given, before whitespace is stripped;
 //! - a NumericDate is a JSON integer, or a finite number under 1e15 in magnitude (floored);
-//! - a number claim's text is serde_json's rendering of it (`1e3` reads as `1000.0`);
+//! - a number claim's text is its value: an integral number as an integer (`1e3` and
+//!   `1000.0` read as `1000`, below 9e15 in magnitude), any other as serde_json renders it;
 //! - `local_groups` is checked after the account checks (it needs the account from NSS), so
 //!   a rule whose local_groups exclude an account that is also invalid gives
 //!   `account_invalid`, not `user_mismatch`.
@@ -243,6 +244,10 @@ fn any_glob(patterns: &[String], text: &str) -> bool {
 fn scalar_text(v: &Value) -> Option<String> {
     match v {
         Value::String(s) => Some(s.clone()),
+        Value::Number(n) if n.is_f64() => Some(match n.as_f64() {
+            Some(f) if f.fract() == 0.0 && f.abs() < 9.0e15 => format!("{}", f as i64),
+            _ => n.to_string(),
+        }),
         Value::Number(n) => Some(n.to_string()),
         Value::Bool(b) => Some(b.to_string()),
         _ => None,

@@ -517,6 +517,7 @@ fn check_conditions(claims: &Map<String, Value>, account: &str, service: &str) {
         service,
         // The harness's rules have no `from`; the oracle does not model source networks.
         rhost: Some(super::world::RHOST),
+        account_names: &[account],
     };
     for rule in &config.rules {
         let got = policy::token_conditions(rule, &facts);
