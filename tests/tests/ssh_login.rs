@@ -364,3 +364,58 @@ fn source_networks_and_deny_rules_through_sshd() {
         assert_no_token(&s, &token);
     }
 }
+
+/// Security review 3, finding 3, through the real sshd: with `UseDNS yes` sshd sets
+/// PAM_RHOST to the client's host name (`localhost` for 127.0.0.1), which a network cannot
+/// contain. A deny rule's `from` then holds (SPEC v3: fail closed; before, the login was
+/// allowed), and a granting rule's `from` never does; with `UseDNS no` the address decides.
+#[test]
+fn a_host_name_rhost_makes_a_deny_rules_from_hold_and_a_grants_fail() {
+    require!(
+        sshd::available().is_ok(),
+        "{}",
+        sshd::available().err().unwrap_or_default()
+    );
+    require!(
+        sshd::which("sshpass").is_some(),
+        "sshpass is missing (apt-get install sshpass)"
+    );
+    let grant_and_fence = "[[rule]]\nname = \"own-account\"\nissuer = \"gitlab\"\n\
+                           [[rule]]\nname = \"lab\"\ndeny = true\nfrom = [\"10.0.0.0/8\"]\n";
+    let loopback_grant =
+        "[[rule]]\nname = \"runners\"\nissuer = \"gitlab\"\nfrom = [\"127.0.0.0/8\"]\n";
+    for (tag, rules, use_dns, allowed) in [
+        ("dns-no-deny-from", grant_and_fence, "no", true),
+        ("dns-yes-deny-from", grant_and_fence, "yes", false),
+        ("dns-yes-grant-from", loopback_grant, "yes", false),
+    ] {
+        let pam = PamHarness::new(tag);
+        pam.sandbox.key_cache(&[keys::Key::A]);
+        pam.sandbox.config("", rules);
+        let s = Sshd::start_with_options(pam, STACK, &[&format!("UseDNS {use_dns}")]);
+        let token = mint(&short_claims("alice", tag));
+        let o = s.login_with_sshpass("alice", &token, REMOTE);
+        let line = nth_audit(&s, 1);
+        if allowed {
+            assert_logged_in(&o, &s, "alice");
+            assert!(line.contains("rhost=127.0.0.1"), "{tag}: {line}");
+        } else {
+            assert_refused(&o);
+            // The name sshd found for 127.0.0.1 (the test asserts it is not an address, so
+            // a host whose resolver has no name for it fails here, not silently).
+            let rhost = line
+                .split(' ')
+                .find_map(|f| f.strip_prefix("rhost="))
+                .unwrap_or_default();
+            assert!(
+                rhost.parse::<std::net::IpAddr>().is_err() && rhost != "-",
+                "{tag}: UseDNS yes should give a host name: {line}"
+            );
+            assert!(
+                line.contains("decision=deny") && line.contains("reason=policy_denied"),
+                "{tag}: {line}"
+            );
+        }
+        assert_no_token(&s, &token);
+    }
+}

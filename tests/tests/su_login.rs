@@ -187,3 +187,38 @@ fn an_sshd_only_rule_does_not_open_su() {
     let audit = h.syslog.wait_for("decision=", 1, Duration::from_secs(2));
     assert!(audit.is_empty(), "{audit:?}");
 }
+
+/// Security review 3, finding 3, through the real su: su sets no PAM_RHOST, so a deny rule
+/// fencing networks cannot tell where the login comes from, and holds (SPEC v3: a deny
+/// fails closed). Before, su walked past it; a deny rule meant for ssh says services.
+#[test]
+fn a_network_deny_rule_holds_for_su_which_has_no_remote_host() {
+    require!(
+        pam::can_isolate(),
+        "the su test needs root (mount namespaces, setpriv)"
+    );
+    require!(
+        which("su").is_some() && which("script").is_some() && which("setpriv").is_some(),
+        "su, script and setpriv (util-linux) are needed"
+    );
+    let grant = "[[rule]]\nname = \"own-account\"\nservices = [\"su\"]\n";
+    let fence = "[[rule]]\nname = \"outside-lab\"\ndeny = true\nfrom = [\"192.0.2.0/24\"]\n";
+    let h = su_harness("su-deny-from", &format!("{grant}{fence}"));
+    let (code, screen) = su(&h, "alice", &mint(&claims("alice", "deny-from")));
+    assert_ne!(code, 0, "{screen}");
+    assert!(!screen.contains("SU-OK"), "{screen}");
+    let audit = h.syslog.wait_for("decision=", 1, Duration::from_secs(3));
+    assert!(
+        audit.len() == 1
+            && audit[0].contains("decision=deny")
+            && audit[0].contains("reason=policy_denied")
+            && audit[0].contains("rhost=-"),
+        "{audit:?}"
+    );
+    // The same deny rule limited to sshd leaves su alone.
+    let ssh_only = fence.replace("deny = true\n", "deny = true\nservices = [\"sshd\"]\n");
+    let h = su_harness("su-deny-from-sshd", &format!("{grant}{ssh_only}"));
+    let (code, screen) = su(&h, "alice", &mint(&claims("alice", "deny-from-sshd")));
+    assert_eq!(code, 0, "{screen}");
+    assert!(screen.contains("SU-OK"), "{screen}");
+}
