@@ -314,6 +314,12 @@ impl Sssd {
     /// Writes sssd's config for the directory at `ldap_uri`, in a directory of its own,
     /// and starts it.
     pub fn start(ldap_uri: &str) -> Sssd {
+        Sssd::start_with(ldap_uri, "")
+    }
+
+    /// As `start`, with `domain_options` (`key = value` lines) added to the domain's
+    /// section, e.g. `case_sensitive = false` as AD sites run it.
+    pub fn start_with(ldap_uri: &str, domain_options: &str) -> Sssd {
         let sandbox = Sandbox::new("sss");
         let dir = sandbox.dir.clone();
         for sub in [
@@ -343,7 +349,7 @@ impl Sssd {
                  ldap_search_base = {SUFFIX}\nldap_schema = rfc2307bis\n\
                  ldap_group_object_class = groupOfNames\nldap_group_member = member\n\
                  ldap_id_use_start_tls = false\ncache_credentials = false\n\
-                 enumerate = false\ndebug_level = 3\n"
+                 enumerate = false\ndebug_level = 3\n{domain_options}\n"
             ),
         )
         .unwrap_or_else(|e| panic!("{}: {e}", conf.display()));
@@ -436,9 +442,19 @@ pub struct Site {
 
 impl Site {
     pub fn start(tag: &str, users: &[LdapUser], groups: &[LdapGroup]) -> Site {
+        Site::start_with(tag, users, groups, "")
+    }
+
+    /// As `start`, with `sssd_domain_options` in sssd's domain section.
+    pub fn start_with(
+        tag: &str,
+        users: &[LdapUser],
+        groups: &[LdapGroup],
+        sssd_domain_options: &str,
+    ) -> Site {
         let mut pam = PamHarness::new(tag);
         let slapd = Slapd::start(users, groups);
-        let sssd = Sssd::start(&slapd.uri());
+        let sssd = Sssd::start_with(&slapd.uri(), sssd_domain_options);
         write_nsswitch(&pam.etc);
         pam.sss = Some(sssd.dir.clone());
         Site { sssd, slapd, pam }

@@ -54,6 +54,11 @@ const USERS: &[LdapUser] = &[
         uid: 7106,
         member_of: &["ldap-team"],
     },
+    LdapUser {
+        name: "ldap-mallory",
+        uid: 7107,
+        member_of: &[],
+    },
 ];
 
 /// ldap-team is a member of ldap-all: ldap-bob is in ldap-all only through the nesting.
@@ -348,4 +353,98 @@ fn outage_c_ldap_down_with_warm_cache_still_logs_in() {
     assert_eq!(rc, PAM_SUCCESS, "{name}: sssd's own cache answers");
     let (code, v) = check(&site.pam, "ldap-bob", &token("ldap-bob", "c4"));
     assert_eq!((code, field(&v, "rule")), (0, "ldap-all"), "{v}");
+}
+
+/// Rules for a case-insensitive directory: a deny rule written with the directory's own
+/// spelling, a rule granting each token's user claim as the account, and rules granting
+/// NSS's names of ldap-erin and ldap-denied to their tokens.
+const CASE_RULES: &str = "[[rule]]\nname = \"no-mallory\"\nissuer = \"gitlab\"\ndeny = true\nusers = [\"ldap-mallory\"]\n\n\
+    [[rule]]\nname = \"erin\"\nissuer = \"gitlab\"\nlogin_as = \"ldap-erin\"\n[rule.claims]\nuser_login = \"LDAP-Erin\"\n\n\
+    [[rule]]\nname = \"denied\"\nissuer = \"gitlab\"\nlogin_as = \"ldap-denied\"\n[rule.claims]\nuser_login = \"LDAP-Denied\"\n\n\
+    [[rule]]\nname = \"own-login\"\nissuer = \"gitlab\"\n";
+
+/// Issue 19.2, through the real sssd with `case_sensitive = false` (as AD providers run it)
+/// and a real sshd. Before SPEC v3 `ssh LDAP-Mallory@host` got a shell as ldap-mallory past
+/// `users = ["ldap-mallory"]` (the deny compared the typed name) and the audit line said
+/// `account=LDAP-Mallory`. Now the account is NSS's: the deny holds, a login whose typed
+/// name is not NSS's is refused unless a rule grants NSS's name, and the audit line names
+/// both.
+#[test]
+fn a_case_insensitive_directory_gives_one_account_whatever_the_spelling() {
+    require!(
+        available().is_ok(),
+        "{}",
+        available().err().unwrap_or_default()
+    );
+    let site = Site::start_with("dir-case", USERS, GROUPS, "case_sensitive = false");
+    site.pam.sandbox.key_cache(&[keys::Key::A]);
+    site.pam.sandbox.config(DEFAULTS, CASE_RULES);
+    site.pam.module_only("test", "");
+    // The directory answers another spelling with its own name.
+    let o = site.getent("passwd", "LDAP-Mallory");
+    assert!(
+        text(&o).starts_with("ldap-mallory:*:7107:"),
+        "{}\nsssd:\n{}",
+        text(&o),
+        site.sssd.logs()
+    );
+    let Site { sssd, slapd, pam } = site;
+    let sshd = Sshd::start(pam, STACK);
+
+    // (typed name = the token's user_login, NSS's name, logs in, reason or rule, check's exit)
+    let cases = [
+        // The deny rule holds for the other spelling.
+        ("LDAP-Mallory", "ldap-mallory", false, "policy_denied", 1),
+        // deny_users too, though a rule grants the account.
+        ("LDAP-Denied", "ldap-denied", false, "account_invalid", 1),
+        // own-login grants "LDAP-Carol", which NSS calls ldap-carol: not the same account.
+        ("LDAP-Carol", "ldap-carol", false, "user_mismatch", 1),
+        // A rule that grants NSS's name lets the other spelling in, as that account.
+        ("LDAP-Erin", "ldap-erin", true, "erin", 0),
+        // The directory's spelling is unchanged.
+        ("ldap-dave", "ldap-dave", true, "own-login", 0),
+    ];
+    for (typed, account, allowed, why, exit) in cases {
+        let t = token(typed, "case");
+        let o = sshd.login_with_askpass(typed, &t, REMOTE);
+        let out = String::from_utf8_lossy(&o.stdout);
+        let line = audit(&sshd.pam, account, 1);
+        eprintln!("{typed}: {line}");
+        if typed != account {
+            assert!(
+                line.contains(&format!(" account={account} typed={typed} ")),
+                "{line}"
+            );
+        } else {
+            assert!(!line.contains(" typed="), "{line}");
+        }
+        if allowed {
+            assert!(
+                o.status.success() && out.contains(&format!("LOGIN-OK\n{account}\n")),
+                "{typed}: {}\n{line}\nsshd log:\n{}",
+                text(&o),
+                sshd.sshd_log()
+            );
+            assert!(
+                line.contains("decision=allow") && line.contains(&format!(" rule={why} ")),
+                "{typed}: {line}"
+            );
+        } else {
+            assert!(
+                !o.status.success() && !out.contains("LOGIN-OK"),
+                "{typed}: {}",
+                text(&o)
+            );
+            assert!(
+                line.contains(&format!("decision=deny reason={why} ")),
+                "{typed}: {line}"
+            );
+        }
+        let (code, v) = check(&sshd.pam, typed, &t);
+        assert_eq!(code, exit, "{typed}: {v}");
+        assert_eq!(field(&v, "account"), account, "{typed}: {v}");
+    }
+    drop(sshd);
+    drop(sssd);
+    drop(slapd);
 }

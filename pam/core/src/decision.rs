@@ -586,6 +586,8 @@ fn match_rules(
     let mut names = vec![req.account];
     if let Some(a) = canonical.filter(|a| a.name != req.account) {
         names.push(a.name.as_str());
+        // A deny here is audited under NSS's name, as a decision made later would be.
+        name_the_account(d, req.account, a);
     }
     let facts = TokenFacts {
         issuer,
@@ -698,10 +700,7 @@ fn grant_and_account(
         }
         return Err(invalid(format!("no account {:?} in NSS", clean(typed))));
     };
-    if account.name != typed {
-        d.typed = Some(typed.to_string());
-        d.account = account.name.clone();
-    }
+    name_the_account(d, typed, &account);
     if !grants(d, &account.name) {
         return Err(mismatch(d, typed, Some(&account.name)));
     }
@@ -731,6 +730,14 @@ fn grant_and_account(
         format!("{:?} exists with uid {}", account.name, account.uid),
     );
     Ok(account)
+}
+
+/// The decision's account is NSS's name for it; the typed name is kept when it differs.
+fn name_the_account(d: &mut Decision, typed: &str, account: &Account) {
+    if account.name != typed {
+        d.typed = Some(typed.to_string());
+        d.account = account.name.clone();
+    }
 }
 
 /// Whether some matching rule grants the account `name`.

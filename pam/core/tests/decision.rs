@@ -545,6 +545,11 @@ fn another_spelling_of_an_account_is_that_account() {
     // The deny rule, written for the local account, holds for the token of `Mallory`.
     let d = decide_case_insensitive("", deny_mallory, "Mallory");
     assert_eq!(d.reason(), Some(Reason::PolicyDenied), "{d:?}");
+    // ... and the refusal names NSS's account, with the typed name beside it.
+    assert_eq!(
+        (d.account.as_str(), d.typed.as_deref()),
+        ("mallory", Some("Mallory"))
+    );
     assert!(
         d.steps.last().unwrap().detail.contains("no-mallory"),
         "{d:?}"
