@@ -210,3 +210,65 @@ fn a_broken_user_map_refuses_with_authinfo_unavail_and_says_why() {
             .collect(),
     );
 }
+
+/// The config and the user map are trusted like the key cache, down to the directories
+/// above them (issue 19.7): whoever can write one of those can put another policy, or
+/// another account mapping, in the file's place. A directory others can write (not sticky)
+/// refuses every login, naming the directory and the fix; a sticky one (like /tmp) does not.
+#[test]
+fn a_config_or_user_map_in_a_directory_others_can_write_refuses() {
+    require!(
+        pam::can_isolate(),
+        "the libpam tests need root (mount namespaces)"
+    );
+    for which in ["config", "usermap"] {
+        let h = PamHarness::new(&format!("fault-dir-{which}"));
+        let standard = h.sandbox.standard();
+        let dir = h.sandbox.path("shared");
+        std::fs::create_dir(&dir).unwrap();
+        set_mode(&dir, 0o755);
+        let config = if which == "config" {
+            let moved = dir.join("idtoken.toml");
+            std::fs::rename(&standard, &moved).unwrap();
+            moved
+        } else {
+            let map = dir.join("users.map");
+            std::fs::write(&map, "alice alice\n").unwrap();
+            set_mode(&map, 0o644);
+            h.sandbox.config(
+                "",
+                &format!(
+                    "user_map = \"{}\"\n\n[[rule]]\nname = \"own-account\"\nissuer = \"gitlab\"\n",
+                    map.display()
+                ),
+            )
+        };
+        h.service(
+            "test",
+            &format!(
+                "auth required MODULE config={}\naccount required pam_permit.so\n",
+                config.display()
+            ),
+        );
+        let token = live_token();
+        let d = h.drive("test", "alice", &[Some(&token)], &[]);
+        assert_eq!(d.rc, PAM_SUCCESS, "{which}: a 0755 directory: {d:?}");
+        set_mode(&dir, 0o775);
+        let d = h.drive("test", "alice", &[Some(&token)], &[]);
+        assert_eq!(
+            d.rc, PAM_AUTHINFO_UNAVAIL,
+            "{which}: a 0775 directory: {d:?}"
+        );
+        let lines = h.syslog.wait_for("shared", 1, Duration::from_secs(2));
+        assert!(
+            lines.iter().any(
+                |l| l.contains(&format!("{}: is writable by group", dir.display()))
+                    && l.contains("chmod go-w")
+            ),
+            "{which}: {lines:?}"
+        );
+        set_mode(&dir, 0o1777);
+        let d = h.drive("test", "alice", &[Some(&token)], &[]);
+        assert_eq!(d.rc, PAM_SUCCESS, "{which}: a sticky directory: {d:?}");
+    }
+}

@@ -159,9 +159,12 @@ impl Config {
         self.issuers.iter().find(|i| i.name == name)
     }
 
-    /// Reads and validates the config at `path`, with the file safety checks of the SPEC.
+    /// Reads and validates the config at `path`, with the file safety checks of the SPEC,
+    /// on the file and on every directory above it (whoever can write one of them can put
+    /// another policy in its place).
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let bytes = files::read_trusted(path, MAX_CONFIG_BYTES).map_err(ConfigError::File)?;
+        let bytes =
+            files::read_trusted_in_safe_dir(path, MAX_CONFIG_BYTES).map_err(ConfigError::File)?;
         let text = String::from_utf8(bytes).map_err(|_| ConfigError::Invalid {
             path: path.to_path_buf(),
             problems: vec![Problem::new(None, "the file is not valid UTF-8")],

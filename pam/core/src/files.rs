@@ -98,11 +98,22 @@ pub fn read_trusted(path: &Path, limit: u64) -> Result<Vec<u8>, FileProblem> {
 /// Like [`read_trusted`], and every directory from `/` down to the file passes
 /// [`open_trusted_dir`]'s checks too, the file being opened from that directory's
 /// descriptor: whoever could write a directory on the way could otherwise swap an older
-/// file (a key cache with a withdrawn key) back in.
+/// file (a key cache with a withdrawn key) back in. A relative path (an admin's
+/// `--config idtoken.toml`) is taken from the working directory, whose path getcwd(3)
+/// gives without symlinks.
 pub fn read_trusted_in_safe_dir(path: &Path, limit: u64) -> Result<Vec<u8>, FileProblem> {
     let problem = |kind| FileProblem {
         path: path.to_path_buf(),
         kind,
+    };
+    let absolute;
+    let path = if path.is_relative() {
+        let cwd = std::env::current_dir()
+            .map_err(|e| problem(FileProblemKind::Unreadable(e.to_string())))?;
+        absolute = cwd.join(path);
+        absolute.as_path()
+    } else {
+        path
     };
     let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
         return Err(problem(FileProblemKind::NotRegular));

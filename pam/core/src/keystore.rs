@@ -45,8 +45,10 @@ impl IssuerData for DiskIssuerData {
         let Some(path) = &issuer.user_map else {
             return Ok(None);
         };
-        let bytes =
-            files::read_trusted(path, usermap::MAX_USER_MAP_BYTES).map_err(DataProblem::File)?;
+        // The directories above it are checked too: whoever can write one could map
+        // another account to a user.
+        let bytes = files::read_trusted_in_safe_dir(path, usermap::MAX_USER_MAP_BYTES)
+            .map_err(DataProblem::File)?;
         usermap::parse(&bytes)
             .map(Some)
             .map_err(|why| DataProblem::Invalid {
