@@ -667,12 +667,13 @@ impl Validator<'_> {
         if name.is_empty() {
             self.err(line, "rule name must not be empty");
         }
-        if raw.issuer.is_none() && issuers.len() > 1 {
+        // A deny rule without an issuer refuses every issuer's tokens: the safe reading.
+        if raw.issuer.is_none() && issuers.len() > 1 && raw.deny != Some(true) {
             self.err(
                 line,
                 format!(
-                    "rule {name:?} names no issuer, and {} issuers are configured: a rule \
-                     without one would trust every issuer's tokens; add issuer = \"NAME\"",
+                    "rule {name:?} names no issuer, and {} issuers are configured: a granting \
+                     rule without one would trust every issuer's tokens; add issuer = \"NAME\"",
                     issuers.len()
                 ),
             );
@@ -1070,6 +1071,14 @@ runner_id = 42
         assert!(p[0].message.contains("names no issuer"), "{p:?}");
         let ok = format!("{issuers}[[rule]]\nname = \"alice\"\nissuer = \"gitlab\"\n");
         assert!(Config::parse(&ok).is_ok());
+        // A deny rule may leave the issuer out: it then refuses every issuer's tokens.
+        let deny_all =
+            format!("{ok}[[rule]]\nname = \"no-mallory\"\ndeny = true\nusers = [\"mallory\"]\n");
+        assert!(
+            Config::parse(&deny_all).is_ok(),
+            "{:?}",
+            Config::parse(&deny_all).err()
+        );
         // With one issuer the rule's issuer is implied.
         let one = "[[issuer]]\nname = \"gitlab\"\nurl = \"https://g\"\naudiences = [\"a\"]\n[[rule]]\nname = \"r\"\n";
         assert!(Config::parse(one).is_ok());

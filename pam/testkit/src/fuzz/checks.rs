@@ -7,10 +7,11 @@ use idtoken_core::decision::{Decision, Env, Request, UseMode, Verdict, evaluate}
 use serde_json::Value;
 
 use super::oracle;
-use super::world::{self, ACCOUNT_CLAIM, NOW, RHOST, SERVICE_CLAIM};
+use super::world::{self, ACCOUNT_CLAIM, NOW, RHOST, RHOST_CLAIM, SERVICE_CLAIM};
 use crate::fakes::Ledger;
 
-/// Evaluates `token` for `account` and `service` with the fixed fakes and `config`.
+/// Evaluates `token` for `account` and `service` with the fixed fakes and `config`, from the
+/// remote host the token's unverified `x-fuzz-rhost` names ([`rhost_of`]).
 pub fn decide(
     config: &Config,
     token: &str,
@@ -24,11 +25,12 @@ pub fn decide(
         accounts: &world::ACCOUNT_TABLE,
         uses: &Ledger::by_digest(),
     };
+    let rhost = rhost_of(&unverified_claims(token));
     let req = Request {
         token,
         account,
         service,
-        rhost: Some(RHOST),
+        rhost: rhost.as_deref(),
         now: NOW,
         uses,
     };
@@ -123,17 +125,32 @@ pub fn check_against_oracle(
 /// unverified claims `x-fuzz-account` / `x-fuzz-service` when present (so seeds can ask for
 /// a service account), else the user claim and `sshd`.
 pub fn request_of(token: &str) -> (String, String) {
-    let claims = token
-        .trim()
-        .split('.')
-        .nth(1)
-        .and_then(|p| URL_SAFE_NO_PAD.decode(p).ok())
-        .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
-        .unwrap_or(Value::Null);
+    let claims = unverified_claims(token);
     let text = |name: &str| claims.get(name).and_then(Value::as_str).map(str::to_string);
     let account = text(ACCOUNT_CLAIM)
         .or_else(|| text("user_login"))
         .unwrap_or_else(|| "alice".to_string());
     let service = text(SERVICE_CLAIM).unwrap_or_else(|| "sshd".to_string());
     (account, service)
+}
+
+/// The payload of `token` as JSON, nothing checked (Null when it has none).
+fn unverified_claims(token: &str) -> Value {
+    token
+        .trim()
+        .split('.')
+        .nth(1)
+        .and_then(|p| URL_SAFE_NO_PAD.decode(p).ok())
+        .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
+        .unwrap_or(Value::Null)
+}
+
+/// The request's PAM_RHOST: the claim `x-fuzz-rhost` when it is a string, none when it is
+/// null (as `su` gives), else [`RHOST`]; so seeds and the builder can vary the remote host.
+pub fn rhost_of(claims: &Value) -> Option<String> {
+    match claims.get(RHOST_CLAIM) {
+        Some(Value::String(h)) => Some(h.clone()),
+        Some(Value::Null) => None,
+        _ => Some(RHOST.to_string()),
+    }
 }

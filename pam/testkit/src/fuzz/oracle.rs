@@ -262,13 +262,82 @@ pub fn texts(v: &Value) -> Vec<String> {
     }
 }
 
+/// How one condition of a rule came out for a token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Cond {
+    Holds,
+    Fails,
+    /// Cannot be evaluated: the claim is absent or no glob can read it (`claim`), or the
+    /// remote host is absent or not an address.
+    Unknown {
+        claim: bool,
+    },
+}
+
+/// A claim a rule names (SPEC v2): a name starting with `/` is an RFC 6901 JSON Pointer into
+/// the payload (serde_json's own implementation), anything else one top-level claim.
+fn claim_at(claims: &Map<String, Value>, name: &str) -> Option<Value> {
+    if name.starts_with('/') {
+        Value::Object(claims.clone()).pointer(name).cloned()
+    } else {
+        claims.get(name).cloned()
+    }
+}
+
+/// `text` as an IP address when it is one: a bare IPv4 or IPv6 address, or an IPv6 address
+/// with a non-empty zone (`%eth0`), which is dropped; an IPv4-mapped IPv6 address is its IPv4
+/// address (sshd on a dual-stack socket writes them).
+fn address(text: &str) -> Option<std::net::IpAddr> {
+    use std::net::IpAddr;
+    let bare = match text.find('%') {
+        None => text,
+        Some(i) if text[..i].contains(':') && i + 1 < text.len() => &text[..i],
+        Some(_) => return None,
+    };
+    match bare.parse::<IpAddr>().ok()? {
+        IpAddr::V6(v6) => Some(match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6(v6),
+        }),
+        v4 => Some(v4),
+    }
+}
+
+/// Whether `ip` is in the network written `ADDR/PREFIX`: the same family, and the first
+/// PREFIX bits equal, compared one bit at a time.
+fn in_network(ip: std::net::IpAddr, network: &str) -> bool {
+    use std::net::IpAddr;
+    let Some((addr, prefix)) = network.split_once('/') else {
+        return false;
+    };
+    let (Ok(net), Ok(prefix)) = (addr.parse::<IpAddr>(), prefix.parse::<u32>()) else {
+        return false;
+    };
+    let (a, b, width): (u128, u128, u32) = match (ip, net) {
+        (IpAddr::V4(a), IpAddr::V4(b)) => (u32::from(a).into(), u32::from(b).into(), 32),
+        (IpAddr::V6(a), IpAddr::V6(b)) => (u128::from(a), u128::from(b), 128),
+        _ => return false,
+    };
+    (0..prefix.min(width)).all(|i| {
+        let bit = width - 1 - i;
+        (a >> bit) & 1 == (b >> bit) & 1
+    })
+}
+
 /// Whether a rule's token conditions hold (SPEC: every condition; any value within one).
+/// A granting rule needs every condition to hold. A deny rule holds unless a condition
+/// fails: what it cannot evaluate holds (SPEC v3, a deny fails closed), except an absent or
+/// unreadable claim in a rule with `if_absent = "skip"`. A deny rule's `users` also hold
+/// for the requested account's name.
+#[allow(clippy::too_many_arguments)]
 pub fn rule_matches(
     rule: &Rule,
     issuer: &Issuer,
     claims: &Map<String, Value>,
     user: &str,
     service: &str,
+    rhost: Option<&str>,
+    account: &str,
 ) -> bool {
     if rule.issuer.as_ref().is_some_and(|n| *n != issuer.name) {
         return false;
@@ -277,23 +346,52 @@ pub fn rule_matches(
     if !any_glob(&rule.services, service) {
         return false;
     }
-    if rule.users.as_ref().is_some_and(|u| !any_glob(u, user)) {
-        return false;
+    let mut conds = Vec::new();
+    if let Some(users) = &rule.users {
+        let holds = any_glob(users, user) || (rule.deny && any_glob(users, account));
+        conds.push(if holds { Cond::Holds } else { Cond::Fails });
     }
-    if let Some(groups) = &rule.groups {
-        match claims.get("groups_direct") {
-            Some(v @ Value::Array(_)) => {
-                if !texts(v).iter().any(|g| any_glob(groups, g)) {
-                    return false;
-                }
-            }
-            _ => return false,
+    if let Some(networks) = &rule.from {
+        conds.push(match rhost.and_then(address) {
+            None => Cond::Unknown { claim: false },
+            Some(ip) if networks.iter().any(|n| in_network(ip, &n.to_string())) => Cond::Holds,
+            Some(_) => Cond::Fails,
+        });
+    }
+    let readable = |v: &Value, globs: &[String]| -> Cond {
+        let t = texts(v);
+        if t.iter().any(|x| any_glob(globs, x)) {
+            Cond::Holds
+        } else if t.is_empty() && v.as_array().is_none_or(|a| !a.is_empty()) {
+            Cond::Unknown { claim: true }
+        } else {
+            Cond::Fails
         }
+    };
+    if let Some(groups) = &rule.groups {
+        conds.push(match claims.get("groups_direct") {
+            Some(v @ Value::Array(_)) => match readable(v, groups) {
+                // A list of nothing readable is a real answer: none of the groups.
+                Cond::Unknown { .. } => Cond::Fails,
+                c => c,
+            },
+            _ => Cond::Unknown { claim: true },
+        });
     }
-    rule.claims.iter().all(|(name, globs)| {
-        claims
-            .get(name)
-            .is_some_and(|v| texts(v).iter().any(|t| any_glob(globs, t)))
+    for (name, globs) in &rule.claims {
+        conds.push(match claim_at(claims, name) {
+            None => Cond::Unknown { claim: true },
+            Some(v) => readable(&v, globs),
+        });
+    }
+    if !rule.deny {
+        return conds.iter().all(|c| *c == Cond::Holds);
+    }
+    let skip = rule.if_absent == idtoken_core::config::IfAbsent::Skip;
+    conds.iter().all(|c| match c {
+        Cond::Holds => true,
+        Cond::Fails => false,
+        Cond::Unknown { claim } => !(*claim && skip),
     })
 }
 
@@ -362,7 +460,14 @@ pub fn decide(config: &Config, raw: &str, account: &str, service: &str) -> Outco
     if !matches!(verified, Ok(true)) {
         return Deny(BadSignature);
     }
-    verified_claims(config, issuer, &t.claims, account, service)
+    // The harness's request: PAM_RHOST from the unverified `x-fuzz-rhost` (a string; null
+    // for none), else the world's.
+    let rhost = match t.claims.get(super::world::RHOST_CLAIM) {
+        Some(Value::String(h)) => Some(h.as_str()),
+        Some(Value::Null) => None,
+        _ => Some(super::world::RHOST),
+    };
+    verified_claims(config, issuer, &t.claims, account, service, rhost)
 }
 
 /// Steps 6 to 14, for claims whose signature verified.
@@ -372,6 +477,7 @@ pub fn verified_claims(
     claims: &Map<String, Value>,
     account: &str,
     service: &str,
+    rhost: Option<&str>,
 ) -> Outcome {
     use Outcome::Deny;
     use Reason::*;
@@ -422,12 +528,14 @@ pub fn verified_claims(
     if exp.saturating_sub(iat) > defaults.max_lifetime {
         return Deny(LifetimeTooLong);
     }
-    // 11. policy_denied
-    let matching: Vec<&Rule> = config
-        .rules
-        .iter()
-        .filter(|r| rule_matches(r, issuer, claims, user, service))
-        .collect();
+    // 11. policy_denied: a deny rule holds, or no granting rule matches.
+    let (deny_rules, granting_rules): (Vec<&Rule>, Vec<&Rule>) =
+        config.rules.iter().partition(|r| r.deny);
+    let holds = |r: &&Rule| rule_matches(r, issuer, claims, user, service, rhost, account);
+    if deny_rules.iter().any(holds) {
+        return Deny(PolicyDenied);
+    }
+    let matching: Vec<&Rule> = granting_rules.into_iter().filter(holds).collect();
     if matching.is_empty() {
         return Deny(PolicyDenied);
     }

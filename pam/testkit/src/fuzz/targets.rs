@@ -340,6 +340,19 @@ const WORDS: &[&str] = &[
     "x\u{0}\n\u{1b}[1m\u{202e}",
     "é",
     "\u{0430}lice",
+    "hpc/untrusted",
+    "production",
+    "untrusted",
+    "ci-runner",
+    "z1",
+    "roles",
+    "203.0.113.7",
+    "198.51.100.9",
+    "2001:db8::5",
+    "fe80::1%eth0",
+    "fe80::1%",
+    "::ffff:198.51.100.9",
+    "host.example",
 ];
 /// The claims the config's rules and the decision read, and one they do not.
 const CLAIMS: &[&str] = &[
@@ -359,6 +372,8 @@ const CLAIMS: &[&str] = &[
     "pipeline_source",
     "runner_id",
     "flag",
+    "environment",
+    "x-fuzz-rhost",
     "other",
 ];
 /// Seconds from NOW at and around the boundaries (leeway 60, max_lifetime 3600).
@@ -479,6 +494,18 @@ impl Builder<'_> {
                 },
             }
         }
+        // The JSON Pointer claims of the rules: /realm_access/roles(/0) and /x~1y/0.
+        match self.byte() % 4 {
+            0 => {
+                let roles = self.value(1).unwrap_or(Value::Null);
+                claims.insert("realm_access".into(), serde_json::json!({ "roles": roles }));
+            }
+            1 => {
+                let first = self.pick(WORDS);
+                claims.insert("x/y".into(), serde_json::json!([first, self.pick(WORDS)]));
+            }
+            _ => {}
+        }
         Input {
             account,
             service,
@@ -510,18 +537,26 @@ fn check_conditions(claims: &Map<String, Value>, account: &str, service: &str) {
         .get(&issuer.user_claim)
         .and_then(Value::as_str)
         .unwrap_or(account);
+    let rhost = h::rhost_of(&Value::Object(claims.clone()));
     let facts = TokenFacts {
         issuer,
         claims,
         user,
         service,
-        // The harness's rules have no `from`; the oracle does not model source networks.
-        rhost: Some(super::world::RHOST),
+        rhost: rhost.as_deref(),
         account_names: &[account],
     };
     for rule in &config.rules {
         let got = policy::token_conditions(rule, &facts);
-        let want = oracle::rule_matches(rule, issuer, claims, user, service);
+        let want = oracle::rule_matches(
+            rule,
+            issuer,
+            claims,
+            user,
+            service,
+            rhost.as_deref(),
+            account,
+        );
         assert_eq!(got.is_ok(), want, "rule {:?}: core says {got:?}", rule.name);
         if let Err(why) = got {
             assert!(

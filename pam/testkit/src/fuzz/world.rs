@@ -25,11 +25,17 @@ pub const RHOST: &str = "203.0.113.7";
 /// unverified payload by the harness only; the core ignores unknown claims).
 pub const ACCOUNT_CLAIM: &str = "x-fuzz-account";
 pub const SERVICE_CLAIM: &str = "x-fuzz-service";
+/// The remote host of the request: a string is PAM_RHOST, `null` is no PAM_RHOST (as `su`
+/// gives), and without the claim it is [`RHOST`].
+pub const RHOST_CLAIM: &str = "x-fuzz-rhost";
 
 /// The fixed configuration of the `token` and `policy` targets: one test issuer (with a user
 /// map, several algorithms, max_uses) and the two real GitLab issuers of the fixtures, and
 /// rules that exercise every condition: services, users, groups, claims (string, number,
-/// boolean, list), login_as, local_groups, an issuer-less rule, deny_users.
+/// boolean, list, JSON Pointer), `from` (granting and denying), login_as, local_groups, an
+/// issuer-less rule, deny_users, and deny rules that fail closed (an absent claim, an rhost
+/// that is not an address) or skip (`if_absent = "skip"`). Deny rules are scoped by
+/// `users` so that absence does not refuse every token.
 pub const CONFIG: &str = r#"
 [defaults]
 leeway = 60
@@ -105,6 +111,42 @@ services = ["*"]
 users = ["*"]
 [rule.claims]
 flag = true
+
+[[rule]]
+name = "realm-role"
+issuer = "gitlab"
+users = ["carol"]
+from = ["203.0.113.0/24", "2001:db8::/32"]
+[rule.claims]
+"/realm_access/roles" = "ci-*"
+"/x~1y/0" = ["1", "z?"]
+
+[[rule]]
+name = "no-untrusted-groups"
+deny = true
+users = ["b*", "admin"]
+groups = ["hpc/untrusted*"]
+
+[[rule]]
+name = "no-production"
+deny = true
+if_absent = "skip"
+users = ["alice", "carol"]
+[rule.claims]
+environment = "production"
+
+[[rule]]
+name = "no-outside-carol"
+deny = true
+users = ["carol"]
+from = ["198.51.100.0/24", "fe80::/10"]
+
+[[rule]]
+name = "no-untrusted-realm"
+deny = true
+users = ["dave", "admin"]
+[rule.claims]
+"/realm_access/roles/0" = "untrusted"
 "#;
 
 /// The user map the fake hands in for the test issuer (its `user_map` path is never read).
