@@ -70,6 +70,73 @@ mod tests {
         assert_eq!(run("hunter2").reason(), Some(Reason::Malformed));
     }
 
+    /// The world's deny rules, `from` and JSON Pointer claims decide as SPEC v3 says, and the
+    /// reference agrees (`run` compares every decision with it).
+    #[test]
+    fn deny_rules_from_and_pointers_decide_as_specified() {
+        let matched = |d: &Decision, rule: &str| d.rules.iter().any(|r| r.rule == rule && r.matched);
+        // carol's token, which only realm-role can grant (no push pipeline for own-account,
+        // no hpc group for hpc-groups).
+        let carol = |edit: &dyn Fn(&mut Value)| {
+            let mut c = gitlab_claims("carol");
+            c[ACCOUNT_CLAIM] = json!("carol2");
+            c["pipeline_source"] = json!("schedule");
+            c["groups_direct"] = json!(["other"]);
+            c["realm_access"] = json!({"roles": ["ci-runner"]});
+            c["x/y"] = json!(["z1"]);
+            edit(&mut c);
+            run(&mint(&c))
+        };
+        // The pointers hold, from the world's rhost (inside 203.0.113.0/24).
+        let d = carol(&|_| {});
+        assert_eq!(d.rule.as_deref(), Some("realm-role"), "{:#?}", d.rules);
+        // An rhost that is absent or not an address fails the grant's `from`, and holds in
+        // no-outside-carol's: refused by the deny.
+        for rhost in [json!("host.example"), Value::Null, json!("fe80::1%")] {
+            let d = carol(&|c| c[RHOST_CLAIM] = rhost.clone());
+            assert_eq!(d.reason(), Some(Reason::PolicyDenied), "{rhost}");
+            assert!(matched(&d, "no-outside-carol"), "{rhost}: {:#?}", d.rules);
+            assert!(!matched(&d, "realm-role"), "{rhost}: {:#?}", d.rules);
+        }
+        // An IPv6 zone is stripped: fe80::1%eth0 is inside fe80::/10, the deny holds.
+        let d = carol(&|c| c[RHOST_CLAIM] = json!("fe80::1%eth0"));
+        assert!(matched(&d, "no-outside-carol"), "{:#?}", d.rules);
+        // An address outside every network: the deny does not hold, the grant fails.
+        let d = carol(&|c| c[RHOST_CLAIM] = json!("192.0.2.1"));
+        assert_eq!(d.reason(), Some(Reason::PolicyDenied));
+        assert!(d.rules.iter().all(|r| !r.matched), "{:#?}", d.rules);
+        // An IPv4-mapped address is its IPv4 address: inside the grant's network.
+        let d = carol(&|c| c[RHOST_CLAIM] = json!("::ffff:203.0.113.9"));
+        assert_eq!(d.rule.as_deref(), Some("realm-role"), "{:#?}", d.rules);
+        // A pointer whose value fails, or that reaches nothing: not granted.
+        for realm in [json!({"roles": ["admin"]}), json!({"roles": "ci-x"}), json!([])] {
+            let d = carol(&|c| c["realm_access"] = realm.clone());
+            let granted = d.rule.as_deref() == Some("realm-role");
+            // A string where a list was: the pointer /realm_access/roles still reads it.
+            assert_eq!(granted, realm == json!({"roles": "ci-x"}), "{realm}: {:#?}", d.rules);
+        }
+        // no-production skips when environment is absent (above), holds when it matches.
+        let d = carol(&|c| c["environment"] = json!("production"));
+        assert!(matched(&d, "no-production"), "{:#?}", d.rules);
+        // no-untrusted-groups holds for bob without groups_direct (a deny fails closed), with
+        // an untrusted group, or with a groups_direct that is not a list; not with others.
+        let bob = |groups: Option<Value>| {
+            let mut c = gitlab_claims("bob");
+            match groups {
+                Some(g) => c["groups_direct"] = g,
+                None => {
+                    c.as_object_mut().map(|m| m.remove("groups_direct"));
+                }
+            }
+            run(&mint(&c))
+        };
+        assert!(bob(Some(json!(["hpc", "hpc/ci"]))).allowed());
+        for groups in [Some(json!(["hpc/untrusted-x"])), None, Some(json!("hpc"))] {
+            let d = bob(groups.clone());
+            assert!(matched(&d, "no-untrusted-groups"), "{groups:?}: {:#?}", d.rules);
+        }
+    }
+
     /// Signing plus deciding, per key, natively (the instrumented build is many times slower).
     #[test]
     fn cost_of_a_signed_decision() {

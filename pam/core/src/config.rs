@@ -798,7 +798,7 @@ impl Validator<'_> {
                 format!(
                     "{owner} names its jobs only by names that can be renamed ({}); a rename frees \
                      the name for someone else: add an id, e.g. [rule.claims] project_id = \"42\" \
-                     (or namespace_id, user_id)",
+                     (or namespace_id, user_id; GitHub: repository_id, repository_owner_id)",
                     mutable.join(", ")
                 ),
             );
@@ -883,9 +883,16 @@ impl Validator<'_> {
     }
 }
 
-/// Claims GitLab sets to names their owners can rename (a renamed project's old path can be
-/// taken by a new project).
-pub const MUTABLE_CLAIMS: &[&str] = &["project_path", "namespace_path", "user_login", "user_email"];
+/// Claims GitLab (and GitHub) set to names their owners can rename (a renamed project's old
+/// path can be taken by a new project).
+pub const MUTABLE_CLAIMS: &[&str] = &[
+    "project_path",
+    "namespace_path",
+    "user_login",
+    "user_email",
+    "repository",
+    "repository_owner",
+];
 /// Claims that name the same thing for as long as it exists: GitLab's ids, and GitHub's.
 pub const ANCHOR_CLAIMS: &[&str] = &[
     "project_id",
@@ -896,16 +903,16 @@ pub const ANCHOR_CLAIMS: &[&str] = &[
 ];
 /// Claims only GitLab CI job tokens carry (a GitLab user ID token has none of them).
 pub const CI_CLASS_CLAIMS: &[&str] = &["job_id", "pipeline_id", "runner_id"];
-/// Claims whose presence in a rule says it is written for GitLab CI jobs.
+/// Claims whose presence in a rule says it is written for GitLab CI jobs: only GitLab sends
+/// them (GitHub's tokens have `ref` and `ref_type` too, and are all CI tokens).
 pub const GITLAB_CI_CLAIMS: &[&str] = &[
     "project_path",
     "project_id",
     "namespace_path",
     "namespace_id",
     "pipeline_source",
-    "ref",
-    "ref_type",
     "ref_protected",
+    "ref_path",
 ];
 
 /// Why a URL the keys are trusted from is not acceptable. Only https: plain http, to
@@ -1208,7 +1215,8 @@ runner_id = 42
             "{base}[[rule]]\nname = \"v6\"\ndeny = true\nfrom = [\"::/0\"]\n\
              [[rule]]\nname = \"both\"\ndeny = true\nfrom = [\"::/0\", \"0.0.0.0/0\"]\n\
              [[rule]]\nname = \"by-path\"\n[rule.claims]\nproject_path = \"hpc/app\"\n\
-             [[rule]]\nname = \"anchored\"\n[rule.claims]\nproject_path = \"hpc/app\"\nproject_id = \"42\"\njob_id = \"*\"\n"
+             [[rule]]\nname = \"anchored\"\n[rule.claims]\nproject_path = \"hpc/app\"\nproject_id = \"42\"\njob_id = \"*\"\n\
+             [[rule]]\nname = \"github\"\n[rule.claims]\nrepository = \"o/*\"\nref = \"refs/heads/main\"\n"
         ))
         .unwrap();
         let w: Vec<(Option<usize>, &str)> = c
@@ -1216,7 +1224,7 @@ runner_id = 42
             .iter()
             .map(|w| (w.line, w.message.as_str()))
             .collect();
-        assert_eq!(w.len(), 3, "{w:#?}");
+        assert_eq!(w.len(), 4, "{w:#?}");
         assert!(
             w[0].1.contains("rule \"v6\": from has ::/0") && w[0].0 == Some(8),
             "{w:?}"
@@ -1230,6 +1238,14 @@ runner_id = 42
         assert!(
             w[2].1
                 .contains("\"by-path\" tests GitLab CI claims but does not pin the token class"),
+            "{w:?}"
+        );
+        // GitHub's claims: a repository name can be renamed too; `ref` alone does not make a
+        // rule a GitLab one (every GitHub token is a CI token).
+        assert!(
+            w[3].1.contains(
+                "\"github\" names its jobs only by names that can be renamed (repository)"
+            ),
             "{w:?}"
         );
     }
