@@ -1246,12 +1246,28 @@ fn the_readme_configs_for_other_issuers_and_v2_rules_decide_as_documented() {
         "sub": "repo:hpc-org/app:environment:production", "iat": NOW, "nbf": NOW, "exp": NOW + 300,
         "jti": "gh-2", "actor": "alice", "repository": "hpc-org/app", "ref": "refs/heads/main",
         "environment": "production", "run_id": "123", "repository_owner": "hpc-org",
+        "repository_owner_id": "31415926", "repository_id": "271828",
         "job_workflow_ref": "hpc-org/app/.github/workflows/deploy.yml@refs/heads/main"
     });
     let (code, json, _) = check(&s, &gh, &mint_with(&claims, Key::B), "svc-deploy", NOW, &[]);
     assert_eq!(
         (code, json["rule"].as_str()),
         (0, Some("deploy-from-main")),
+        "{json}"
+    );
+    // Another organisation that took the name hpc-org after a rename: another owner id.
+    let usurper = with(claims.clone(), "repository_owner_id", json!("99"));
+    let (code, json, _) = check(
+        &s,
+        &gh,
+        &mint_with(&usurper, Key::B),
+        "svc-deploy",
+        NOW,
+        &[],
+    );
+    assert_eq!(
+        (code, json["reason"].as_str()),
+        (1, Some("policy_denied")),
         "{json}"
     );
 
@@ -1265,13 +1281,18 @@ fn the_readme_configs_for_other_issuers_and_v2_rules_decide_as_documented() {
         );
         let c = with(c, "aud", json!("https://login.hpc.example.org"));
         let c = with(c, "namespace_path", json!("hpc"));
+        let c = with(c, "namespace_id", json!("1234"));
         let c = with(c, "ref_protected", json!("true"));
         mint(&with(c, "project_path", json!(project)))
     };
     for (project, rhost, want) in [
         ("hpc/app", "10.20.4.5", None),
         ("hpc/app", "2001:db8:20::5", None),
+        // An IPv6 zone (sshd writes link-local clients so) is dropped before parsing.
+        ("hpc/app", "2001:db8:20::5%eth0", None),
         ("hpc/app", "192.0.2.9", Some("policy_denied")),
+        // A host name (sshd with UseDNS yes) is not an address: a grant's from fails.
+        ("hpc/app", "runner-7.example.org", Some("policy_denied")),
         ("hpc/sandbox/try", "10.20.4.5", Some("policy_denied")),
     ] {
         let (_, json, _) = check(
@@ -1324,4 +1345,83 @@ fn the_readme_configs_for_other_issuers_and_v2_rules_decide_as_documented() {
         "{text}\n{}",
         String::from_utf8_lossy(&out.stdout)
     );
+}
+
+/// Issues 19.1, 19.3, 19.8: `config check` names what each deny rule depends on (claims the
+/// issuer may leave out; `from` without an address), and warns about rules that do not say
+/// what they seem to: `::/0` alone in a deny rule, a grant anchored on a renameable name or
+/// not pinned to CI tokens. Warnings and notes leave the exit code 0; each warning has its
+/// line.
+#[test]
+fn config_check_says_what_deny_rules_depend_on_and_warns() {
+    let s = Sandbox::new("cfg-deny");
+    let config = s.config(
+        "",
+        "[[rule]]\nname = \"hpc\"\nissuer = \"gitlab\"\n[rule.claims]\nproject_path = \"hpc/*\"\n\n\
+         [[rule]]\nname = \"anchored\"\nissuer = \"gitlab\"\n[rule.claims]\nproject_id = \"42\"\njob_id = \"*\"\n\n\
+         [[rule]]\nname = \"no-untrusted\"\ndeny = true\ngroups = [\"hpc/untrusted\"]\n\n\
+         [[rule]]\nname = \"no-production\"\ndeny = true\nif_absent = \"skip\"\n[rule.claims]\nenvironment = \"production\"\n\n\
+         [[rule]]\nname = \"not-from-outside\"\ndeny = true\nfrom = [\"::/0\"]\n",
+    );
+    let out = cli::idtoken(&s)
+        .args(["config", "check", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    eprintln!("{said}");
+    assert_eq!(out.status.code(), Some(0), "{said}");
+    // The line of the rule's [[rule]] header.
+    let line_of = |name: &str| {
+        let text = std::fs::read_to_string(&config).unwrap();
+        let at = text.find(&format!("name = \"{name}\"")).unwrap();
+        text[..at].lines().count()
+    };
+    let path = config.display().to_string();
+    for (want, rule, line) in [
+        (
+            "names its jobs only by names that can be renamed (project_path)",
+            "hpc",
+            line_of("hpc"),
+        ),
+        ("does not pin the token class", "hpc", line_of("hpc")),
+        // Said at the `from` line: [[rule]], name, deny, from.
+        (
+            "from has ::/0, which holds for IPv6 clients only",
+            "not-from-outside",
+            line_of("not-from-outside") + 3,
+        ),
+    ] {
+        let at = format!("warning: {path}:{line}: rule \"{rule}\"");
+        assert!(
+            said.lines().any(|l| l.starts_with(&at) && l.contains(want)),
+            "{at} ... {want}:\n{said}"
+        );
+    }
+    assert!(!said.contains("rule \"anchored\""), "{said}");
+    for (rule, want) in [
+        ("no-untrusted", "depends on claim groups_direct"),
+        (
+            "no-untrusted",
+            "a token without it is refused (if_absent = \"deny\"",
+        ),
+        (
+            "no-production",
+            "a token without it is not refused by this rule (if_absent = \"skip\")",
+        ),
+        (
+            "not-from-outside",
+            "without a remote address (su, the console) or with a host name",
+        ),
+    ] {
+        assert!(
+            said.lines()
+                .any(|l| l.starts_with(&format!("note: deny rule \"{rule}\"")) && l.contains(want)),
+            "{rule}: {want}:\n{said}"
+        );
+    }
 }

@@ -320,6 +320,44 @@ fn a_complete_setup_is_all_ok_and_each_fault_is_reported_with_its_fix() {
     let s = Setup::new("invalid");
     s.rewrite("idtoken.toml", "[[rule]]", "[[rule]]\nbogus_key = 1");
     assert_fault(&s, "config", "fail", "idtoken config check");
+
+    // Issue 19.7: a deny rule that names the service does not cover it (only grants do).
+    let s = Setup::new("deny-only");
+    s.rewrite(
+        "idtoken.toml",
+        "services = [\"*\"]",
+        "services = [\"su\"]\n\n[[rule]]\nname = \"no-sandbox\"\nissuer = \"gitlab\"\ndeny = true\nservices = [\"sshd\"]\n[rule.claims]\nproject_path = \"hpc/sandbox/*\"\n",
+    );
+    assert_fault(&s, "config.service", "fail", "\"sshd\"");
+
+    // Issue 19.3: UseDNS yes with a rule that has `from`.
+    let s = Setup::new("use-dns");
+    s.rewrite("sshd_config", "UsePAM yes", "UsePAM yes\nUseDNS yes");
+    s.rewrite(
+        "idtoken.toml",
+        "name = \"own-account\"",
+        "name = \"own-account\"\nfrom = [\"10.0.0.0/8\"]",
+    );
+    assert_fault(&s, "sshd.use_dns", "warn", "set `UseDNS no`");
+    let (_, checks) = s.doctor();
+    eprintln!("use-dns: {}", find(&checks, "sshd.use_dns"));
+
+    // Issue 19.8: a rule anchored on a renameable name, not pinned to CI tokens.
+    let s = Setup::new("anchor");
+    s.rewrite(
+        "idtoken.toml",
+        "name = \"own-account\"\n",
+        "name = \"own-account\"\n[rule.claims]\nproject_path = \"hpc/app\"\n",
+    );
+    assert_fault(&s, "config.warnings", "warn", "idtoken config check");
+    let (_, checks) = s.doctor();
+    let c = find(&checks, "config.warnings");
+    eprintln!("anchor: {c}");
+    let detail = c["detail"].as_str().unwrap_or_default();
+    assert!(
+        detail.contains("renamed (project_path)") && detail.contains("job_id = \"*\""),
+        "{c}"
+    );
 }
 
 #[test]
