@@ -18,8 +18,7 @@ pub enum Level {
     Debug,
 }
 
-/// The PAM handle as the authenticate hook sees it (a context, not a PAM session: the
-/// session is a phase this module does not take part in).
+/// The PAM handle as the hooks see it.
 pub trait PamContext: Prompter {
     /// PAM_USER (asking the application for it if unset).
     fn user(&mut self) -> Option<String>;
@@ -31,6 +30,9 @@ pub trait PamContext: Prompter {
     fn set_authtok(&mut self, authtok: &[u8]);
     fn error_message(&mut self, text: &str);
     fn putenv(&mut self, name: &str, value: &str);
+    /// A variable of the PAM environment (what sshd carries from its authentication child
+    /// to the process that opens the session).
+    fn getenv(&self, name: &str) -> Option<String>;
     /// Stores a C-string PAM data item for later modules (pam_systemd).
     fn set_data(&mut self, name: &str, value: &str);
     fn log(&self, level: Level, message: &str);
@@ -96,6 +98,10 @@ impl PamContext for PamHandleContext<'_> {
 
     fn putenv(&mut self, name: &str, value: &str) {
         let _ = self.pamh.putenv(&format!("{name}={value}"));
+    }
+
+    fn getenv(&self, name: &str) -> Option<String> {
+        text(self.pamh.getenv(name))
     }
 
     fn set_data(&mut self, name: &str, value: &str) {

@@ -52,12 +52,65 @@ pub fn authenticate(pamh: &Pam, args: &[String]) -> PamError {
     authenticate_with(&mut ctx, args, now(), &World::HOST)
 }
 
-pub fn setcred(_pamh: &Pam, _args: &[String]) -> PamError {
-    // Nothing to establish, but PAM_SUCCESS: sshd fails the login if setcred errs.
-    PamError::SUCCESS
+/// setcred, account management, close_session, chauthtok: not this module's business.
+/// setcred in particular must not answer PAM_SUCCESS: with the documented `success=done`
+/// (or `success=end`) that would end the setcred walk at this line, for password logins
+/// too, and the lines after it (pam_env, pam_unix) would never run (SPEC v3). The stack's
+/// other auth modules establish credentials.
+pub fn ignore(_pamh: &Pam, _args: &[String]) -> PamError {
+    PamError::IGNORE
 }
 
-pub fn ignore(_pamh: &Pam, _args: &[String]) -> PamError {
+pub fn open_session(pamh: &Pam, args: &[String]) -> PamError {
+    let mut ctx = PamHandleContext { pamh };
+    open_session_with(&mut ctx, args, now())
+}
+
+/// The session phase of a token login: with `session_ends_at_exp`, sets pam_systemd's
+/// `systemd.runtime_max_sec` to the seconds left until the token's exp.
+///
+/// authenticate sets the item too, which is enough where one process runs every phase
+/// (su, a libpam driver). sshd does not: it authenticates in a forked child and opens the
+/// session in the parent, which gets back only the PAM environment (`pam_getenvlist`), so
+/// PAM data set in the child never reaches pam_systemd. What does cross is `IDTOKEN_EXP`,
+/// so the item is set again here, from it; this module's session line must come before
+/// pam_systemd's. An `IDTOKEN_EXP` put in the environment by anything else could only
+/// shorten a session. A login without it (a password login) is left alone.
+///
+/// PAM_IGNORE: the session's success is not this module's to decide; PAM_SESSION_ERR only
+/// when a token login's session cannot be limited because the config cannot be read.
+pub fn open_session_with(ctx: &mut dyn PamContext, raw_args: &[String], now: i64) -> PamError {
+    let Some(exp) = ctx.getenv("IDTOKEN_EXP") else {
+        return PamError::IGNORE;
+    };
+    let config = match args::parse(raw_args)
+        .and_then(|a| Config::load(&a.config).map_err(|e| e.to_string().replace('\n', "; ")))
+    {
+        Ok(c) => c,
+        Err(why) => {
+            ctx.log(
+                Level::Error,
+                &format!("session of a token login: config unusable, cannot apply session_ends_at_exp: {why}"),
+            );
+            return PamError::SESSION_ERR;
+        }
+    };
+    if !config.defaults.session_ends_at_exp {
+        return PamError::IGNORE;
+    }
+    match exp.parse::<i64>() {
+        Ok(exp) => set_runtime_limit(ctx, exp, now),
+        Err(_) => {
+            ctx.log(
+                Level::Error,
+                &format!(
+                    "IDTOKEN_EXP {:?} is not a time; the session will not end with the token",
+                    clean(&exp)
+                ),
+            );
+            return PamError::SESSION_ERR;
+        }
+    }
     PamError::IGNORE
 }
 
@@ -298,12 +351,17 @@ fn answer(ctx: &mut dyn PamContext, config: &Config, d: &Decision, now: i64) -> 
 /// runtime: the session, and what runs in it, ends when the token expires.
 pub const RUNTIME_MAX_SEC: &str = "systemd.runtime_max_sec";
 
-/// Asks pam_systemd to end the session at the token's exp: whole seconds from now, at
-/// least 1 (a token allowed within the leeway after exp still gets a session of 1 s).
+/// Asks pam_systemd to end the session at the token's exp (see [`set_runtime_limit`]).
 fn end_session_at_exp(ctx: &mut dyn PamContext, d: &Decision, now: i64) {
     let Some(exp) = d.audit_claims.exp else {
         return; // an allowed token always has exp; nothing to limit otherwise
     };
+    set_runtime_limit(ctx, exp, now);
+}
+
+/// The runtime limit for a token expiring at `exp`: whole seconds from now, at least 1 (a
+/// token allowed within the leeway after exp still gets a session of 1 s).
+fn set_runtime_limit(ctx: &mut dyn PamContext, exp: i64, now: i64) {
     let seconds = exp.saturating_sub(now).max(1);
     ctx.set_data(RUNTIME_MAX_SEC, &seconds.to_string());
 }

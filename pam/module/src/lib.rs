@@ -94,19 +94,6 @@ pub unsafe extern "C" fn pam_sm_authenticate(
     unsafe { guarded(&pamh, argc, argv, PamError::AUTH_ERR, hooks::authenticate) }
 }
 
-/// # Safety
-/// Called by libpam with a valid handle and argument vector.
-#[unsafe(no_mangle)]
-pub unsafe extern "C" fn pam_sm_setcred(
-    pamh: Pam,
-    _flags: c_int,
-    argc: c_int,
-    argv: *const *const c_char,
-) -> c_int {
-    // SAFETY: libpam's contract.
-    unsafe { guarded(&pamh, argc, argv, PamError::SERVICE_ERR, hooks::setcred) }
-}
-
 macro_rules! ignored_hook {
     ($name:ident) => {
         /// Not this module's business: `PAM_IGNORE`.
@@ -126,7 +113,29 @@ macro_rules! ignored_hook {
     };
 }
 
+// setcred too: see hooks::ignore for why it must not answer PAM_SUCCESS.
+ignored_hook!(pam_sm_setcred);
 ignored_hook!(pam_sm_acct_mgmt);
-ignored_hook!(pam_sm_open_session);
+/// # Safety
+/// Called by libpam with a valid handle and argument vector.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn pam_sm_open_session(
+    pamh: Pam,
+    _flags: c_int,
+    argc: c_int,
+    argv: *const *const c_char,
+) -> c_int {
+    // SAFETY: libpam's contract.
+    unsafe {
+        guarded(
+            &pamh,
+            argc,
+            argv,
+            PamError::SESSION_ERR,
+            hooks::open_session,
+        )
+    }
+}
+
 ignored_hook!(pam_sm_close_session);
 ignored_hook!(pam_sm_chauthtok);

@@ -26,7 +26,7 @@ use serde_json::{Value, json};
 
 use crate::collect::{OPENSSH_CUT, Prompter, Secret};
 use crate::handle::{Level, PamContext};
-use crate::hooks::{GENERIC_REFUSAL, Uses, World, authenticate_with};
+use crate::hooks::{GENERIC_REFUSAL, Uses, World, authenticate_with, open_session_with};
 
 // ---------------------------------------------------------------------------------------
 // The scripted context.
@@ -53,6 +53,7 @@ enum Event {
     Prompt(String, Answer),
     ErrorMessage(String),
     Putenv(String, String),
+    Getenv(String, Option<String>),
     SetData(String, String),
     SetAuthtok(Answer),
     /// A log line at this level containing this text.
@@ -82,6 +83,9 @@ fn error_message(text: &str) -> Event {
 }
 fn putenv(name: &str, value: &str) -> Event {
     Event::Putenv(name.to_string(), value.to_string())
+}
+fn getenv(name: &str, value: Option<&str>) -> Event {
+    Event::Getenv(name.to_string(), value.map(str::to_string))
 }
 fn set_data(name: &str, value: &str) -> Event {
     Event::SetData(name.to_string(), value.to_string())
@@ -213,6 +217,16 @@ impl PamContext for Script {
         match self.next(&format!("putenv({name}={value})")) {
             Event::Putenv(n, v) => assert_eq!((name, value), (&*n, &*v), "putenv"),
             other => panic!("expected {other:?}, got putenv({name}={value})"),
+        }
+    }
+
+    fn getenv(&self, name: &str) -> Option<String> {
+        match self.next(&format!("getenv({name})")) {
+            Event::Getenv(n, v) => {
+                assert_eq!(name, n, "getenv");
+                v
+            }
+            other => panic!("expected {other:?}, got getenv({name})"),
         }
     }
 
@@ -517,6 +531,55 @@ fn session_ends_at_exp_sets_the_runtime_limit_for_pam_systemd() {
         let code = run(&mut s, &site.args, &key_a(), &Ledger::default());
         assert_eq!(code, PamError::SUCCESS, "exp in {exp_in} s");
     }
+}
+
+/// SPEC v3: the session phase sets the runtime limit again from IDTOKEN_EXP, which is what
+/// crosses from sshd's authentication child to the process that opens the session; a login
+/// without it (a password login) and a config without session_ends_at_exp are left alone.
+#[test]
+fn the_session_phase_sets_the_runtime_limit_from_idtoken_exp() {
+    let exp = (NOW + 300).to_string();
+    let ends = Site::new("session-phase", "session_ends_at_exp = true");
+    let mut s = script(vec![vec![
+        getenv("IDTOKEN_EXP", Some(&exp)),
+        set_data("systemd.runtime_max_sec", "300"),
+    ]]);
+    assert_eq!(open_session_with(&mut s, &ends.args, NOW), PamError::IGNORE);
+    // A password login: nothing read, nothing set.
+    let mut s = script(vec![vec![getenv("IDTOKEN_EXP", None)]]);
+    assert_eq!(open_session_with(&mut s, &ends.args, NOW), PamError::IGNORE);
+    // Past exp (allowed within the leeway): one second.
+    let mut s = script(vec![vec![
+        getenv("IDTOKEN_EXP", Some(&(NOW - 20).to_string())),
+        set_data("systemd.runtime_max_sec", "1"),
+    ]]);
+    assert_eq!(open_session_with(&mut s, &ends.args, NOW), PamError::IGNORE);
+    // Without session_ends_at_exp: no item.
+    let stays = Site::new("session-stays", "");
+    let mut s = script(vec![vec![getenv("IDTOKEN_EXP", Some(&exp))]]);
+    assert_eq!(
+        open_session_with(&mut s, &stays.args, NOW),
+        PamError::IGNORE
+    );
+    // A token login whose config cannot be read: the session is refused, and logged.
+    let mut s = script(vec![vec![
+        getenv("IDTOKEN_EXP", Some(&exp)),
+        log(Level::Error, "cannot apply session_ends_at_exp"),
+    ]]);
+    let missing = vec!["config=/nonexistent/idtoken.toml".to_string()];
+    assert_eq!(
+        open_session_with(&mut s, &missing, NOW),
+        PamError::SESSION_ERR
+    );
+    // Garbage in IDTOKEN_EXP: refused too.
+    let mut s = script(vec![vec![
+        getenv("IDTOKEN_EXP", Some("soon")),
+        log(Level::Error, "is not a time"),
+    ]]);
+    assert_eq!(
+        open_session_with(&mut s, &ends.args, NOW),
+        PamError::SESSION_ERR
+    );
 }
 
 #[test]
