@@ -18,6 +18,7 @@
     )
 )]
 
+pub mod account;
 pub mod args;
 pub mod collect;
 pub mod conversation;
@@ -107,6 +108,21 @@ pub unsafe extern "C" fn pam_sm_setcred(
     unsafe { guarded(&pamh, argc, argv, PamError::SERVICE_ERR, hooks::setcred) }
 }
 
+/// `PAM_SUCCESS` after a token login, `PAM_IGNORE` otherwise ([`account`]).
+///
+/// # Safety
+/// Called by libpam with a valid handle and argument vector.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn pam_sm_acct_mgmt(
+    pamh: Pam,
+    _flags: c_int,
+    argc: c_int,
+    argv: *const *const c_char,
+) -> c_int {
+    // SAFETY: libpam's contract.
+    unsafe { guarded(&pamh, argc, argv, PamError::IGNORE, account::hook) }
+}
+
 macro_rules! ignored_hook {
     ($name:ident) => {
         /// Not this module's business: `PAM_IGNORE`.
@@ -126,7 +142,6 @@ macro_rules! ignored_hook {
     };
 }
 
-ignored_hook!(pam_sm_acct_mgmt);
 ignored_hook!(pam_sm_open_session);
 ignored_hook!(pam_sm_close_session);
 ignored_hook!(pam_sm_chauthtok);
