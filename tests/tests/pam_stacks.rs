@@ -623,7 +623,10 @@ fn custom_profile(file: &str) -> String {
             out.push_str(&format!("{l}\n"));
         }
     }
-    assert!(auth_placed, "no pam_usertype/pam_localuser/pam_unix auth line in {file}");
+    assert!(
+        auth_placed,
+        "no pam_usertype/pam_localuser/pam_unix auth line in {file}"
+    );
     assert!(
         account.is_none() || account_placed,
         "the account line has no pam_faillock line to go above in {file}"
@@ -645,7 +648,10 @@ fn phase_lines(text: &str, phase: &str) -> Vec<String> {
 fn custom_profile_files(h: &PamHarness, set: &str) {
     let config = h.sandbox.path("idtoken.toml");
     for f in ["password-auth", "system-auth"] {
-        h.service(f, &with_module(&custom_profile(&fixture(&format!("{set}/{f}"))), &config));
+        h.service(
+            f,
+            &with_module(&custom_profile(&fixture(&format!("{set}/{f}"))), &config),
+        );
     }
     rhel_common_files(h);
 }
@@ -765,7 +771,12 @@ fn fail_passwords(h: &PamHarness, user: &str, n: usize) {
     for _ in 0..n {
         let before = tally(h, user);
         // Enter at `ID token: `, then a wrong password at `Password: ` (or no second prompt).
-        let d = h.drive("sshd", user, &[Some(""), Some("wrong-password")], &["--account"]);
+        let d = h.drive(
+            "sshd",
+            user,
+            &[Some(""), Some("wrong-password")],
+            &["--account"],
+        );
         assert_eq!(d.rc, PAM_AUTH_ERR, "a wrong password fails: {d:?}");
         assert_eq!(tally(h, user), before + 1, "faillock counted it: {d:?}");
     }
@@ -779,8 +790,16 @@ fn faillock_lock_holds_for_tokens_in_the_custom_profile() {
 
     // Locked: three wrong passwords (deny = 3), then a valid token is refused.
     fail_passwords(&h, "alice", 3);
-    let d = h.drive("sshd", "alice", &[Some(&live_token("alice"))], &["--account"]);
-    assert_eq!(d.rc, PAM_AUTH_ERR, "a locked account is refused a token login: {d:?}");
+    let d = h.drive(
+        "sshd",
+        "alice",
+        &[Some(&live_token("alice"))],
+        &["--account"],
+    );
+    assert_eq!(
+        d.rc, PAM_AUTH_ERR,
+        "a locked account is refused a token login: {d:?}"
+    );
     // The documented give-up: the token was checked (and logged allow), and since `done`
     // ends a stack only when nothing before failed, the stack went on to `Password: `.
     assert_eq!(
@@ -793,20 +812,45 @@ fn faillock_lock_holds_for_tokens_in_the_custom_profile() {
         "the token's own verdict is logged: {:?}",
         h.syslog.lines()
     );
-    assert_eq!(tally(&h, "alice"), 3, "a token login leaves the tally as it was");
+    assert_eq!(
+        tally(&h, "alice"),
+        3,
+        "a token login leaves the tally as it was"
+    );
     let d = h.drive("sshd", "alice", &[Some(PASSWORD)], &["--account"]);
-    assert_eq!(d.rc, PAM_AUTH_ERR, "the right password is refused while locked: {d:?}");
+    assert_eq!(
+        d.rc, PAM_AUTH_ERR,
+        "the right password is refused while locked: {d:?}"
+    );
     // A refused token ends the stack before `authfail`: it is not counted.
     clear_tally(&h, "alice");
-    let d = h.drive("sshd", "alice", &[Some(&refused_token("alice"))], &["--account"]);
+    let d = h.drive(
+        "sshd",
+        "alice",
+        &[Some(&refused_token("alice"))],
+        &["--account"],
+    );
     assert_eq!(d.rc, PAM_AUTH_ERR, "{d:?}");
-    assert_eq!(tally(&h, "alice"), 0, "a refused token is not a faillock failure");
+    assert_eq!(
+        tally(&h, "alice"),
+        0,
+        "a refused token is not a faillock failure"
+    );
 
     // Not locked: two failures, a token login, and the two are still counted.
     fail_passwords(&h, "alice", 2);
-    let d = h.drive("sshd", "alice", &[Some(&live_token("alice"))], &["--account"]);
+    let d = h.drive(
+        "sshd",
+        "alice",
+        &[Some(&live_token("alice"))],
+        &["--account"],
+    );
     assert_eq!(d.rc, PAM_SUCCESS, "a token logs in below the limit: {d:?}");
-    assert_eq!(d.account, Some(PAM_SUCCESS), "the account phase passes: {d:?}");
+    assert_eq!(
+        d.account,
+        Some(PAM_SUCCESS),
+        "the account phase passes: {d:?}"
+    );
     assert_eq!(
         tally(&h, "alice"),
         2,
@@ -815,16 +859,27 @@ fn faillock_lock_holds_for_tokens_in_the_custom_profile() {
     // Password logins as before: the right one logs in and clears the tally.
     let d = h.drive("sshd", "alice", &[Some(PASSWORD)], &["--account"]);
     assert_eq!((d.rc, d.account), (PAM_SUCCESS, Some(PAM_SUCCESS)), "{d:?}");
-    assert_eq!(tally(&h, "alice"), 0, "a password login clears the tally as before");
+    assert_eq!(
+        tally(&h, "alice"),
+        0,
+        "a password login clears the tally as before"
+    );
     // A wrong password typed at `ID token: ` counts as before.
     let d = h.drive("sshd", "alice", &[Some("wrong-password")], &["--account"]);
     assert_eq!(d.rc, PAM_AUTH_ERR, "{d:?}");
-    assert_eq!(tally(&h, "alice"), 1, "a wrong password at `ID token: ` is counted");
+    assert_eq!(
+        tally(&h, "alice"),
+        1,
+        "a wrong password at `ID token: ` is counted"
+    );
 
     // su through system-auth keeps the lock too.
     fail_passwords(&h, "bob", 3);
     let d = h.drive("su", "bob", &[Some(&live_token("bob"))], &["--account"]);
-    assert_eq!(d.rc, PAM_AUTH_ERR, "su: a locked account is refused a token: {d:?}");
+    assert_eq!(
+        d.rc, PAM_AUTH_ERR,
+        "su: a locked account is refused a token: {d:?}"
+    );
 }
 
 /// The RHEL ssh-only line over the stock password-auth of fixture set `set`.
@@ -856,7 +911,12 @@ fn the_rhel_ssh_only_line_gives_up_faillock_as_documented() {
     let h = faillock_harness("stack-sshonly-faillock");
     ssh_only_files(&h, "rhel9-faillock");
     fail_passwords(&h, "alice", 3);
-    let d = h.drive("sshd", "alice", &[Some(&live_token("alice"))], &["--account"]);
+    let d = h.drive(
+        "sshd",
+        "alice",
+        &[Some(&live_token("alice"))],
+        &["--account"],
+    );
     assert_eq!(
         (d.rc, d.account),
         (PAM_SUCCESS, Some(PAM_SUCCESS)),
@@ -868,7 +928,10 @@ fn the_rhel_ssh_only_line_gives_up_faillock_as_documented() {
         "README: ...and the account phase clears faillock's tally"
     );
     let d = h.drive("sshd", "alice", &[Some(""), Some(PASSWORD)], &["--account"]);
-    assert_eq!(d.rc, PAM_SUCCESS, "...which unlocks password logins too: {d:?}");
+    assert_eq!(
+        d.rc, PAM_SUCCESS,
+        "...which unlocks password logins too: {d:?}"
+    );
 }
 
 /// pam_u2f from libpam-u2f (Debian's build of Yubico's module, as RHEL's EPEL has it).
@@ -903,11 +966,19 @@ fn register_u2f_key(h: &PamHarness, user: &str, uid: u32) {
 #[test]
 fn u2f_2fa_holds_for_tokens_in_the_custom_profile() {
     root_or_skip!();
-    require!(has_pam_u2f(), "pam_u2f.so (libpam-u2f; tests/support/install-deps)");
+    require!(
+        has_pam_u2f(),
+        "pam_u2f.so (libpam-u2f; tests/support/install-deps)"
+    );
     let h = harness("stack-u2f");
     custom_profile_files(&h, "rhel9-u2f-2fa");
     register_u2f_key(&h, "alice", 2001);
-    let d = h.drive("sshd", "alice", &[Some(&live_token("alice"))], &["--account"]);
+    let d = h.drive(
+        "sshd",
+        "alice",
+        &[Some(&live_token("alice"))],
+        &["--account"],
+    );
     assert_eq!(
         d.rc, PAM_AUTH_ERR,
         "an account with a registered key cannot log in with a token alone: {d:?}"
@@ -919,13 +990,21 @@ fn u2f_2fa_holds_for_tokens_in_the_custom_profile() {
         "an account without keys passes pam_u2f (nouserok) and logs in with a token: {d:?}"
     );
     let d = h.drive("su", "alice", &[Some(&live_token("alice"))], &[]);
-    assert_eq!(d.rc, PAM_AUTH_ERR, "su (system-auth) keeps the second factor: {d:?}");
+    assert_eq!(
+        d.rc, PAM_AUTH_ERR,
+        "su (system-auth) keeps the second factor: {d:?}"
+    );
 
     // The ssh-only line gives it up (README).
     let h = harness("stack-sshonly-u2f");
     ssh_only_files(&h, "rhel9-u2f-2fa");
     register_u2f_key(&h, "alice", 2001);
-    let d = h.drive("sshd", "alice", &[Some(&live_token("alice"))], &["--account"]);
+    let d = h.drive(
+        "sshd",
+        "alice",
+        &[Some(&live_token("alice"))],
+        &["--account"],
+    );
     assert_eq!(
         d.rc, PAM_SUCCESS,
         "README: the ssh-only line lets a token skip pam_u2f: {d:?}"
@@ -937,13 +1016,21 @@ fn smartcard_requirement_holds_for_tokens_in_the_custom_profile() {
     root_or_skip!();
     let h = harness("stack-smartcard");
     custom_profile_files(&h, "rhel9-smartcard-required");
-    let d = h.drive("sshd", "alice", &[Some(&live_token("alice"))], &["--account"]);
+    let d = h.drive(
+        "sshd",
+        "alice",
+        &[Some(&live_token("alice"))],
+        &["--account"],
+    );
     assert_eq!(
         d.rc, PAM_AUTH_ERR,
         "password-auth refuses a token as it refuses a password (pam_deny first): {d:?}"
     );
     let d = h.drive("sshd", "alice", &[Some(PASSWORD)], &["--account"]);
-    assert_eq!(d.rc, PAM_AUTH_ERR, "...and a password, as authselect means: {d:?}");
+    assert_eq!(
+        d.rc, PAM_AUTH_ERR,
+        "...and a password, as authselect means: {d:?}"
+    );
     require!(
         has_pam_sss(),
         "pam_sss.so (libpam-sss; tests/support/install-deps) for system-auth's smartcard lines"
@@ -957,7 +1044,12 @@ fn smartcard_requirement_holds_for_tokens_in_the_custom_profile() {
     // The ssh-only line gives it up (README).
     let h = harness("stack-sshonly-smartcard");
     ssh_only_files(&h, "rhel9-smartcard-required");
-    let d = h.drive("sshd", "alice", &[Some(&live_token("alice"))], &["--account"]);
+    let d = h.drive(
+        "sshd",
+        "alice",
+        &[Some(&live_token("alice"))],
+        &["--account"],
+    );
     assert_eq!(
         d.rc, PAM_SUCCESS,
         "README: the ssh-only line lets a token skip password-auth's pam_deny: {d:?}"

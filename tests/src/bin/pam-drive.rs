@@ -54,8 +54,9 @@ fn main() {
     let rc = h.authenticate();
     let account = (args.iter().any(|a| a == "--account") && rc == 0).then(|| h.acct_mgmt());
     let setcred = h.setcred();
-    let session = (args.iter().any(|a| a == "--open-session") && rc == 0 && account.unwrap_or(0) == 0)
-        .then(|| h.open_session());
+    let session =
+        (args.iter().any(|a| a == "--open-session") && rc == 0 && account.unwrap_or(0) == 0)
+            .then(|| h.open_session());
     let env: Map<String, Value> = h
         .env()
         .into_iter()
