@@ -50,6 +50,7 @@ unsafe extern "C" {
     ) -> c_int;
     pub fn pam_authenticate(pamh: *mut c_void, flags: c_int) -> c_int;
     pub fn pam_setcred(pamh: *mut c_void, flags: c_int) -> c_int;
+    pub fn pam_acct_mgmt(pamh: *mut c_void, flags: c_int) -> c_int;
     pub fn pam_open_session(pamh: *mut c_void, flags: c_int) -> c_int;
     pub fn pam_set_item(pamh: *mut c_void, item: c_int, value: *const c_void) -> c_int;
     pub fn pam_getenvlist(pamh: *mut c_void) -> *mut *mut c_char;
@@ -162,6 +163,12 @@ impl Handle {
         // SAFETY: a started handle.
         self.last = unsafe { pam_authenticate(self.pamh, 0) };
         self.last
+    }
+
+    /// The account phase, as sshd and su run it after a successful authentication.
+    pub fn acct_mgmt(&mut self) -> c_int {
+        // SAFETY: a started handle.
+        unsafe { pam_acct_mgmt(self.pamh, 0) }
     }
 
     pub fn setcred(&mut self) -> c_int {

@@ -52,6 +52,8 @@ pub fn can_isolate() -> bool {
 pub struct Drive {
     pub rc: i64,
     pub rc_name: String,
+    /// The account phase's result (`--account`, after a successful authentication).
+    pub account: Option<i64>,
     pub setcred: i64,
     pub prompts: Vec<String>,
     pub messages: Vec<String>,
@@ -73,6 +75,9 @@ pub struct PamHarness {
     /// A test's own sssd (`isolate --sss`): its config, socket and caches, for every
     /// process the harness starts (tests/src/directory.rs).
     pub sss: Option<PathBuf>,
+    /// A private /run for pam-drive (`isolate --run`): pam_faillock's tally directory
+    /// (/run/faillock) is then the test's, never the host's.
+    pub run: Option<PathBuf>,
 }
 
 impl PamHarness {
@@ -91,6 +96,7 @@ impl PamHarness {
             bind_pamd: std::sync::atomic::AtomicBool::new(false),
             drive_env: std::sync::Mutex::new(Vec::new()),
             sss: None,
+            run: None,
         }
     }
 
@@ -188,6 +194,10 @@ impl PamHarness {
                 },
             )
             .args(self.isolate_sss_args())
+            .args(match &self.run {
+                Some(dir) => vec![std::ffi::OsStr::new("--run"), dir.as_os_str()],
+                None => Vec::new(),
+            })
             .arg("--")
             .args(match uid {
                 Some(u) => vec![
@@ -231,6 +241,7 @@ impl PamHarness {
                 .and_then(Value::as_str)
                 .unwrap_or_default()
                 .to_string(),
+            account: v.get("account").and_then(Value::as_i64),
             setcred: v.get("setcred").and_then(Value::as_i64).unwrap_or(-1),
             prompts: strings("prompts"),
             messages: strings("messages"),

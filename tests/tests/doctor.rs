@@ -562,3 +562,146 @@ fn the_shipped_alert_rules_load() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+fn rhel_fixture(rel: &str) -> String {
+    let p = idtoken_e2e::workspace_root()
+        .join("tests/fixtures/pam")
+        .join(rel);
+    std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+}
+
+/// A setup whose sshd stack is RHEL 9's: /etc/pam.d/sshd, postlogin, and password-auth of
+/// fixture set `set` (written by authselect 1.2.6), with `place` putting the module in.
+fn rhel_setup(tag: &str, set: &str, sshd_line: bool, profile_lines: bool) -> Setup {
+    let s = Setup::new(tag);
+    let module = format!(
+        "auth [success=done auth_err=die default=ignore] pam_idtoken.so config={}",
+        s.config.display()
+    );
+    let mut sshd = String::new();
+    for l in rhel_fixture("rhel9/sshd").lines() {
+        if sshd_line && l.starts_with("auth") && l.contains("substack") {
+            sshd.push_str(&format!("{module}\n"));
+        }
+        sshd.push_str(&format!("{l}\n"));
+    }
+    let mut pa = String::new();
+    let (mut auth_done, mut account_done) = (false, false);
+    for l in rhel_fixture(&format!("{set}/password-auth")).lines() {
+        if profile_lines && !auth_done && l.starts_with("auth") && l.contains("pam_usertype.so") {
+            pa.push_str(&format!("{module}\n"));
+            auth_done = true;
+        }
+        if profile_lines
+            && !account_done
+            && l.starts_with("account")
+            && l.contains("pam_faillock.so")
+        {
+            pa.push_str("account [success=1 default=ignore] pam_idtoken.so\n");
+            account_done = true;
+        }
+        pa.push_str(&format!("{l}\n"));
+    }
+    s.sb.write("pam.d/sshd", sshd.as_bytes());
+    s.sb.write("pam.d/password-auth", pa.as_bytes());
+    s.sb.write(
+        "pam.d/postlogin",
+        rhel_fixture("rhel9/postlogin").as_bytes(),
+    );
+    s
+}
+
+#[test]
+fn doctor_reports_a_module_above_faillock_smartcard_and_u2f_requirements() {
+    require!(
+        prerequisites(),
+        "doctor tests need root, libnss-wrapper and openssh-server"
+    );
+    // The ssh-only line over password-auth with all three features: each is skipped.
+    let s = rhel_setup("rhel-sshonly", "rhel9-all", true, false);
+    let (code, checks) = s.doctor();
+    let c = find(&checks, "pam_stack.requirements");
+    eprintln!(
+        "{}",
+        serde_json::to_string_pretty(&checks).unwrap_or_default()
+    );
+    assert_eq!(c["status"], "fail", "{c}");
+    let detail = c["detail"].as_str().unwrap_or_default();
+    for (line, what) in [
+        (6, "pam_deny.so"),
+        (7, "pam_faillock.so preauth"),
+        (8, "pam_u2f.so"),
+    ] {
+        assert!(
+            detail.contains(&format!("password-auth:{line} ({what}")),
+            "names password-auth:{line} ({what}): {detail}"
+        );
+    }
+    assert!(
+        c["fix"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("authselect custom profile"),
+        "{c}"
+    );
+    assert_eq!(
+        find(&checks, "pam_stack.faillock_account")["status"],
+        "warn"
+    );
+    assert_eq!(code, 2);
+
+    // Each requirement alone, above the module: reported.
+    for set in [
+        "rhel9-faillock",
+        "rhel9-smartcard-required",
+        "rhel9-u2f-2fa",
+    ] {
+        let s = rhel_setup(&format!("rhel-sshonly-{set}"), set, true, false);
+        let (_, checks) = s.doctor();
+        assert_eq!(
+            find(&checks, "pam_stack.requirements")["status"],
+            "fail",
+            "{set}"
+        );
+    }
+
+    // The custom profile's placement keeps them: requirements and the tally are ok.
+    let s = rhel_setup("rhel-profile", "rhel9-faillock", false, true);
+    let (_, checks) = s.doctor();
+    for name in [
+        "pam_stack.requirements",
+        "pam_stack.faillock_account",
+        "pam_stack.valid_token",
+        "pam_stack.refused_token",
+        "pam_stack.password",
+        "pam_stack.order",
+    ] {
+        assert_eq!(find(&checks, name)["status"], "ok", "{name}: {checks:#?}");
+    }
+    let s = rhel_setup("rhel-profile-sc", "rhel9-smartcard-required", false, true);
+    let (_, checks) = s.doctor();
+    assert_eq!(find(&checks, "pam_stack.requirements")["status"], "ok");
+    let c = find(&checks, "pam_stack.valid_token");
+    assert_eq!(
+        c["status"], "warn",
+        "smartcard-required refuses every login: {c}"
+    );
+
+    // An account line that would jump over pam_unix's (faillock off) is a failure.
+    let s = rhel_setup("rhel-account-line", "rhel9", false, true);
+    s.rewrite(
+        "pam.d/password-auth",
+        "account     required                                     pam_unix.so",
+        "account [success=1 default=ignore] pam_idtoken.so\naccount required pam_unix.so",
+    );
+    let (_, checks) = s.doctor();
+    let c = find(&checks, "pam_stack.account_line");
+    assert_eq!(c["status"], "fail", "{c}");
+    assert!(
+        c["detail"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("pam_unix.so"),
+        "{c}"
+    );
+}

@@ -4,7 +4,12 @@
 //! line over password-auth and postlogin, and authselect custom profiles made from `sssd`
 //! and from `minimal`. The blocks are found by their `stack:NAME` marks in README.md,
 //! packaging/README-install.md, pam_idtoken(8) and the RPM spec, so a doc edit that breaks a
-//! stack fails here. RHEL's own files are fixtures in tests/fixtures/pam.
+//! stack fails here. RHEL's own files are fixtures in tests/fixtures/pam, written by
+//! authselect 1.2.6 itself (tests/fixtures/pam/generate-rhel9), with and without the features
+//! whose requirements a token must not skip: with-faillock (a locked account stays locked,
+//! and a token login never clears the failure tally), with-smartcard-required and
+//! with-pam-u2f-2fa, each driven through the real pam_faillock, pam_deny and pam_u2f; and
+//! what the ssh-only line gives up with each, as the README says.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -30,6 +35,9 @@ const MARKED: &[(&str, &str)] = &[
     ("packaging/README-install.md", "rhel-sshd"),
     ("packaging/README-install.md", "authselect-sssd"),
     ("packaging/README-install.md", "authselect-minimal"),
+    ("README.md", "authselect-module-line"),
+    ("packaging/README-install.md", "authselect-module-line"),
+    ("packaging/man/pam_idtoken.8", "authselect-module-line"),
     ("packaging/man/pam_idtoken.8", "debian-common-auth"),
     ("packaging/man/pam_idtoken.8", "debian-sshd"),
     ("packaging/man/pam_idtoken.8", "rhel-sshd"),
@@ -547,57 +555,154 @@ fn rhel_sshd_line_works_as_documented() {
     );
 }
 
-/// An authselect custom profile: the profile's system-auth and password-auth with their auth
-/// section replaced by the documented one, which must be the base profile's own auth lines
-/// plus the module line and `try_first_pass` on pam_unix, and nothing else.
-fn authselect_profile(h: &PamHarness, base: &str, name: &str) {
-    let config = h.sandbox.path("idtoken.toml");
-    let documented = block(name);
-    let spec_line = block("authselect-module-line");
-    let module_lines: Vec<&String> = documented
-        .iter()
-        .filter(|l| l.contains("pam_idtoken.so"))
-        .collect();
-    assert_eq!(
-        module_lines.iter().map(|l| norm(l)).collect::<Vec<_>>(),
-        spec_line.iter().map(|l| norm(l)).collect::<Vec<_>>(),
-        "the RPM spec's module line for authselect is the README's"
-    );
-    for f in ["password-auth", "system-auth"] {
-        let shipped = fixture(&format!("{base}/{f}"));
-        let without_ours: Vec<String> = documented
-            .iter()
-            .filter(|l| !l.contains("pam_idtoken.so"))
-            .map(|l| norm(&l.replace(" try_first_pass", "")))
-            .collect();
-        let base_auth: Vec<String> = auth_lines(&shipped)
-            .iter()
-            .map(|l| l.replace(" try_first_pass", ""))
-            .collect();
-        assert_eq!(
-            without_ours, base_auth,
-            "{name}: the documented auth lines are {base}'s own plus the module line"
-        );
-        let rest: String = shipped
-            .lines()
-            .filter(|l| !(l.starts_with("auth") || l.starts_with("-auth")))
-            .map(|l| format!("{l}\n"))
-            .collect();
-        let auth: String = documented
-            .iter()
-            .map(|l| format!("{}\n", with_module(l, &config)))
-            .collect();
-        h.service(f, &format!("{auth}{rest}"));
+/// A line of the documentation's authselect template with its `{include if "FEATURE"}`
+/// condition split off.
+fn template_line(line: &str) -> (String, Option<String>) {
+    match line.split_once("{include if \"") {
+        Some((l, rest)) => {
+            let feature = rest.split('"').next().unwrap_or_default().to_string();
+            (norm(l), Some(feature))
+        }
+        None => (norm(line), None),
     }
+}
+
+/// Whether `feature` is on in a file authselect wrote, told by the lines it adds.
+fn feature_on(file: &str, feature: &str) -> bool {
+    match feature {
+        "with-faillock" => file.contains("pam_faillock.so"),
+        other => panic!("the module's template lines name {other:?}: teach feature_on it"),
+    }
+}
+
+/// The documented custom profile applied to a file authselect wrote: the template lines of
+/// `stack:authselect-module-line` whose condition holds, the auth line directly above the
+/// first pam_usertype/pam_localuser/pam_unix auth line, the account line directly above
+/// faillock's account line, and `try_first_pass` on pam_unix's auth line.
+fn custom_profile(file: &str) -> String {
+    let lines: Vec<(String, Option<String>)> = block("authselect-module-line")
+        .iter()
+        .map(|l| template_line(l))
+        .collect();
+    let wanted: Vec<&String> = lines
+        .iter()
+        .filter(|(_, f)| f.as_deref().is_none_or(|f| feature_on(file, f)))
+        .map(|(l, _)| l)
+        .collect();
+    let auth = wanted.iter().find(|l| l.starts_with("auth "));
+    let account = wanted.iter().find(|l| l.starts_with("account "));
+    let Some(auth) = auth else {
+        panic!("stack:authselect-module-line has no auth line");
+    };
+    let mut out = String::new();
+    let (mut auth_placed, mut account_placed) = (false, false);
+    for l in file.lines() {
+        let n = norm(l.split('#').next().unwrap_or_default());
+        let module = n
+            .split_whitespace()
+            .find(|w| w.ends_with(".so"))
+            .unwrap_or_default();
+        if !auth_placed
+            && n.starts_with("auth ")
+            && ["pam_usertype.so", "pam_localuser.so", "pam_unix.so"].contains(&module)
+        {
+            out.push_str(&format!("{auth}\n"));
+            auth_placed = true;
+        }
+        if let Some(account) = account
+            && !account_placed
+            && n.starts_with("account ")
+            && module == "pam_faillock.so"
+        {
+            out.push_str(&format!("{account}\n"));
+            account_placed = true;
+        }
+        if n.starts_with("auth ") && module == "pam_unix.so" && !n.contains("try_first_pass") {
+            out.push_str(&format!("{n} try_first_pass\n"));
+        } else {
+            out.push_str(&format!("{l}\n"));
+        }
+    }
+    assert!(
+        auth_placed,
+        "no pam_usertype/pam_localuser/pam_unix auth line in {file}"
+    );
+    assert!(
+        account.is_none() || account_placed,
+        "the account line has no pam_faillock line to go above in {file}"
+    );
+    out
+}
+
+/// The lines of `phase` in a PAM file, comments dropped and whitespace made single.
+fn phase_lines(text: &str, phase: &str) -> Vec<String> {
+    text.lines()
+        .map(|l| norm(l.split('#').next().unwrap_or_default()))
+        .filter(|l| l.trim_start_matches('-').split_whitespace().next() == Some(phase))
+        .collect()
+}
+
+/// The RHEL 9 files of fixture set `set` with the documented custom profile in system-auth
+/// and password-auth, the module pointed at the test's config, and RHEL's sshd, postlogin
+/// and an `su` that uses system-auth as RHEL's does.
+fn custom_profile_files(h: &PamHarness, set: &str) {
+    let config = h.sandbox.path("idtoken.toml");
+    for f in ["password-auth", "system-auth"] {
+        h.service(
+            f,
+            &with_module(&custom_profile(&fixture(&format!("{set}/{f}"))), &config),
+        );
+    }
+    rhel_common_files(h);
+}
+
+fn rhel_common_files(h: &PamHarness) {
     h.service("postlogin", &fixture("rhel9/postlogin"))
-        .service("sshd", &fixture("rhel9/sshd"));
+        .service("sshd", &fixture("rhel9/sshd"))
+        .service(
+            "su",
+            "auth substack system-auth\naccount include system-auth\n",
+        );
+}
+
+/// The documented profile, with its base's own lines: the block's lines of each phase it
+/// shows, less the module's and `try_first_pass`, are the fixture's; and the block is what
+/// the placement rule makes of the fixture.
+fn assert_documented_profile(set: &str, name: &str) {
+    let documented = block(name);
+    for f in ["password-auth", "system-auth"] {
+        let shipped = fixture(&format!("{set}/{f}"));
+        let placed = custom_profile(&shipped);
+        for phase in ["auth", "account"] {
+            let doc = phase_lines(&documented.join("\n"), phase);
+            if doc.is_empty() {
+                continue;
+            }
+            let without_ours: Vec<String> = doc
+                .iter()
+                .filter(|l| !l.contains("pam_idtoken.so"))
+                .map(|l| l.replace(" try_first_pass", ""))
+                .collect();
+            assert_eq!(
+                without_ours,
+                phase_lines(&shipped, phase),
+                "{name}: the documented {phase} lines are {set}'s own plus the module's"
+            );
+            assert_eq!(
+                doc,
+                phase_lines(&placed, phase),
+                "{name}: the documented {phase} lines are the placement rule applied to {set}/{f}"
+            );
+        }
+    }
 }
 
 #[test]
 fn authselect_profile_from_sssd_works_as_documented() {
     root_or_skip!();
-    let h = harness("stack-as-sssd");
-    authselect_profile(&h, "rhel9", "authselect-sssd");
+    assert_documented_profile("rhel9-faillock", "authselect-sssd");
+    let h = faillock_harness("stack-as-sssd");
+    custom_profile_files(&h, "rhel9-faillock");
     drive_documented_cases(
         &h,
         "authselect-sssd",
@@ -615,13 +720,338 @@ fn authselect_profile_from_sssd_works_as_documented() {
 #[test]
 fn authselect_profile_from_minimal_works_as_documented() {
     root_or_skip!();
+    assert_documented_profile("authselect-minimal", "authselect-minimal");
     let h = harness("stack-as-min");
-    authselect_profile(&h, "authselect-minimal", "authselect-minimal");
+    custom_profile_files(&h, "authselect-minimal");
     drive_documented_cases(
         &h,
         "authselect-minimal",
         &Promise {
             password_at_token_prompt: true,
         },
+    );
+}
+
+/// A harness whose pam_faillock keeps its tally in the test's own /run (never the host's)
+/// and reads the test's faillock.conf: RHEL's defaults, written out.
+fn faillock_harness(tag: &str) -> PamHarness {
+    let mut h = harness(tag);
+    let run = h.sandbox.path("run");
+    std::fs::create_dir_all(&run).unwrap_or_else(|e| panic!("{}: {e}", run.display()));
+    set_mode(&run, 0o755);
+    h.run = Some(run);
+    let conf = h.etc.join("faillock.conf");
+    std::fs::write(&conf, "deny = 3\nunlock_time = 600\nfail_interval = 900\n")
+        .unwrap_or_else(|e| panic!("{}: {e}", conf.display()));
+    set_mode(&conf, 0o644);
+    h
+}
+
+/// The failures pam_faillock counts for `user`: the valid 64-byte records of its tally file
+/// (Linux-PAM's `struct tally`: source[52], reserved u16, status u16, time u64).
+fn tally(h: &PamHarness, user: &str) -> usize {
+    let Some(run) = &h.run else {
+        panic!("not a faillock harness");
+    };
+    let bytes = std::fs::read(run.join("faillock").join(user)).unwrap_or_default();
+    bytes
+        .chunks_exact(64)
+        .filter(|r| u16::from_ne_bytes([r[54], r[55]]) & 1 == 1)
+        .count()
+}
+
+fn clear_tally(h: &PamHarness, user: &str) {
+    if let Some(run) = &h.run {
+        let _ = std::fs::remove_file(run.join("faillock").join(user));
+    }
+}
+
+/// `n` failed password logins for `user` through sshd, each counted by faillock.
+fn fail_passwords(h: &PamHarness, user: &str, n: usize) {
+    for _ in 0..n {
+        let before = tally(h, user);
+        // Enter at `ID token: `, then a wrong password at `Password: ` (or no second prompt).
+        let d = h.drive(
+            "sshd",
+            user,
+            &[Some(""), Some("wrong-password")],
+            &["--account"],
+        );
+        assert_eq!(d.rc, PAM_AUTH_ERR, "a wrong password fails: {d:?}");
+        assert_eq!(tally(h, user), before + 1, "faillock counted it: {d:?}");
+    }
+}
+
+#[test]
+fn faillock_lock_holds_for_tokens_in_the_custom_profile() {
+    root_or_skip!();
+    let h = faillock_harness("stack-faillock");
+    custom_profile_files(&h, "rhel9-faillock");
+
+    // Locked: three wrong passwords (deny = 3), then a valid token is refused.
+    fail_passwords(&h, "alice", 3);
+    let d = h.drive(
+        "sshd",
+        "alice",
+        &[Some(&live_token("alice"))],
+        &["--account"],
+    );
+    assert_eq!(
+        d.rc, PAM_AUTH_ERR,
+        "a locked account is refused a token login: {d:?}"
+    );
+    // The documented give-up: the token was checked (and logged allow), and since `done`
+    // ends a stack only when nothing before failed, the stack went on to `Password: `.
+    assert_eq!(
+        d.prompts.get(..2),
+        Some(&["ID token: ".to_string(), "Password: ".to_string()][..]),
+        "{d:?}"
+    );
+    assert!(
+        h.audit(1).iter().any(|l| l.contains("decision=allow")),
+        "the token's own verdict is logged: {:?}",
+        h.syslog.lines()
+    );
+    assert_eq!(
+        tally(&h, "alice"),
+        3,
+        "a token login leaves the tally as it was"
+    );
+    let d = h.drive("sshd", "alice", &[Some(PASSWORD)], &["--account"]);
+    assert_eq!(
+        d.rc, PAM_AUTH_ERR,
+        "the right password is refused while locked: {d:?}"
+    );
+    // A refused token ends the stack before `authfail`: it is not counted.
+    clear_tally(&h, "alice");
+    let d = h.drive(
+        "sshd",
+        "alice",
+        &[Some(&refused_token("alice"))],
+        &["--account"],
+    );
+    assert_eq!(d.rc, PAM_AUTH_ERR, "{d:?}");
+    assert_eq!(
+        tally(&h, "alice"),
+        0,
+        "a refused token is not a faillock failure"
+    );
+
+    // Not locked: two failures, a token login, and the two are still counted.
+    fail_passwords(&h, "alice", 2);
+    let d = h.drive(
+        "sshd",
+        "alice",
+        &[Some(&live_token("alice"))],
+        &["--account"],
+    );
+    assert_eq!(d.rc, PAM_SUCCESS, "a token logs in below the limit: {d:?}");
+    assert_eq!(
+        d.account,
+        Some(PAM_SUCCESS),
+        "the account phase passes: {d:?}"
+    );
+    assert_eq!(
+        tally(&h, "alice"),
+        2,
+        "a token login does not clear faillock's tally (the account line jumps over it)"
+    );
+    // Password logins as before: the right one logs in and clears the tally.
+    let d = h.drive("sshd", "alice", &[Some(PASSWORD)], &["--account"]);
+    assert_eq!((d.rc, d.account), (PAM_SUCCESS, Some(PAM_SUCCESS)), "{d:?}");
+    assert_eq!(
+        tally(&h, "alice"),
+        0,
+        "a password login clears the tally as before"
+    );
+    // A wrong password typed at `ID token: ` counts as before.
+    let d = h.drive("sshd", "alice", &[Some("wrong-password")], &["--account"]);
+    assert_eq!(d.rc, PAM_AUTH_ERR, "{d:?}");
+    assert_eq!(
+        tally(&h, "alice"),
+        1,
+        "a wrong password at `ID token: ` is counted"
+    );
+
+    // su through system-auth keeps the lock too.
+    fail_passwords(&h, "bob", 3);
+    let d = h.drive("su", "bob", &[Some(&live_token("bob"))], &["--account"]);
+    assert_eq!(
+        d.rc, PAM_AUTH_ERR,
+        "su: a locked account is refused a token: {d:?}"
+    );
+}
+
+/// The RHEL ssh-only line over the stock password-auth of fixture set `set`.
+fn ssh_only_files(h: &PamHarness, set: &str) {
+    let config = h.sandbox.path("idtoken.toml");
+    let block = block("rhel-sshd");
+    let Some((anchor, module_lines)) = block.split_last() else {
+        panic!("stack:rhel-sshd is empty");
+    };
+    let mut sshd = String::new();
+    for l in fixture("rhel9/sshd").lines() {
+        if norm(l) == norm(anchor) {
+            for m in module_lines {
+                sshd.push_str(&format!("{}\n", with_module(m, &config)));
+            }
+        }
+        sshd.push_str(&format!("{l}\n"));
+    }
+    for f in ["password-auth", "system-auth"] {
+        h.service(f, &fixture(&format!("{set}/{f}")));
+    }
+    h.service("postlogin", &fixture("rhel9/postlogin"))
+        .service("sshd", &sshd);
+}
+
+#[test]
+fn the_rhel_ssh_only_line_gives_up_faillock_as_documented() {
+    root_or_skip!();
+    let h = faillock_harness("stack-sshonly-faillock");
+    ssh_only_files(&h, "rhel9-faillock");
+    fail_passwords(&h, "alice", 3);
+    let d = h.drive(
+        "sshd",
+        "alice",
+        &[Some(&live_token("alice"))],
+        &["--account"],
+    );
+    assert_eq!(
+        (d.rc, d.account),
+        (PAM_SUCCESS, Some(PAM_SUCCESS)),
+        "README: with the ssh-only line a locked account logs in with a token: {d:?}"
+    );
+    assert_eq!(
+        tally(&h, "alice"),
+        0,
+        "README: ...and the account phase clears faillock's tally"
+    );
+    let d = h.drive("sshd", "alice", &[Some(""), Some(PASSWORD)], &["--account"]);
+    assert_eq!(
+        d.rc, PAM_SUCCESS,
+        "...which unlocks password logins too: {d:?}"
+    );
+}
+
+/// pam_u2f from libpam-u2f (Debian's build of Yubico's module, as RHEL's EPEL has it).
+fn has_pam_u2f() -> bool {
+    ["/usr/lib/x86_64-linux-gnu/security", "/usr/lib/security"]
+        .iter()
+        .any(|d| Path::new(d).join("pam_u2f.so").exists())
+}
+
+/// Gives `user` a registered U2F key (pam_u2f's default authfile in the home directory).
+/// No device is ever present in the test's /dev, so pam_u2f cannot pass for that user.
+fn register_u2f_key(h: &PamHarness, user: &str, uid: u32) {
+    let dir = h.sandbox.path(&format!("home/{user}/.config/Yubico"));
+    std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
+    let keys = dir.join("u2f_keys");
+    // user:KeyHandle,UserKey,CoseType,Options (pam_u2f's format).
+    std::fs::write(
+        &keys,
+        format!("{user}:dGVzdC1rZXktaGFuZGxl,BAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA,es256,+presence\n"),
+    )
+    .unwrap_or_else(|e| panic!("{}: {e}", keys.display()));
+    for p in [
+        h.sandbox.path(&format!("home/{user}/.config")),
+        dir.clone(),
+        keys.clone(),
+    ] {
+        let _ = std::os::unix::fs::chown(&p, Some(uid), Some(uid));
+    }
+    set_mode(&keys, 0o600);
+}
+
+#[test]
+fn u2f_2fa_holds_for_tokens_in_the_custom_profile() {
+    root_or_skip!();
+    require!(
+        has_pam_u2f(),
+        "pam_u2f.so (libpam-u2f; tests/support/install-deps)"
+    );
+    let h = harness("stack-u2f");
+    custom_profile_files(&h, "rhel9-u2f-2fa");
+    register_u2f_key(&h, "alice", 2001);
+    let d = h.drive(
+        "sshd",
+        "alice",
+        &[Some(&live_token("alice"))],
+        &["--account"],
+    );
+    assert_eq!(
+        d.rc, PAM_AUTH_ERR,
+        "an account with a registered key cannot log in with a token alone: {d:?}"
+    );
+    let d = h.drive("sshd", "bob", &[Some(&live_token("bob"))], &["--account"]);
+    assert_eq!(
+        (d.rc, d.account),
+        (PAM_SUCCESS, Some(PAM_SUCCESS)),
+        "an account without keys passes pam_u2f (nouserok) and logs in with a token: {d:?}"
+    );
+    let d = h.drive("su", "alice", &[Some(&live_token("alice"))], &[]);
+    assert_eq!(
+        d.rc, PAM_AUTH_ERR,
+        "su (system-auth) keeps the second factor: {d:?}"
+    );
+
+    // The ssh-only line gives it up (README).
+    let h = harness("stack-sshonly-u2f");
+    ssh_only_files(&h, "rhel9-u2f-2fa");
+    register_u2f_key(&h, "alice", 2001);
+    let d = h.drive(
+        "sshd",
+        "alice",
+        &[Some(&live_token("alice"))],
+        &["--account"],
+    );
+    assert_eq!(
+        d.rc, PAM_SUCCESS,
+        "README: the ssh-only line lets a token skip pam_u2f: {d:?}"
+    );
+}
+
+#[test]
+fn smartcard_requirement_holds_for_tokens_in_the_custom_profile() {
+    root_or_skip!();
+    let h = harness("stack-smartcard");
+    custom_profile_files(&h, "rhel9-smartcard-required");
+    let d = h.drive(
+        "sshd",
+        "alice",
+        &[Some(&live_token("alice"))],
+        &["--account"],
+    );
+    assert_eq!(
+        d.rc, PAM_AUTH_ERR,
+        "password-auth refuses a token as it refuses a password (pam_deny first): {d:?}"
+    );
+    let d = h.drive("sshd", "alice", &[Some(PASSWORD)], &["--account"]);
+    assert_eq!(
+        d.rc, PAM_AUTH_ERR,
+        "...and a password, as authselect means: {d:?}"
+    );
+    require!(
+        has_pam_sss(),
+        "pam_sss.so (libpam-sss; tests/support/install-deps) for system-auth's smartcard lines"
+    );
+    let d = h.drive("su", "alice", &[Some(&live_token("alice"))], &["--account"]);
+    assert_eq!(
+        d.rc, PAM_SUCCESS,
+        "system-auth asks for the card only for login, gdm and the like: su takes a token: {d:?}"
+    );
+
+    // The ssh-only line gives it up (README).
+    let h = harness("stack-sshonly-smartcard");
+    ssh_only_files(&h, "rhel9-smartcard-required");
+    let d = h.drive(
+        "sshd",
+        "alice",
+        &[Some(&live_token("alice"))],
+        &["--account"],
+    );
+    assert_eq!(
+        d.rc, PAM_SUCCESS,
+        "README: the ssh-only line lets a token skip password-auth's pam_deny: {d:?}"
     );
 }

@@ -142,6 +142,46 @@ impl Entry {
     fn is_password(&self) -> bool {
         self.module_name()
             .is_some_and(|n| PASSWORD_MODULES.contains(&n))
+            && !self.is_smartcard_requirement()
+            && !self.has_arg("try_cert_auth")
+    }
+
+    fn has_arg(&self, want: &str) -> bool {
+        matches!(&self.kind, Kind::Module { args, .. } if args.iter().any(|a| a == want))
+    }
+
+    /// What a failure of this line does in the auth stack.
+    fn on_failure(&self) -> Option<Action> {
+        match &self.kind {
+            Kind::Module { controls, .. } => Some(controls.action(Rc::AuthErr)),
+            _ => None,
+        }
+    }
+
+    fn is_smartcard_requirement(&self) -> bool {
+        self.module_name() == Some("pam_sss.so") && self.has_arg("require_cert_auth")
+    }
+}
+
+/// A line that must hold for every login of the stack, tokens included: faillock's
+/// `preauth` (the lock), a `pam_deny.so` before any password module (authselect's
+/// with-smartcard-required), pam_sss's `require_cert_auth`, and a `pam_u2f.so` whose
+/// failure fails the stack (with-pam-u2f-2fa). What each is, for the messages.
+fn requirement(e: &Entry, first_password: Option<usize>, index: usize) -> Option<&'static str> {
+    let name = e.module_name()?;
+    let fails_stack = matches!(e.on_failure(), Some(Action::Bad | Action::Die));
+    if name == "pam_faillock.so" && e.has_arg("preauth") {
+        Some("pam_faillock.so preauth: the lock of an account with too many failures")
+    } else if name == "pam_deny.so" && fails_stack && first_password.is_none_or(|p| index < p) {
+        Some(
+            "pam_deny.so before every password module: a smartcard is required (authselect's with-smartcard-required)",
+        )
+    } else if e.is_smartcard_requirement() {
+        Some("pam_sss.so require_cert_auth: a smartcard is required")
+    } else if name == "pam_u2f.so" && fails_stack {
+        Some("pam_u2f.so: the second factor (authselect's with-pam-u2f-2fa)")
+    } else {
+        None
     }
 }
 
@@ -162,6 +202,11 @@ struct Stack {
 }
 
 fn load(dir: &Path, service: &str) -> Result<Stack, String> {
+    load_phase(dir, service, "auth")
+}
+
+/// The lines of one phase (`auth`, `account`) of a service, includes followed.
+fn load_phase(dir: &Path, service: &str, phase: &str) -> Result<Stack, String> {
     let own = dir.join(service);
     let top = if own.is_file() {
         own
@@ -177,11 +222,18 @@ fn load(dir: &Path, service: &str) -> Result<Stack, String> {
         other
     };
     let mut entries = Vec::new();
-    read_file(dir, &top, 0, 0, &mut entries);
+    read_file(dir, &top, phase, 0, 0, &mut entries);
     Ok(Stack { entries, top })
 }
 
-fn read_file(dir: &Path, file: &Path, depth: usize, level: usize, out: &mut Vec<Entry>) {
+fn read_file(
+    dir: &Path,
+    file: &Path,
+    phase: &str,
+    depth: usize,
+    level: usize,
+    out: &mut Vec<Entry>,
+) {
     let text = match std::fs::read_to_string(file) {
         Ok(t) => t,
         Err(e) => {
@@ -202,14 +254,11 @@ fn read_file(dir: &Path, file: &Path, depth: usize, level: usize, out: &mut Vec<
         let first = first.to_ascii_lowercase();
         // `@include FILE`: every line of FILE, as `auth include FILE` does for auth.
         let (kind_word, rest) = if first == "@include" {
-            (
-                "auth".to_string(),
-                [&["include".to_string()], rest].concat(),
-            )
+            (phase.to_string(), [&["include".to_string()], rest].concat())
         } else {
             (first.trim_start_matches('-').to_string(), rest.to_vec())
         };
-        if kind_word != "auth" {
+        if kind_word != phase {
             continue;
         }
         let Some((control, rest)) = rest.split_first() else {
@@ -244,12 +293,13 @@ fn read_file(dir: &Path, file: &Path, depth: usize, level: usize, out: &mut Vec<
                 read_file(
                     dir,
                     &target,
+                    phase,
                     depth.saturating_add(1),
                     level.saturating_add(1),
                     out,
                 );
             } else {
-                read_file(dir, &target, depth.saturating_add(1), level, out);
+                read_file(dir, &target, phase, depth.saturating_add(1), level, out);
             }
             continue;
         }
@@ -328,6 +378,8 @@ fn tokens(line: &str) -> Vec<String> {
 struct Walk {
     result: Rc,
     password_ran: bool,
+    /// The entries (indices) whose module ran.
+    ran: Vec<usize>,
 }
 
 /// Walks the stack as libpam's `_pam_dispatch_aux` does, with the module answering `ours`
@@ -346,6 +398,7 @@ fn walk(entries: &[Entry], ours: Rc, password: Rc) -> Walk {
     let mut status = Rc::MustFail;
     let mut saved = vec![(Impression::Undef, Rc::MustFail); MAX_DEPTH.saturating_add(2)];
     let mut password_ran = false;
+    let mut ran = Vec::new();
     let mut prev_level = 0;
     let mut i = 0usize;
     let level_at = |k: usize| entries.get(k).map(|e| e.level);
@@ -364,6 +417,7 @@ fn walk(entries: &[Entry], ours: Rc, password: Rc) -> Walk {
             }
             Kind::Broken(_) => (Rc::MustFail, Controls::parse("required")),
             Kind::Module { args, controls, .. } => {
+                ran.push(i);
                 let name = e.module_name().unwrap_or_default();
                 let rc = if e.is_idtoken() {
                     ours
@@ -374,7 +428,11 @@ fn walk(entries: &[Entry], ours: Rc, password: Rc) -> Walk {
                     || (name == "pam_faillock.so" && args.iter().any(|a| a == "authfail"))
                 {
                     Rc::AuthErr
-                } else if name == "pam_systemd_home.so" {
+                } else if name == "pam_systemd_home.so"
+                    || e.is_smartcard_requirement()
+                    || e.has_arg("try_cert_auth")
+                {
+                    // No card for this account (and pam_u2f passes: nouserok or touched).
                     Rc::Ignore
                 } else {
                     Rc::Success
@@ -438,6 +496,7 @@ fn walk(entries: &[Entry], ours: Rc, password: Rc) -> Walk {
     Walk {
         result: status,
         password_ran,
+        ran,
     }
 }
 
@@ -521,8 +580,171 @@ pub fn checks(dir: &Path, service: &str, config: &Path) -> Vec<Check> {
         ),
     });
     out.push(config_argument(first, config));
+    out.push(requirements(&stack.entries, first));
     let has_password = stack.entries.iter().any(Entry::is_password);
-    out.extend(outcomes(&stack.entries, first, has_password));
+    match refuses_every_login(&stack.entries) {
+        Some(deny) => out.push(Check::warn(
+            "pam_stack.valid_token",
+            format!(
+                "pam_deny.so at {} comes before every password module (authselect's \
+                 with-smartcard-required): this service refuses every login it authenticates, \
+                 tokens as passwords",
+                deny.at
+            ),
+            "a token cannot stand in for a smartcard: log in over ssh with a public key or \
+             GSSAPI, or turn with-smartcard-required off",
+        )),
+        None => out.extend(outcomes(&stack.entries, first, has_password)),
+    }
+    out.extend(account_stack(dir, service));
+    out
+}
+
+/// The requirements of the stack ([`requirement`]) a valid token skips: those a password
+/// login runs and a token login does not.
+fn requirements(entries: &[Entry], module: &Entry) -> Check {
+    let first_password = entries.iter().position(Entry::is_password);
+    let found: Vec<(usize, &Entry, &str)> = entries
+        .iter()
+        .enumerate()
+        .filter_map(|(i, e)| requirement(e, first_password, i).map(|what| (i, e, what)))
+        .collect();
+    if found.is_empty() {
+        return Check::ok(
+            "pam_stack.requirements",
+            "no faillock lock, smartcard or pam_u2f requirement in the stack",
+        );
+    }
+    let token = walk(entries, Rc::Success, Rc::AuthErr);
+    let password = walk(entries, Rc::Ignore, Rc::Success);
+    let skipped: Vec<&(usize, &Entry, &str)> = found
+        .iter()
+        .filter(|(i, ..)| password.ran.contains(i) && !token.ran.contains(i))
+        .collect();
+    let Some((_, first_skipped, _)) = skipped.first() else {
+        let at: Vec<&str> = found.iter().map(|(_, e, _)| e.at.as_str()).collect();
+        return Check::ok(
+            "pam_stack.requirements",
+            format!(
+                "a token passes the same requirements as a password ({})",
+                at.join(", ")
+            ),
+        );
+    };
+    let what: Vec<String> = skipped
+        .iter()
+        .map(|(_, e, what)| format!("{} ({what})", e.at))
+        .collect();
+    Check::fail(
+        "pam_stack.requirements",
+        format!(
+            "pam_idtoken.so at {} sits above {}: a valid token ends the stack before it runs, \
+             so token logins skip it",
+            module.at,
+            what.join("; ")
+        ),
+        format!(
+            "move the module below {}: on RHEL, in an authselect custom profile, directly above \
+             the first pam_usertype.so, pam_localuser.so or pam_unix.so auth line, with \
+             `account [success=1 default=ignore] pam_idtoken.so` directly above \
+             `account required pam_faillock.so` (README, \"RHEL family, every service\")",
+            first_skipped.at
+        ),
+    )
+}
+
+/// A requirement `pam_deny.so` that every login of the stack reaches: the service
+/// authenticates no one (tokens and passwords alike).
+fn refuses_every_login(entries: &[Entry]) -> Option<&Entry> {
+    let first_password = entries.iter().position(Entry::is_password);
+    let token = walk(entries, Rc::Success, Rc::AuthErr);
+    let password = walk(entries, Rc::Ignore, Rc::Success);
+    entries.iter().enumerate().find_map(|(i, e)| {
+        (e.module_name() == Some("pam_deny.so")
+            && requirement(e, first_password, i).is_some()
+            && token.ran.contains(&i)
+            && password.ran.contains(&i))
+        .then_some(e)
+    })
+}
+
+/// Whether an account line of the module jumps over exactly the next line on a token login.
+fn jumps_one(e: &Entry) -> bool {
+    e.is_idtoken()
+        && matches!(&e.kind, Kind::Module { controls, .. } if controls.action(Rc::Success) == Action::Jump(1))
+}
+
+/// The account stack: faillock's account line clears the failure tally after every login
+/// that reaches it (Linux-PAM's pam_sm_acct_mgmt resets unconditionally), so a token login
+/// must jump over it; and the module's account line must jump over nothing else.
+fn account_stack(dir: &Path, service: &str) -> Vec<Check> {
+    let Ok(stack) = load_phase(dir, service, "account") else {
+        return Vec::new();
+    };
+    let modules: Vec<&Entry> = stack
+        .entries
+        .iter()
+        .filter(|e| matches!(e.kind, Kind::Module { .. }))
+        .collect();
+    let mut out = Vec::new();
+    for (k, e) in modules.iter().enumerate() {
+        if !e.is_idtoken() {
+            continue;
+        }
+        let next = k.checked_add(1).and_then(|n| modules.get(n));
+        let next_name = next
+            .and_then(|n| n.module_name())
+            .unwrap_or("the end of the stack");
+        if !jumps_one(e) || next_name != "pam_faillock.so" {
+            out.push(Check::fail(
+                "pam_stack.account_line",
+                format!(
+                    "the account line of pam_idtoken.so at {} must be `[success=1 default=ignore]` \
+                     directly above pam_faillock.so; it stands above {next_name}, which token \
+                     logins would skip",
+                    e.at
+                ),
+                "put `account [success=1 default=ignore] pam_idtoken.so` directly above \
+                 `account required pam_faillock.so`, or remove it where faillock is off",
+            ));
+        }
+    }
+    let faillock: Vec<(usize, &&Entry)> = modules
+        .iter()
+        .enumerate()
+        .filter(|(_, e)| e.module_name() == Some("pam_faillock.so"))
+        .collect();
+    if faillock.is_empty() {
+        out.push(Check::ok(
+            "pam_stack.faillock_account",
+            "no pam_faillock.so in the account stack",
+        ));
+        return out;
+    }
+    for (k, e) in faillock {
+        let guarded = k
+            .checked_sub(1)
+            .and_then(|p| modules.get(p))
+            .is_some_and(|p| jumps_one(p));
+        out.push(if guarded {
+            Check::ok(
+                "pam_stack.faillock_account",
+                format!("token logins jump over pam_faillock.so at {}: they leave its tally alone", e.at),
+            )
+        } else {
+            Check::warn(
+                "pam_stack.faillock_account",
+                format!(
+                    "pam_faillock.so at {} clears the failure tally after every login, token logins \
+                     included: a job logging in with a token every few minutes wipes the count of \
+                     password guesses made between its logins",
+                    e.at
+                ),
+                "add `account [success=1 default=ignore] pam_idtoken.so` directly above it (in an \
+                 authselect custom profile, with `{include if \"with-faillock\"}`)",
+            )
+        });
+    }
     out
 }
 

@@ -52,7 +52,7 @@ pub fn authenticate(pamh: &Pam, args: &[String]) -> PamError {
     authenticate_with(&mut ctx, args, now(), &World::HOST)
 }
 
-/// setcred, account management, close_session, chauthtok: not this module's business.
+/// setcred, close_session, chauthtok: not this module's business.
 /// setcred in particular must not answer PAM_SUCCESS: with the documented `success=done`
 /// (or `success=end`) that would end the setcred walk at this line, for password logins
 /// too, and the lines after it (pam_env, pam_unix) would never run (SPEC v3). The stack's

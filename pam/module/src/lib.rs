@@ -18,6 +18,7 @@
     )
 )]
 
+pub mod account;
 pub mod args;
 pub mod collect;
 pub mod conversation;
@@ -94,6 +95,21 @@ pub unsafe extern "C" fn pam_sm_authenticate(
     unsafe { guarded(&pamh, argc, argv, PamError::AUTH_ERR, hooks::authenticate) }
 }
 
+/// `PAM_SUCCESS` after a token login, `PAM_IGNORE` otherwise ([`account`]).
+///
+/// # Safety
+/// Called by libpam with a valid handle and argument vector.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn pam_sm_acct_mgmt(
+    pamh: Pam,
+    _flags: c_int,
+    argc: c_int,
+    argv: *const *const c_char,
+) -> c_int {
+    // SAFETY: libpam's contract.
+    unsafe { guarded(&pamh, argc, argv, PamError::IGNORE, account::hook) }
+}
+
 macro_rules! ignored_hook {
     ($name:ident) => {
         /// Not this module's business: `PAM_IGNORE`.
@@ -115,7 +131,6 @@ macro_rules! ignored_hook {
 
 // setcred too: see hooks::ignore for why it must not answer PAM_SUCCESS.
 ignored_hook!(pam_sm_setcred);
-ignored_hook!(pam_sm_acct_mgmt);
 /// # Safety
 /// Called by libpam with a valid handle and argument vector.
 #[unsafe(no_mangle)]

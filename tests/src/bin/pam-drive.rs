@@ -3,13 +3,16 @@
 //! module's syslog lines reach the test's socket.
 //!
 //!   pam-drive --confdir DIR --service NAME --user ACCOUNT [--rhost HOST] [--answers-file FILE]
-//!             [--open-session]
+//!             [--account] [--open-session]
 //!
 //! FILE holds one answer per line, given in order to the module's prompts; a line
 //! `<NO-ANSWER>` makes the conversation fail at that prompt (a client that gives up).
+//! `--account`: after a successful authentication, the account phase (`pam_acct_mgmt`, as
+//! sshd and su run it before setcred; its result as "account", a failure ending the run's
+//! phases there like the login it fails).
 //! `--open-session`: after a successful authentication, the session phase too (its result
 //! as "session"; messages modules send there join "messages").
-//! Output: {"rc":..,"rc_name":..,"setcred":..,"session":..,"prompts":[..],"messages":[..],"env":{..}}.
+//! Output: {"rc":..,"rc_name":..,"account":..,"setcred":..,"session":..,"prompts":[..],"messages":[..],"env":{..}}.
 
 use idtoken_e2e::libpam::{Handle, PAM_RHOST};
 use serde_json::{Map, Value, json};
@@ -49,8 +52,11 @@ fn main() {
         h.set_item(PAM_RHOST, &rhost);
     }
     let rc = h.authenticate();
+    let account = (args.iter().any(|a| a == "--account") && rc == 0).then(|| h.acct_mgmt());
     let setcred = h.setcred();
-    let session = (args.iter().any(|a| a == "--open-session") && rc == 0).then(|| h.open_session());
+    let session =
+        (args.iter().any(|a| a == "--open-session") && rc == 0 && account.unwrap_or(0) == 0)
+            .then(|| h.open_session());
     let env: Map<String, Value> = h
         .env()
         .into_iter()
@@ -58,7 +64,7 @@ fn main() {
         .collect();
     println!(
         "{}",
-        json!({"rc": rc, "rc_name": h.strerror(rc), "setcred": setcred, "session": session, "prompts": h.client.prompts,
+        json!({"rc": rc, "rc_name": h.strerror(rc), "account": account, "setcred": setcred, "session": session, "prompts": h.client.prompts,
                "messages": h.client.messages, "env": env})
     );
 }
