@@ -139,6 +139,9 @@ impl PamContext for FakeSession {
     fn set_authtok(&mut self, _authtok: &[u8]) {}
     fn error_message(&mut self, _text: &str) {}
     fn putenv(&mut self, _name: &str, _value: &str) {}
+    fn getenv(&self, _name: &str) -> Option<String> {
+        None
+    }
     fn set_data(&mut self, _name: &str, _value: &str) {}
     fn log(&self, level: Level, message: &str) {
         let prio = match level {

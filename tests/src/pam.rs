@@ -19,6 +19,15 @@ pub const PAM_AUTHINFO_UNAVAIL: i64 = 9;
 pub const PAM_CONV_ERR: i64 = 19;
 
 /// The module under test: `IDTOKEN_TEST_MODULE` (e.g. the packaged one) or the built one.
+/// The auth line every test stack ends with. The module answers PAM_IGNORE in setcred (so
+/// that the lines after it run, SPEC v3), and libpam fails a setcred walk in which every
+/// module ignored it; sshd and su then fail the login. Every real stack has a module after
+/// ours whose setcred succeeds (pam_unix, pam_permit, pam_env); pam_env stands in for them
+/// here: its authenticate is PAM_IGNORE (Linux-PAM's pam_env.c), so it never changes an
+/// authentication, and with no files to read it sets nothing.
+pub const SETCRED_PARTNER: &str =
+    "auth optional pam_env.so readenv=0 user_readenv=0 conffile=/dev/null";
+
 pub fn module_path() -> PathBuf {
     std::env::var_os("IDTOKEN_TEST_MODULE")
         .map(PathBuf::from)
@@ -121,13 +130,32 @@ impl PamHarness {
         self
     }
 
-    /// The usual test stack: the module alone, `required`, with the sandbox's config.
+    /// Builds tests/support/pam_session_probe.c into the sandbox: the module that stands
+    /// where pam_systemd (or pam_env) would and reports what it sees in setcred and the
+    /// session phase (the `systemd.runtime_max_sec` data item, IDTOKEN_EXP).
+    pub fn session_probe(&self) -> PathBuf {
+        let out = self.sandbox.path("pam_session_probe.so");
+        let src = crate::workspace_root().join("tests/support/pam_session_probe.c");
+        let status = Command::new("cc")
+            .args(["-shared", "-fPIC", "-Wall", "-Werror", "-o"])
+            .arg(&out)
+            .arg(&src)
+            .arg("-lpam")
+            .status()
+            .unwrap_or_else(|e| panic!("cc (build-essential): {e}"));
+        assert!(status.success(), "the probe module must build");
+        set_mode(&out, 0o755);
+        out
+    }
+
+    /// The usual test stack: the module, `required`, with the sandbox's config, and
+    /// [`SETCRED_PARTNER`].
     pub fn module_only(&self, name: &str, extra_args: &str) -> &Self {
         let config = self.sandbox.path("idtoken.toml");
         self.service(
             name,
             &format!(
-                "auth required MODULE config={} {extra_args}\naccount required pam_permit.so\n",
+                "auth required MODULE config={} {extra_args}\n{SETCRED_PARTNER}\naccount required pam_permit.so\n",
                 config.display()
             ),
         )

@@ -65,7 +65,8 @@ pub struct Sshd {
 
 impl Sshd {
     /// Starts sshd whose PAM service `sshd` is `auth_lines` (with `MODULE` and `CONFIG`
-    /// standing for the module's and the sandbox config's paths), account/session permit.
+    /// standing for the module's and the sandbox config's paths) and
+    /// [`pam::SETCRED_PARTNER`], account/session permit.
     pub fn start(pam: PamHarness, auth_lines: &str) -> Sshd {
         Sshd::start_with_options(pam, auth_lines, &[])
     }
@@ -74,12 +75,22 @@ impl Sshd {
     /// harness's line of the same keyword (ssh-bench sets the stock `MaxStartups 10:30:100`
     /// this way). Not `sshd -o`: sshd takes the last MaxStartups it reads, the file's.
     pub fn start_with_options(pam: PamHarness, auth_lines: &str, options: &[&str]) -> Sshd {
+        Sshd::start_with_stack(
+            pam,
+            &format!(
+                "{auth_lines}\n{}\naccount required pam_permit.so\nsession required pam_permit.so\npassword required pam_deny.so\n",
+                pam::SETCRED_PARTNER
+            ),
+            options,
+        )
+    }
+
+    /// [`Sshd::start_with_options`] with the whole PAM service `sshd` given: every phase's
+    /// lines, `MODULE` and `CONFIG` standing for the module's and the config's paths.
+    pub fn start_with_stack(pam: PamHarness, stack: &str, options: &[&str]) -> Sshd {
         let sb = &pam.sandbox;
-        let auth = auth_lines.replace("CONFIG", &sb.path("idtoken.toml").display().to_string());
-        pam.service(
-            "sshd",
-            &format!("{auth}\naccount required pam_permit.so\nsession required pam_permit.so\npassword required pam_deny.so\n"),
-        );
+        let stack = stack.replace("CONFIG", &sb.path("idtoken.toml").display().to_string());
+        pam.service("sshd", &stack);
         let hostkey = sb.path("ssh_host_ed25519_key");
         let status = Command::new("ssh-keygen")
             .args(["-q", "-t", "ed25519", "-N", "", "-f"])

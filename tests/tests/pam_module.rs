@@ -562,23 +562,6 @@ fn sudo_in_the_debian_profile_stack_never_sees_the_module() {
     assert_no_token_in_logs(&h, &token);
 }
 
-/// Builds tests/support/pam_session_probe.c into the sandbox: the module that stands where
-/// pam_systemd would and reports the `systemd.runtime_max_sec` data item it finds.
-fn session_probe(h: &PamHarness) -> std::path::PathBuf {
-    let out = h.sandbox.path("pam_session_probe.so");
-    let src = idtoken_e2e::workspace_root().join("tests/support/pam_session_probe.c");
-    let status = std::process::Command::new("cc")
-        .args(["-shared", "-fPIC", "-Wall", "-Werror", "-o"])
-        .arg(&out)
-        .arg(&src)
-        .arg("-lpam")
-        .status()
-        .expect("cc (build-essential) runs");
-    assert!(status.success(), "the probe module must build");
-    set_mode(&out, 0o755);
-    out
-}
-
 /// SPEC v2 `session_ends_at_exp`: through the real libpam, a later session module (a probe
 /// reading the item as pam_systemd does) finds `systemd.runtime_max_sec` set to the seconds
 /// until the token's exp when the setting is on, and nothing when it is off.
@@ -590,7 +573,7 @@ fn session_ends_at_exp_hands_pam_systemd_the_seconds_left() {
     );
     let h = PamHarness::new("session-exp");
     h.sandbox.key_cache(&[keys::Key::A]);
-    let probe = session_probe(&h);
+    let probe = h.session_probe();
     let config = h.sandbox.path("idtoken.toml");
     h.service(
         "test",

@@ -419,3 +419,106 @@ fn a_host_name_rhost_makes_a_deny_rules_from_hold_and_a_grants_fail() {
         assert_no_token(&s, &token);
     }
 }
+
+/// Issue 20 (SPEC v3), through a real sshd's two processes: authentication runs in a forked
+/// child; setcred and the session phase run in the parent, which gets back only the PAM
+/// environment.
+/// - The setcred walk goes on past the module, for token and password logins alike: the
+///   pam_env line after it runs, and what it sets reaches the session. Before, the module's
+///   PAM_SUCCESS under `success=done` ended the walk there: the variable was missing.
+/// - With `session_ends_at_exp`, the item pam_systemd reads reaches the session phase, set
+///   there from IDTOKEN_EXP by the module's session line. Before, the item was set only in
+///   the authenticating child and a session-phase probe read it unset. Without the setting,
+///   and for a password login, it stays unset.
+#[test]
+fn setcred_goes_on_past_the_module_and_the_session_phase_gets_the_runtime_limit() {
+    require!(sshd::available().is_ok(), "{:?}", sshd::available().err());
+    require!(sshd::which("sshpass").is_some(), "sshpass is missing");
+    let pam = PamHarness::new("seams");
+    pam.sandbox.key_cache(&[keys::Key::A]);
+    let probe = pam.session_probe();
+    let env_conf = pam.sandbox.write(
+        "pam_env.conf",
+        b"IDTOKEN_TEST_FROM_PAM_ENV DEFAULT=reached\n",
+    );
+    let log = pam.sandbox.path("probe.log");
+    let stack = format!(
+        "auth [success=done ignore=ignore default=die] MODULE config=CONFIG\n\
+         auth optional pam_env.so readenv=0 user_readenv=0 conffile={env}\n\
+         auth optional {probe} out={log}\n\
+         auth required pam_unix.so try_first_pass\n\
+         account required pam_permit.so\n\
+         session optional MODULE config=CONFIG\n\
+         session optional {probe} out={log}\n\
+         password required pam_deny.so\n",
+        env = env_conf.display(),
+        probe = probe.display(),
+        log = log.display()
+    );
+    let rule = "[[rule]]\nname = \"own-account\"\nissuer = \"gitlab\"\n";
+    pam.sandbox.config("session_ends_at_exp = true", rule);
+    let s = Sshd::start_with_stack(pam, &stack, &[]);
+    let remote = "echo LOGIN-OK; id -un; echo ENV=$IDTOKEN_TEST_FROM_PAM_ENV";
+    let probe_lines = |phase: &str| -> Vec<String> {
+        std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.starts_with(&format!("phase={phase} ")))
+            .map(str::to_string)
+            .collect()
+    };
+
+    for (setting, limited) in [("session_ends_at_exp = true", true), ("", false)] {
+        s.pam.sandbox.config(setting, rule);
+        let _ = std::fs::remove_file(&log);
+        let c = claims("alice", &format!("seams-{limited}"));
+        let exp = c["exp"].as_i64().unwrap();
+        let o = s.login_with_askpass("alice", &mint(&c), remote);
+        assert_logged_in(&o, &s, "alice");
+        let out = String::from_utf8_lossy(&o.stdout);
+        assert!(
+            out.contains("ENV=reached\n"),
+            "pam_env after the module ran: {out}"
+        );
+        let setcred = probe_lines("setcred");
+        // sshd calls setcred twice: to establish credentials before the session opens, and
+        // to reinitialize them in the session's process after.
+        assert!(
+            !setcred.is_empty(),
+            "setcred went on past the module: {setcred:?}"
+        );
+        let session = probe_lines("open_session");
+        eprintln!("{setting:?}: {setcred:?} {session:?}");
+        assert_eq!(session.len(), 1, "{session:?}");
+        assert!(
+            session[0].ends_with(&format!(" IDTOKEN_EXP={exp}")),
+            "{session:?}"
+        );
+        let seconds = session[0]
+            .split(' ')
+            .find_map(|f| f.strip_prefix("runtime_max_sec="))
+            .unwrap_or_default();
+        if limited {
+            let seconds: i64 = seconds.parse().unwrap_or_else(|_| panic!("{session:?}"));
+            let left = exp - now();
+            assert!(
+                (left - 5..=left + 1).contains(&seconds),
+                "{seconds} s, {left} s left"
+            );
+        } else {
+            assert_eq!(seconds, "unset", "{session:?}");
+        }
+    }
+
+    // A password login: the same walk, and no limit.
+    s.pam.sandbox.config("session_ends_at_exp = true", rule);
+    let _ = std::fs::remove_file(&log);
+    let o = s.login_with_sshpass("alice", PASSWORD, remote);
+    assert_logged_in(&o, &s, "alice");
+    assert!(String::from_utf8_lossy(&o.stdout).contains("ENV=reached\n"));
+    let session = probe_lines("open_session");
+    assert_eq!(
+        session,
+        vec!["phase=open_session runtime_max_sec=unset IDTOKEN_EXP=unset".to_string()]
+    );
+}
