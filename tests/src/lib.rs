@@ -8,6 +8,7 @@ pub mod accounts;
 pub mod bench;
 pub mod cli;
 pub mod directory;
+pub mod docs;
 pub mod https;
 pub mod keys;
 pub mod libpam;

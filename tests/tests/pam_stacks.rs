@@ -15,6 +15,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use idtoken_e2e::accounts::PASSWORD;
+use idtoken_e2e::docs::{block, blocks_in, norm, read};
 use idtoken_e2e::keys::{self, mint, with};
 use idtoken_e2e::pam::{self, Drive, PAM_AUTH_ERR, PAM_SUCCESS, PamHarness};
 use idtoken_e2e::require;
@@ -46,100 +47,6 @@ const MARKED: &[(&str, &str)] = &[
 ];
 
 /// The files that may hold marked blocks.
-const DOCS: &[&str] = &[
-    "README.md",
-    "packaging/README-install.md",
-    "packaging/man/pam_idtoken.8",
-    "packaging/rpm/pam-idtoken.spec",
-];
-
-/// The blocks named `name` in one file, each as its lines (trimmed, empty ones dropped).
-/// Markdown: `<!-- stack:NAME -->` then a fenced block; roff: `.\" stack:NAME` then
-/// `.EX` .. `.EE`; the spec: a comment holding `stack:NAME`, then `#` lines indented by at
-/// least four spaces.
-fn blocks_in(file: &str, text: &str, name: &str) -> Vec<Vec<String>> {
-    let lines: Vec<&str> = text.lines().collect();
-    let mut out = Vec::new();
-    let mark_md = format!("<!-- stack:{name} -->");
-    let mark_roff = format!("stack:{name}");
-    for (i, l) in lines.iter().enumerate() {
-        let rest = &lines[i + 1..];
-        let block: Option<Vec<String>> = if file.ends_with(".md") {
-            (l.trim() == mark_md).then(|| {
-                assert!(
-                    rest.first().is_some_and(|f| f.starts_with("```")),
-                    "{file}: {mark_md} must be followed by a fence"
-                );
-                rest.iter()
-                    .skip(1)
-                    .take_while(|x| !x.starts_with("```"))
-                    .map(|x| x.to_string())
-                    .collect()
-            })
-        } else if file.ends_with(".8") {
-            (l.starts_with(".\\\"") && l.split_whitespace().any(|w| w == mark_roff)).then(|| {
-                rest.iter()
-                    .skip_while(|x| x.trim() != ".EX")
-                    .skip(1)
-                    .take_while(|x| x.trim() != ".EE")
-                    .map(|x| x.replace("\\-", "-").replace("\\e", "\\"))
-                    .collect()
-            })
-        } else {
-            (l.starts_with('#')
-                && l.split(|c: char| c.is_whitespace() || c == '(' || c == ')' || c == ',')
-                    .any(|w| w == mark_roff))
-            .then(|| {
-                rest.iter()
-                    .take_while(|x| x.starts_with("#    "))
-                    .map(|x| x.trim_start_matches('#').to_string())
-                    .collect()
-            })
-        };
-        if let Some(b) = block {
-            let b: Vec<String> = b
-                .iter()
-                .map(|x| x.trim().to_string())
-                .filter(|x| !x.is_empty())
-                .collect();
-            assert!(!b.is_empty(), "{file}: block {name} is empty");
-            out.push(b);
-        }
-    }
-    out
-}
-
-fn read(rel: &str) -> String {
-    let p = workspace_root().join(rel);
-    std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
-}
-
-/// A PAM line with its whitespace made single, for comparing the same line across documents.
-fn norm(line: &str) -> String {
-    line.split_whitespace().collect::<Vec<_>>().join(" ")
-}
-
-/// The one stack called `name`: every copy in every document must say the same.
-fn block(name: &str) -> Vec<String> {
-    let mut all: Vec<(&str, Vec<String>)> = Vec::new();
-    for f in DOCS {
-        for b in blocks_in(f, &read(f), name) {
-            all.push((f, b));
-        }
-    }
-    let Some((first_file, first)) = all.first().cloned() else {
-        panic!("no document marks stack:{name}");
-    };
-    for (f, b) in &all {
-        let (a, b2): (Vec<String>, Vec<String>) = (
-            first.iter().map(|x| norm(x)).collect(),
-            b.iter().map(|x| norm(x)).collect(),
-        );
-        assert_eq!(a, b2, "stack:{name} differs between {first_file} and {f}");
-    }
-    first
-}
-
 /// The auth lines of a PAM file (comments and other phases dropped), normalised.
 fn auth_lines(text: &str) -> Vec<String> {
     text.lines()
@@ -445,6 +352,43 @@ fn debian_pam_auth_update_stack_works_as_documented() {
         &Promise {
             password_at_token_prompt: true,
         },
+    );
+}
+
+/// The profile's session line lands above pam_systemd's in common-session (priority 768
+/// against systemd's 0), where the session phase can hand pam_systemd the token's runtime
+/// limit (`session_ends_at_exp`, SPEC v3), as the README shows.
+#[test]
+fn debian_profile_puts_the_session_line_above_pam_systemd() {
+    root_or_skip!();
+    pam_auth_update_or_skip!();
+    require!(
+        Path::new("/usr/share/pam-configs/systemd").exists(),
+        "libpam-systemd's pam-auth-update profile (tests/support/install-deps)"
+    );
+    let h = harness("stack-deb-session");
+    pam_auth_update(&h, "session", &["unix", "systemd", "idtoken"]);
+    let common_session = read_abs(
+        &h.sandbox
+            .path("pam-auth-update-session/pam.d/common-session"),
+    );
+    let session: Vec<String> = common_session
+        .lines()
+        .filter(|l| l.starts_with("session"))
+        .map(norm)
+        .collect();
+    let documented: Vec<String> = block("debian-common-session")
+        .iter()
+        .map(|l| norm(l))
+        .collect();
+    assert!(
+        session.ends_with(&documented),
+        "README shows what pam-auth-update writes at the end of common-session:\n{common_session}"
+    );
+    let at = |module: &str| session.iter().position(|l| l.contains(module));
+    assert!(
+        matches!((at("pam_idtoken.so"), at("pam_systemd.so")), (Some(a), Some(b)) if a < b),
+        "{common_session}"
     );
 }
 
