@@ -148,14 +148,21 @@ impl PamHarness {
         out
     }
 
-    /// The usual test stack: the module, `required`, with the sandbox's config, and
-    /// [`SETCRED_PARTNER`].
+    /// The usual test stack: the module with the documented controls (`success=done`; any
+    /// failure ends the stack with the module's own code, as `required` would give it), the
+    /// sandbox's config, and [`SETCRED_PARTNER`].
+    ///
+    /// Not `required`: in one process libpam walks setcred along the chain authenticate
+    /// froze, and a module whose authenticate answer was PAM_IGNORE (pam_env) counts for
+    /// nothing in setcred then; behind a `required` module that walk would end with no
+    /// module succeeding. Behind `success=done` the partner never ran in authenticate, so
+    /// its setcred counts (Linux-PAM's pam_dispatch.c, the cached chain).
     pub fn module_only(&self, name: &str, extra_args: &str) -> &Self {
         let config = self.sandbox.path("idtoken.toml");
         self.service(
             name,
             &format!(
-                "auth required MODULE config={} {extra_args}\n{SETCRED_PARTNER}\naccount required pam_permit.so\n",
+                "auth [success=done ignore=ignore default=die] MODULE config={} {extra_args}\n{SETCRED_PARTNER}\naccount required pam_permit.so\n",
                 config.display()
             ),
         )

@@ -129,12 +129,6 @@ fn read_abs(p: &Path) -> String {
     std::fs::read_to_string(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
 }
 
-/// What the documentation promises for a stack besides the common cases.
-struct Promise {
-    /// A password typed at `ID token: ` logs in (pam_unix has `try_first_pass`).
-    password_at_token_prompt: bool,
-}
-
 fn live_token(user: &str) -> String {
     let jti = format!("jti-{user}-{}-{}", keys::now(), std::process::id());
     mint(&keys::live_claims(user, &jti))
@@ -150,7 +144,7 @@ fn refused_token(user: &str) -> String {
 }
 
 /// The cases every documented stack must pass, through its `sshd` service.
-fn drive_documented_cases(h: &PamHarness, stack: &str, promise: &Promise) {
+fn drive_documented_cases(h: &PamHarness, stack: &str) {
     let config = h.sandbox.path("idtoken.toml");
     let show = |d: &Drive| format!("{stack}: {d:?}\nlog: {:?}", h.syslog.lines());
 
@@ -185,16 +179,21 @@ fn drive_documented_cases(h: &PamHarness, stack: &str, promise: &Promise) {
     );
     assert_eq!(d.rc, PAM_SUCCESS, "then the password logs in: {}", show(&d));
 
-    if promise.password_at_token_prompt {
-        let d = h.drive("sshd", "alice", &[Some(PASSWORD)], &[]);
-        assert_eq!(
-            d.rc,
-            PAM_SUCCESS,
-            "a password at `ID token: ` logs in: {}",
-            show(&d)
-        );
-        assert_eq!(d.prompts, vec!["ID token: "], "{}", show(&d));
-    }
+    // A password typed at `ID token: ` goes on as PAM_AUTHTOK, and pam_unix (and pam_sss)
+    // take a PAM_AUTHTOK an earlier module stored whether or not the line says
+    // try_first_pass (Linux-PAM >= 1.3.0): it logs in without a second prompt on every
+    // documented stack.
+    let d = h.drive("sshd", "alice", &[Some(PASSWORD)], &[]);
+    assert_eq!(
+        d.rc,
+        PAM_SUCCESS,
+        "a password at `ID token: ` logs in: {}",
+        show(&d)
+    );
+    assert_eq!(d.prompts, vec!["ID token: "], "{}", show(&d));
+    // A wrong one is refused.
+    let d = h.drive("sshd", "alice", &[Some("not-the-password")], &[]);
+    assert_ne!(d.rc, PAM_SUCCESS, "{}", show(&d));
 
     // Unsafe config (group-writable): the module cannot decide (PAM_AUTHINFO_UNAVAIL)
     // and every documented stack promises that passwords keep working.
@@ -346,13 +345,7 @@ fn debian_pam_auth_update_stack_works_as_documented() {
             "sshd",
             "@include common-auth\naccount required pam_permit.so\n",
         );
-    drive_documented_cases(
-        &h,
-        "debian-common-auth",
-        &Promise {
-            password_at_token_prompt: true,
-        },
-    );
+    drive_documented_cases(&h, "debian-common-auth");
 }
 
 /// The profile's session line lands above pam_systemd's in common-session (priority 768
@@ -414,13 +407,7 @@ fn debian_pam_auth_update_stack_with_pam_sss_works() {
             "sshd",
             "@include common-auth\naccount required pam_permit.so\n",
         );
-    drive_documented_cases(
-        &h,
-        "debian-common-auth+sss",
-        &Promise {
-            password_at_token_prompt: true,
-        },
-    );
+    drive_documented_cases(&h, "debian-common-auth+sss");
     assert_non_local_user_reaches_the_module(&h, "debian-common-auth+sss");
 }
 
@@ -442,13 +429,7 @@ fn debian_sshd_only_line_works_as_documented() {
     );
     h.service("common-auth", &common_auth)
         .service("sshd", &sshd);
-    drive_documented_cases(
-        &h,
-        "debian-sshd",
-        &Promise {
-            password_at_token_prompt: false,
-        },
-    );
+    drive_documented_cases(&h, "debian-sshd");
 }
 
 /// The RHEL 9 files (sshd, password-auth, system-auth, postlogin) in the harness's confdir.
@@ -490,13 +471,7 @@ fn rhel_sshd_line_works_as_documented() {
     }
     assert!(placed, "RHEL's sshd has `{anchor}`");
     h.service("sshd", &sshd);
-    drive_documented_cases(
-        &h,
-        "rhel-sshd",
-        &Promise {
-            password_at_token_prompt: false,
-        },
-    );
+    drive_documented_cases(&h, "rhel-sshd");
 }
 
 /// A line of the documentation's authselect template with its `{include if "FEATURE"}`
@@ -647,13 +622,7 @@ fn authselect_profile_from_sssd_works_as_documented() {
     assert_documented_profile("rhel9-faillock", "authselect-sssd");
     let h = faillock_harness("stack-as-sssd");
     custom_profile_files(&h, "rhel9-faillock");
-    drive_documented_cases(
-        &h,
-        "authselect-sssd",
-        &Promise {
-            password_at_token_prompt: true,
-        },
-    );
+    drive_documented_cases(&h, "authselect-sssd");
     require!(
         has_pam_sss(),
         "pam_sss.so (libpam-sss; tests/support/install-deps) for the non-local account case"
@@ -667,13 +636,7 @@ fn authselect_profile_from_minimal_works_as_documented() {
     assert_documented_profile("authselect-minimal", "authselect-minimal");
     let h = harness("stack-as-min");
     custom_profile_files(&h, "authselect-minimal");
-    drive_documented_cases(
-        &h,
-        "authselect-minimal",
-        &Promise {
-            password_at_token_prompt: true,
-        },
-    );
+    drive_documented_cases(&h, "authselect-minimal");
 }
 
 /// A harness whose pam_faillock keeps its tally in the test's own /run (never the host's)

@@ -958,7 +958,14 @@ fn a_cache_directory_others_can_write_is_refused_everywhere() {
     let site = Site::new("refresh-dir-unsafe");
     site.publish(&[Key::B]);
     let good = site.seed(&[Key::A]);
-    let config = site.config();
+    // The config in a safe directory of its own: the config's directories are checked too
+    // (issue 19.7), and here only the cache's is the subject.
+    let config_dir = Sandbox::new("refresh-dir-unsafe-config");
+    let config = config_dir.write(
+        "idtoken.toml",
+        &std::fs::read(site.config()).expect("config"),
+    );
+    set_mode(&config, 0o644);
     set_mode(&site.sb.dir, 0o777);
     let (rc, d) = check(&config, &site.sb, &site.token(Key::A));
     assert_eq!(rc, 2, "{d}");

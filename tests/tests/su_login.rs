@@ -94,8 +94,9 @@ fn su(h: &PamHarness, target: &str, token: &str) -> (i32, String) {
     )
 }
 
-/// Key A in the cache, these rules, and an `su` service: the module `sufficient`, then
-/// pam_deny (a token or nothing: no password fall-through in these tests).
+/// Key A in the cache, these rules, and an `su` service: the module with the documented
+/// controls, then only a line whose setcred succeeds (a token or nothing: no password
+/// fall-through in these tests; `pam::SETCRED_PARTNER`).
 fn su_harness(tag: &str, rules: &str) -> PamHarness {
     let h = PamHarness::new(tag);
     h.sandbox.key_cache(&[keys::Key::A]);
@@ -103,8 +104,9 @@ fn su_harness(tag: &str, rules: &str) -> PamHarness {
     h.service(
         "su",
         &format!(
-            "auth sufficient MODULE config={}\nauth required pam_deny.so\naccount required pam_permit.so\nsession required pam_permit.so\n",
-            config.display()
+            "auth [success=done ignore=ignore default=die] MODULE config={}\n{}\naccount required pam_permit.so\nsession required pam_permit.so\n",
+            config.display(),
+            pam::SETCRED_PARTNER
         ),
     );
     h
