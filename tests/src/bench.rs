@@ -160,6 +160,7 @@ impl PamContext for FakeSession {
 /// and key cache, verify, policy, NSS (passwd and getgrouplist), the audit line to syslog.
 pub struct PerLogin {
     args: Vec<String>,
+    sessions: idtoken_core::session_record::SessionDir,
     session: FakeSession,
     now: i64,
 }
@@ -168,6 +169,13 @@ impl PerLogin {
     pub fn new(config: &Path) -> PerLogin {
         PerLogin {
             args: vec![format!("config={}", config.display())],
+            // Next to the config, not the host's /run/idtoken/sessions.
+            sessions: idtoken_core::session_record::SessionDir {
+                dir: config
+                    .parent()
+                    .unwrap_or(Path::new("/nonexistent"))
+                    .join("sessions"),
+            },
             session: FakeSession {
                 token: token(keys::NOW).into_bytes(),
                 logged: 0,
@@ -178,12 +186,12 @@ impl PerLogin {
 
     /// The PAM answer: 0 (PAM_SUCCESS) when the login is allowed.
     pub fn run(&mut self) -> i32 {
-        pam_idtoken::hooks::authenticate_with(
-            &mut self.session,
-            &self.args,
-            self.now,
-            &pam_idtoken::hooks::World::HOST,
-        ) as i32
+        let world = pam_idtoken::hooks::World {
+            sessions: pam_idtoken::hooks::Sessions::Dir(&self.sessions),
+            ..pam_idtoken::hooks::World::HOST
+        };
+        pam_idtoken::hooks::authenticate_with(&mut self.session, &self.args, self.now, &world)
+            as i32
     }
 }
 

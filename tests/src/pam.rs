@@ -84,8 +84,10 @@ pub struct PamHarness {
     /// A test's own sssd (`isolate --sss`): its config, socket and caches, for every
     /// process the harness starts (tests/src/directory.rs).
     pub sss: Option<PathBuf>,
-    /// A private /run for pam-drive (`isolate --run`): pam_faillock's tally directory
-    /// (/run/faillock) is then the test's, never the host's.
+    /// The private /run of every process the harness starts (`isolate --run`): the
+    /// module's session records (/run/idtoken/sessions), pam_faillock's tallies
+    /// (/run/faillock) and sshd's privilege separation directory are the test's, never the
+    /// host's.
     pub run: Option<PathBuf>,
 }
 
@@ -97,6 +99,10 @@ impl PamHarness {
         let confdir = sandbox.path("pam.d");
         let _ = std::fs::create_dir_all(&confdir);
         set_mode(&confdir, 0o755);
+        let run = sandbox.path("run");
+        let _ = std::fs::create_dir_all(run.join("sshd"));
+        set_mode(&run, 0o755);
+        set_mode(&run.join("sshd"), 0o755);
         PamHarness {
             sandbox,
             syslog,
@@ -105,16 +111,21 @@ impl PamHarness {
             bind_pamd: std::sync::atomic::AtomicBool::new(false),
             drive_env: std::sync::Mutex::new(Vec::new()),
             sss: None,
-            run: None,
+            run: Some(run),
         }
     }
 
-    /// The `isolate` options every process of this harness gets besides its own.
-    pub fn isolate_sss_args(&self) -> Vec<std::ffi::OsString> {
-        match &self.sss {
+    /// The `isolate` options every process of this harness gets besides its own: its sssd
+    /// and its private /run.
+    pub fn isolate_args(&self) -> Vec<std::ffi::OsString> {
+        let mut args: Vec<std::ffi::OsString> = match &self.sss {
             Some(dir) => vec!["--sss".into(), dir.into()],
             None => Vec::new(),
+        };
+        if let Some(run) = &self.run {
+            args.extend(["--run".into(), run.into()]);
         }
+        args
     }
 
     /// Writes the service `name` with these lines (`MODULE` stands for the module's path).
@@ -177,7 +188,7 @@ impl PamHarness {
             .arg(&self.syslog.path)
             .arg("--etc")
             .arg(&self.etc)
-            .args(self.isolate_sss_args())
+            .args(self.isolate_args())
             .arg("--")
             .arg(program)
             .arg("--confdir")
@@ -228,11 +239,7 @@ impl PamHarness {
                     Vec::new()
                 },
             )
-            .args(self.isolate_sss_args())
-            .args(match &self.run {
-                Some(dir) => vec![std::ffi::OsStr::new("--run"), dir.as_os_str()],
-                None => Vec::new(),
-            })
+            .args(self.isolate_args())
             .arg("--")
             .args(match uid {
                 Some(u) => vec![

@@ -99,9 +99,7 @@ impl Sshd {
             .unwrap_or_else(|e| panic!("ssh-keygen: {e}"));
         assert!(status.success());
         set_mode(&hostkey, 0o600);
-        // sshd's privilege separation directory (Debian creates it at boot).
-        let _ = std::fs::create_dir_all("/run/sshd");
-        set_mode(std::path::Path::new("/run/sshd"), 0o755);
+        // sshd's privilege separation directory is the harness's private /run/sshd.
         let log = sb.path("sshd.log");
         // sshd cannot be handed a listening socket, so the port is chosen here and may be
         // taken by another process before sshd binds it: sshd then says so and exits, and
@@ -139,7 +137,7 @@ impl Sshd {
                 .arg(&pam.etc)
                 .arg("--pamd")
                 .arg(&pam.confdir)
-                .args(pam.isolate_sss_args())
+                .args(pam.isolate_args())
                 .arg("--")
                 .arg(SSHD)
                 .args(["-D", "-e", "-f"])

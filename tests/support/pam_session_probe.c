@@ -6,7 +6,8 @@
  * PAM_TEXT_INFO message:
  *   "probe: systemd.runtime_max_sec=SECONDS"  or  "probe: systemd.runtime_max_sec unset"
  * With `out=PATH`, setcred and the session phase also append a line to PATH:
- *   "phase=setcred|open_session runtime_max_sec=SECONDS|unset IDTOKEN_EXP=VALUE|unset"
+ *   "phase=setcred|open_session runtime_max_sec=S memory_max=M tasks_max=T IDTOKEN_EXP=E"
+ * (each item's value, or "unset")
  * for callers that do not show PAM messages (sshd's session phase, which runs in the
  * parent that did not authenticate). authenticate is PAM_IGNORE: it never changes a login.
  * Built by the test that uses it (cc -shared -fPIC ... -lpam); never installed. */
@@ -18,17 +19,27 @@
 
 #define ITEM "systemd.runtime_max_sec"
 
-static const char *runtime_max_sec(pam_handle_t *pamh)
+static const char *item(pam_handle_t *pamh, const char *name)
 {
     const void *value = NULL;
-    if (pam_get_data(pamh, ITEM, &value) == PAM_SUCCESS && value != NULL)
+    if (pam_get_data(pamh, name, &value) == PAM_SUCCESS && value != NULL)
         return (const char *)value;
     return NULL;
 }
 
+static const char *runtime_max_sec(pam_handle_t *pamh)
+{
+    return item(pamh, ITEM);
+}
+
+static const char *or_unset(const char *value)
+{
+    return value != NULL ? value : "unset";
+}
+
 static void record(pam_handle_t *pamh, int argc, const char **argv, const char *phase)
 {
-    const char *out = NULL, *seconds = runtime_max_sec(pamh), *exp = pam_getenv(pamh, "IDTOKEN_EXP");
+    const char *out = NULL, *exp = pam_getenv(pamh, "IDTOKEN_EXP");
     FILE *f;
     int i;
 
@@ -37,8 +48,9 @@ static void record(pam_handle_t *pamh, int argc, const char **argv, const char *
             out = argv[i] + 4;
     if (out == NULL || (f = fopen(out, "a")) == NULL)
         return;
-    fprintf(f, "phase=%s runtime_max_sec=%s IDTOKEN_EXP=%s\n", phase,
-            seconds != NULL ? seconds : "unset", exp != NULL ? exp : "unset");
+    fprintf(f, "phase=%s runtime_max_sec=%s memory_max=%s tasks_max=%s IDTOKEN_EXP=%s\n", phase,
+            or_unset(runtime_max_sec(pamh)), or_unset(item(pamh, "systemd.memory_max")),
+            or_unset(item(pamh, "systemd.tasks_max")), or_unset(exp));
     fclose(f);
 }
 

@@ -455,8 +455,10 @@ fn setcred_goes_on_past_the_module_and_the_session_phase_gets_the_runtime_limit(
         probe = probe.display(),
         log = log.display()
     );
-    let rule = "[[rule]]\nname = \"own-account\"\nissuer = \"gitlab\"\n";
+    // The rule's session limits reach the session phase too (SPEC v3).
+    let rule = "[[rule]]\nname = \"own-account\"\nissuer = \"gitlab\"\nmemory_max = \"2G\"\ntasks_max = 64\n";
     pam.sandbox.config("session_ends_at_exp = true", rule);
+    let records = pam.run.clone().unwrap_or_default().join("idtoken/sessions");
     let s = Sshd::start_with_stack(pam, &stack, &[]);
     let remote = "echo LOGIN-OK; id -un; echo ENV=$IDTOKEN_TEST_FROM_PAM_ENV";
     let probe_lines = |phase: &str| -> Vec<String> {
@@ -491,9 +493,20 @@ fn setcred_goes_on_past_the_module_and_the_session_phase_gets_the_runtime_limit(
         eprintln!("{setting:?}: {setcred:?} {session:?}");
         assert_eq!(session.len(), 1, "{session:?}");
         assert!(
-            session[0].ends_with(&format!(" IDTOKEN_EXP={exp}")),
+            session[0].ends_with(&format!(" memory_max=2G tasks_max=64 IDTOKEN_EXP={exp}")),
             "{session:?}"
         );
+        // The session closed (sshd closes it after the client has gone): its record goes.
+        let left = || -> Vec<std::ffi::OsString> {
+            std::fs::read_dir(&records)
+                .map(|d| d.flatten().map(|e| e.file_name()).collect())
+                .unwrap_or_default()
+        };
+        let start = std::time::Instant::now();
+        while !left().is_empty() && start.elapsed() < Duration::from_secs(5) {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        assert!(left().is_empty(), "records left after logout: {:?}", left());
         let seconds = session[0]
             .split(' ')
             .find_map(|f| f.strip_prefix("runtime_max_sec="))
@@ -519,6 +532,6 @@ fn setcred_goes_on_past_the_module_and_the_session_phase_gets_the_runtime_limit(
     let session = probe_lines("open_session");
     assert_eq!(
         session,
-        vec!["phase=open_session runtime_max_sec=unset IDTOKEN_EXP=unset".to_string()]
+        vec!["phase=open_session runtime_max_sec=unset memory_max=unset tasks_max=unset IDTOKEN_EXP=unset".to_string()]
     );
 }

@@ -14,6 +14,7 @@ use crate::claims::pointer_problem;
 use crate::files::{self, FileProblem};
 use crate::jws::parse_algorithm;
 use crate::net::Network;
+use crate::session_limits::{self, SessionLimits};
 
 /// The config's default path.
 pub const DEFAULT_PATH: &str = "/etc/security/idtoken.toml";
@@ -128,6 +129,8 @@ pub struct Rule {
     pub claims: Vec<(String, Vec<String>)>,
     /// A deny rule: what a condition on a claim the token does not carry does.
     pub if_absent: IfAbsent,
+    /// How big the sessions this rule grants may get (SPEC v3).
+    pub limits: SessionLimits,
 }
 
 /// What a deny rule makes of a condition on a claim the token does not carry (SPEC v3).
@@ -320,6 +323,20 @@ struct RawRule {
     deny: Option<bool>,
     from: Option<Spanned<Vec<String>>>,
     if_absent: Option<Spanned<String>>,
+    memory_max: Option<Spanned<toml::Value>>,
+    tasks_max: Option<Spanned<i64>>,
+    cpu_weight: Option<Spanned<i64>>,
+    io_weight: Option<Spanned<i64>>,
+    runtime_max: Option<Spanned<i64>>,
+}
+
+/// A rule's session limit keys as written.
+struct RawLimits {
+    memory_max: Option<Spanned<toml::Value>>,
+    tasks_max: Option<Spanned<i64>>,
+    cpu_weight: Option<Spanned<i64>>,
+    io_weight: Option<Spanned<i64>>,
+    runtime_max: Option<Spanned<i64>>,
 }
 
 /// A byte offset into the config text, turned into a line number only when reported.
@@ -659,6 +676,13 @@ impl Validator<'_> {
         issuers: &[Issuer],
         defaults: &Defaults,
     ) -> Option<Rule> {
+        let raw_limits = RawLimits {
+            memory_max: raw.memory_max,
+            tasks_max: raw.tasks_max,
+            cpu_weight: raw.cpu_weight,
+            io_weight: raw.io_weight,
+            runtime_max: raw.runtime_max,
+        };
         let Some(name) = raw.name else {
             self.err(line, "[[rule]] needs a name");
             return None;
@@ -758,6 +782,7 @@ impl Validator<'_> {
         if !deny {
             self.anchor_warnings(&owner, line, users.is_some(), &claims);
         }
+        let limits = self.session_limits(&raw_limits, &owner, deny, line);
         Some(Rule {
             name,
             deny,
@@ -770,7 +795,88 @@ impl Validator<'_> {
             login_as,
             claims,
             if_absent,
+            limits,
         })
+    }
+
+    /// A rule's session limits, each validated with its line (SPEC v3: units, ranges); a
+    /// deny rule opens no session, so it may not have any.
+    fn session_limits(
+        &mut self,
+        raw: &RawLimits,
+        owner: &str,
+        deny: bool,
+        line: Option<At>,
+    ) -> SessionLimits {
+        let mut limits = SessionLimits::default();
+        if let Some(v) = &raw.memory_max {
+            let at = self.at(v);
+            let text = match v.get_ref() {
+                toml::Value::String(s) => s.clone(),
+                toml::Value::Integer(n) => n.to_string(),
+                other => format!("{other:?}"),
+            };
+            match session_limits::memory_max(&text) {
+                Ok(m) => limits.memory_max = Some(m),
+                Err(why) => self.err(at, format!("{owner}: {why}")),
+            }
+        }
+        for (key, value, range, slot) in [
+            (
+                "tasks_max",
+                &raw.tasks_max,
+                session_limits::TASKS_MAX_RANGE,
+                &mut limits.tasks_max,
+            ),
+            (
+                "cpu_weight",
+                &raw.cpu_weight,
+                session_limits::WEIGHT_RANGE,
+                &mut limits.cpu_weight,
+            ),
+            (
+                "io_weight",
+                &raw.io_weight,
+                session_limits::WEIGHT_RANGE,
+                &mut limits.io_weight,
+            ),
+        ] {
+            if let Some(v) = value {
+                match session_limits::in_range(key, *v.get_ref(), range) {
+                    Ok(n) => *slot = Some(n),
+                    Err(why) => {
+                        let at = self.at(v);
+                        self.err(at, format!("{owner}: {why}"));
+                    }
+                }
+            }
+        }
+        if let Some(v) = &raw.runtime_max {
+            let seconds = *v.get_ref();
+            if (1..=session_limits::RUNTIME_MAX_LIMIT).contains(&seconds) {
+                limits.runtime_max = Some(seconds);
+            } else {
+                let at = self.at(v);
+                self.err(
+                    at,
+                    format!(
+                        "{owner}: runtime_max must be seconds from 1 to {}, not {seconds}",
+                        session_limits::RUNTIME_MAX_LIMIT
+                    ),
+                );
+            }
+        }
+        if deny && !limits.is_empty() {
+            self.err(
+                line,
+                format!(
+                    "{owner} is a deny rule: it opens no session, so it may not have session \
+                     limits (memory_max, tasks_max, cpu_weight, io_weight, runtime_max); put them \
+                     in a granting rule"
+                ),
+            );
+        }
+        limits
     }
 
     /// A granting rule that names its CI jobs only by names their owners can change
@@ -1247,6 +1353,47 @@ runner_id = 42
                 "\"github\" names its jobs only by names that can be renamed (repository)"
             ),
             "{w:?}"
+        );
+    }
+
+    /// SPEC v3 session limits: validated at load, each problem with its line; deny rules
+    /// open no session and may not have any.
+    #[test]
+    fn session_limits_are_validated_with_their_lines() {
+        let base = "[[issuer]]\nname = \"g\"\nurl = \"https://g\"\naudiences = [\"a\"]\n";
+        let c = Config::parse(&format!(
+            "{base}[[rule]]\nname = \"ci\"\nmemory_max = \"4G\"\ntasks_max = 512\ncpu_weight = 50\nio_weight = 10000\nruntime_max = 7200\n"
+        ))
+        .unwrap();
+        let l = &c.rules[0].limits;
+        assert_eq!(l.memory_max.as_deref(), Some("4G"));
+        assert_eq!(
+            (l.tasks_max, l.cpu_weight, l.io_weight, l.runtime_max),
+            (Some(512), Some(50), Some(10000), Some(7200))
+        );
+        let c = Config::parse(&format!(
+            "{base}[[rule]]\nname = \"b\"\nmemory_max = 1073741824\n"
+        ))
+        .unwrap();
+        assert_eq!(c.rules[0].limits.memory_max.as_deref(), Some("1073741824"));
+        let p = problems(&format!(
+            "{base}[[rule]]\nname = \"bad\"\nmemory_max = \"4GB\"\ntasks_max = 0\ncpu_weight = 10001\nio_weight = -1\nruntime_max = 0\n\
+             [[rule]]\nname = \"d\"\ndeny = true\ntasks_max = 5\n"
+        ));
+        let lines: Vec<Option<usize>> = p.iter().map(|x| x.line).collect();
+        assert_eq!(
+            lines,
+            vec![Some(7), Some(8), Some(9), Some(10), Some(11), Some(12)],
+            "{p:#?}"
+        );
+        assert!(p[0].message.contains("memory_max must be a size"), "{p:?}");
+        assert!(
+            p[1].message.contains("tasks_max must be from 1 to 4194304"),
+            "{p:?}"
+        );
+        assert!(
+            p[5].message.contains("deny rule: it opens no session"),
+            "{p:?}"
         );
     }
 

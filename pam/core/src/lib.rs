@@ -38,6 +38,8 @@ pub mod net;
 pub mod policy;
 pub mod reason;
 pub mod sanitize;
+pub mod session_limits;
+pub mod session_record;
 pub mod timefmt;
 pub mod usermap;
 pub mod uses;

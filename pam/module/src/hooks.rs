@@ -10,6 +10,7 @@ use idtoken_core::jws::looks_like_jws;
 use idtoken_core::keystore::{DiskIssuerData, IssuerData};
 use idtoken_core::policy;
 use idtoken_core::sanitize::clean;
+use idtoken_core::session_record::{SESSION_ENV, SessionDir, SessionRecord};
 use idtoken_core::uses::{DiskLedger, UseLedger};
 use idtoken_nss::Nss;
 use pamsm::{Pam, PamError};
@@ -28,6 +29,24 @@ pub struct World<'a> {
     pub accounts: &'a dyn AccountSource,
     pub issuer_data: &'a dyn IssuerData,
     pub uses: Uses<'a>,
+    pub sessions: Sessions<'a>,
+}
+
+/// Where the records of token sessions are kept.
+#[derive(Clone, Copy)]
+pub enum Sessions<'a> {
+    /// /run/idtoken/sessions.
+    Run,
+    Dir(&'a SessionDir),
+}
+
+impl Sessions<'_> {
+    fn dir(&self) -> SessionDir {
+        match self {
+            Sessions::Run => SessionDir::default(),
+            Sessions::Dir(d) => (*d).clone(),
+        }
+    }
 }
 
 /// Where `max_uses` is counted.
@@ -44,6 +63,7 @@ impl World<'static> {
         accounts: &Nss,
         issuer_data: &DiskIssuerData,
         uses: Uses::StateDir,
+        sessions: Sessions::Run,
     };
 }
 
@@ -61,55 +81,77 @@ pub fn ignore(_pamh: &Pam, _args: &[String]) -> PamError {
     PamError::IGNORE
 }
 
-pub fn open_session(pamh: &Pam, args: &[String]) -> PamError {
+pub fn open_session(pamh: &Pam, _args: &[String]) -> PamError {
     let mut ctx = PamHandleContext { pamh };
-    open_session_with(&mut ctx, args, now())
+    open_session_with(&mut ctx, &SessionDir::default(), now(), std::process::id())
 }
 
-/// The session phase of a token login: with `session_ends_at_exp`, sets pam_systemd's
-/// `systemd.runtime_max_sec` to the seconds left until the token's exp.
+pub fn close_session(pamh: &Pam, _args: &[String]) -> PamError {
+    let mut ctx = PamHandleContext { pamh };
+    close_session_with(&mut ctx, &SessionDir::default())
+}
+
+/// The session phase of a token login: hands pam_systemd the session's limits (the
+/// granting rule's, and the runtime up to the token's exp with `session_ends_at_exp`) and
+/// marks the login's record live, opened by `leader`.
 ///
-/// authenticate sets the item too, which is enough where one process runs every phase
+/// authenticate sets the items too, which is enough where one process runs every phase
 /// (su, a libpam driver). sshd does not: it authenticates in a forked child and opens the
-/// session in the parent, which gets back only the PAM environment (`pam_getenvlist`), so
-/// PAM data set in the child never reaches pam_systemd. What does cross is `IDTOKEN_EXP`,
-/// so the item is set again here, from it; this module's session line must come before
-/// pam_systemd's. An `IDTOKEN_EXP` put in the environment by anything else could only
-/// shorten a session. A login without it (a password login) is left alone.
+/// session in the parent, which gets back only the PAM environment, so PAM data set in the
+/// child never reaches pam_systemd. What crosses is `IDTOKEN_SESSION`, the name of the
+/// root-only record authenticate wrote ([`idtoken_core::session_record`]); this module's
+/// session line must come before pam_systemd's. A login without it (a password login) is
+/// left alone.
 ///
-/// PAM_IGNORE: the session's success is not this module's to decide; PAM_SESSION_ERR only
-/// when a token login's session cannot be limited because the config cannot be read.
-pub fn open_session_with(ctx: &mut dyn PamContext, raw_args: &[String], now: i64) -> PamError {
-    let Some(exp) = ctx.getenv("IDTOKEN_EXP") else {
+/// PAM_IGNORE: the session's success is not this module's to decide; PAM_SESSION_ERR when
+/// a token login's record cannot be read or written (its limits could not be applied).
+pub fn open_session_with(
+    ctx: &mut dyn PamContext,
+    sessions: &SessionDir,
+    now: i64,
+    leader: u32,
+) -> PamError {
+    let Some(name) = ctx.getenv(SESSION_ENV) else {
         return PamError::IGNORE;
     };
-    let config = match args::parse(raw_args)
-        .and_then(|a| Config::load(&a.config).map_err(|e| e.to_string().replace('\n', "; ")))
-    {
-        Ok(c) => c,
+    let mut record = match sessions.pending(&name) {
+        Ok(r) => r,
         Err(why) => {
             ctx.log(
                 Level::Error,
-                &format!("session of a token login: config unusable, cannot apply session_ends_at_exp: {why}"),
-            );
-            return PamError::SESSION_ERR;
-        }
-    };
-    if !config.defaults.session_ends_at_exp {
-        return PamError::IGNORE;
-    }
-    match exp.parse::<i64>() {
-        Ok(exp) => set_runtime_limit(ctx, exp, now),
-        Err(_) => {
-            ctx.log(
-                Level::Error,
                 &format!(
-                    "IDTOKEN_EXP {:?} is not a time; the session will not end with the token",
-                    clean(&exp)
+                    "session of a token login: {}; its session limits cannot be applied",
+                    clean(&why)
                 ),
             );
             return PamError::SESSION_ERR;
         }
+    };
+    for (item, value) in record.limits().items(record.ends_at_exp, record.exp, now) {
+        ctx.set_data(item, &value);
+    }
+    record.leader = Some(leader);
+    record.opened = Some(now);
+    if let Err(why) = sessions.open_session(&name, &record) {
+        ctx.log(
+            Level::Error,
+            &format!("session of a token login: {}", clean(&why)),
+        );
+        return PamError::SESSION_ERR;
+    }
+    PamError::IGNORE
+}
+
+/// The end of a token login's session: its record goes (it no longer counts).
+pub fn close_session_with(ctx: &mut dyn PamContext, sessions: &SessionDir) -> PamError {
+    let Some(name) = ctx.getenv(SESSION_ENV) else {
+        return PamError::IGNORE;
+    };
+    if let Err(why) = sessions.close_session(&name) {
+        ctx.log(
+            Level::Error,
+            &format!("end of a token login's session: {}", clean(&why)),
+        );
     }
     PamError::IGNORE
 }
@@ -220,7 +262,14 @@ pub fn authenticate_with(
     };
     let decision = decide(world, &config, &request);
     report(ctx, &args, &config, &decision, &collected, rhost.as_deref());
-    answer(ctx, &config, &decision, now)
+    answer(
+        ctx,
+        &config,
+        &decision,
+        now,
+        &world.sessions.dir(),
+        rhost.as_deref(),
+    )
 }
 
 fn decide(world: &World, config: &Config, request: &Request) -> Decision {
@@ -333,37 +382,86 @@ fn log_cut_hint(ctx: &mut dyn PamContext) {
     );
 }
 
-fn answer(ctx: &mut dyn PamContext, config: &Config, d: &Decision, now: i64) -> PamError {
+fn answer(
+    ctx: &mut dyn PamContext,
+    config: &Config,
+    d: &Decision,
+    now: i64,
+    sessions: &SessionDir,
+    rhost: Option<&str>,
+) -> PamError {
     match &d.verdict {
         Verdict::Allow => {
             set_environment(ctx, d);
-            if config.defaults.session_ends_at_exp {
-                end_session_at_exp(ctx, d, now);
-            }
-            PamError::SUCCESS
+            prepare_session(ctx, config, d, now, sessions, rhost)
         }
         Verdict::Deny(_) => PamError::AUTH_ERR,
         Verdict::Unavailable(_) => PamError::AUTHINFO_UNAVAIL,
     }
 }
 
-/// The PAM data item pam_systemd (systemd >= 244) reads to limit the session scope's
-/// runtime: the session, and what runs in it, ends when the token expires.
-pub const RUNTIME_MAX_SEC: &str = "systemd.runtime_max_sec";
-
-/// Asks pam_systemd to end the session at the token's exp (see [`set_runtime_limit`]).
-fn end_session_at_exp(ctx: &mut dyn PamContext, d: &Decision, now: i64) {
-    let Some(exp) = d.audit_claims.exp else {
-        return; // an allowed token always has exp; nothing to limit otherwise
+/// An allowed token's session: the granting rule's limits as pam_systemd's data items (for
+/// callers that run every phase in this process), and the record the session phase finds
+/// through `IDTOKEN_SESSION` (for sshd, which does not). A record that cannot be written
+/// refuses the login: its limits could not be applied.
+fn prepare_session(
+    ctx: &mut dyn PamContext,
+    config: &Config,
+    d: &Decision,
+    now: i64,
+    sessions: &SessionDir,
+    rhost: Option<&str>,
+) -> PamError {
+    let limits = config
+        .rules
+        .iter()
+        .find(|r| d.rule.as_deref() == Some(r.name.as_str()))
+        .map(|r| r.limits.clone())
+        .unwrap_or_default();
+    let ends_at_exp = config.defaults.session_ends_at_exp;
+    // An allowed token always has exp.
+    let exp = d.audit_claims.exp.unwrap_or(now);
+    for (item, value) in limits.items(ends_at_exp, exp, now) {
+        ctx.set_data(item, &value);
+    }
+    let mut record = SessionRecord {
+        account: d.account.clone(),
+        issuer: d.issuer.clone().unwrap_or_default(),
+        rule: d.rule.clone().unwrap_or_default(),
+        user: d.user.clone().unwrap_or_default(),
+        project_path: d.audit_claims.project_path.clone(),
+        pipeline_id: d.audit_claims.pipeline_id.clone(),
+        job_id: d.audit_claims.job_id.clone(),
+        jti: d.audit_claims.jti.clone(),
+        rhost: rhost.map(clean),
+        created: now,
+        exp,
+        ends_at_exp,
+        memory_max: None,
+        tasks_max: None,
+        cpu_weight: None,
+        io_weight: None,
+        runtime_max: None,
+        leader: None,
+        opened: None,
     };
-    set_runtime_limit(ctx, exp, now);
-}
-
-/// The runtime limit for a token expiring at `exp`: whole seconds from now, at least 1 (a
-/// token allowed within the leeway after exp still gets a session of 1 s).
-fn set_runtime_limit(ctx: &mut dyn PamContext, exp: i64, now: i64) {
-    let seconds = exp.saturating_sub(now).max(1);
-    ctx.set_data(RUNTIME_MAX_SEC, &seconds.to_string());
+    record.set_limits(&limits);
+    match sessions.create_pending(&record) {
+        Ok(name) => {
+            ctx.putenv(SESSION_ENV, &name);
+            PamError::SUCCESS
+        }
+        Err(why) => {
+            ctx.log(
+                Level::Error,
+                &format!(
+                    "token allowed, but its session cannot be recorded: {}; refusing the login",
+                    clean(&why)
+                ),
+            );
+            PamError::AUTHINFO_UNAVAIL
+        }
+    }
 }
 
 fn set_environment(ctx: &mut dyn PamContext, d: &Decision) {

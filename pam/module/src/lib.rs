@@ -152,5 +152,24 @@ pub unsafe extern "C" fn pam_sm_open_session(
     }
 }
 
-ignored_hook!(pam_sm_close_session);
+/// # Safety
+/// Called by libpam with a valid handle and argument vector.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn pam_sm_close_session(
+    pamh: Pam,
+    _flags: c_int,
+    argc: c_int,
+    argv: *const *const c_char,
+) -> c_int {
+    // SAFETY: libpam's contract.
+    unsafe {
+        guarded(
+            &pamh,
+            argc,
+            argv,
+            PamError::SESSION_ERR,
+            hooks::close_session,
+        )
+    }
+}
 ignored_hook!(pam_sm_chauthtok);

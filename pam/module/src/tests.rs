@@ -26,7 +26,11 @@ use serde_json::{Value, json};
 
 use crate::collect::{OPENSSH_CUT, Prompter, Secret};
 use crate::handle::{Level, PamContext};
-use crate::hooks::{GENERIC_REFUSAL, Uses, World, authenticate_with, open_session_with};
+use crate::hooks::{
+    GENERIC_REFUSAL, Sessions, Uses, World, authenticate_with, close_session_with,
+    open_session_with,
+};
+use idtoken_core::session_record::{SessionDir, SessionRecord, valid_name};
 
 // ---------------------------------------------------------------------------------------
 // The scripted context.
@@ -215,6 +219,10 @@ impl PamContext for Script {
 
     fn putenv(&mut self, name: &str, value: &str) {
         match self.next(&format!("putenv({name}={value})")) {
+            Event::Putenv(n, v) if v == ANY_RECORD_NAME => {
+                assert_eq!(name, n, "putenv");
+                assert!(valid_name(value), "putenv {name}={value}");
+            }
             Event::Putenv(n, v) => assert_eq!((name, value), (&*n, &*v), "putenv"),
             other => panic!("expected {other:?}, got putenv({name}={value})"),
         }
@@ -328,10 +336,12 @@ fn long_token(len: usize) -> String {
 
 /// Runs the hook on the script with alice's world and the given key cache.
 fn run(script: &mut Script, args: &[String], keys: &MemoryKeys, ledger: &Ledger) -> PamError {
+    let sessions = test_sessions();
     let world = World {
         accounts: &AccountTable::new(ACCOUNTS),
         issuer_data: keys,
         uses: Uses::Ledger(ledger),
+        sessions: Sessions::Dir(&sessions.0),
     };
     authenticate_with(script, args, NOW, &world)
 }
@@ -347,7 +357,14 @@ fn decided(audit: &str) -> Vec<Event> {
 }
 
 /// The PAM environment an allowed login of the test token (exp as given) sets, in order.
+/// The environment of an allowed token, then its session record's name.
 fn allowed_environment(exp: i64) -> Vec<Event> {
+    let mut events = environment(exp);
+    events.push(session_recorded());
+    events
+}
+
+fn environment(exp: i64) -> Vec<Event> {
     vec![
         putenv("IDTOKEN_ISSUER", "gitlab"),
         putenv("IDTOKEN_PROJECT_PATH", "hpc/app"),
@@ -356,6 +373,35 @@ fn allowed_environment(exp: i64) -> Vec<Event> {
         putenv("IDTOKEN_USER", "alice"),
         putenv("IDTOKEN_EXP", &exp.to_string()),
     ]
+}
+
+/// IDTOKEN_SESSION, set to the random name of the login's session record.
+fn session_recorded() -> Event {
+    putenv("IDTOKEN_SESSION", ANY_RECORD_NAME)
+}
+
+/// In an expected putenv, stands for any valid session record name.
+const ANY_RECORD_NAME: &str = "<any record name>";
+
+/// A directory of session records of one test's own, removed when dropped (also when the
+/// test fails).
+struct TestSessions(SessionDir);
+
+impl Drop for TestSessions {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.0.dir);
+    }
+}
+
+fn test_sessions() -> TestSessions {
+    static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    TestSessions(SessionDir {
+        dir: std::env::temp_dir().join(format!(
+            "pam-idtoken-hooks-sessions-{}-{n}",
+            std::process::id()
+        )),
+    })
 }
 
 fn script(parts: Vec<Vec<Event>>) -> Script {
@@ -525,61 +571,95 @@ fn session_ends_at_exp_sets_the_runtime_limit_for_pam_systemd() {
             start(),
             vec![prompt("ID token: ", t.as_bytes())],
             decided("decision=allow"),
-            allowed_environment(NOW + exp_in),
-            vec![set_data("systemd.runtime_max_sec", limit)],
+            environment(NOW + exp_in),
+            vec![
+                set_data("systemd.runtime_max_sec", limit),
+                session_recorded(),
+            ],
         ]);
         let code = run(&mut s, &site.args, &key_a(), &Ledger::default());
         assert_eq!(code, PamError::SUCCESS, "exp in {exp_in} s");
     }
 }
 
-/// SPEC v3: the session phase sets the runtime limit again from IDTOKEN_EXP, which is what
-/// crosses from sshd's authentication child to the process that opens the session; a login
-/// without it (a password login) and a config without session_ends_at_exp are left alone.
+/// SPEC v3: the session phase finds the login's record through IDTOKEN_SESSION (what
+/// crosses from sshd's authentication child to the process that opens the session), hands
+/// pam_systemd the rule's limits and the runtime to exp, and marks the record live with its
+/// process; closing the session removes it. A login without IDTOKEN_SESSION (a password
+/// login) is left alone; a name that names no record refuses the session.
 #[test]
-fn the_session_phase_sets_the_runtime_limit_from_idtoken_exp() {
-    let exp = (NOW + 300).to_string();
-    let ends = Site::new("session-phase", "session_ends_at_exp = true");
+fn the_session_phase_applies_the_record_and_closing_removes_it() {
+    let guard = test_sessions();
+    let sessions = &guard.0;
+    let record = SessionRecord {
+        account: "alice".into(),
+        issuer: "gitlab".into(),
+        rule: "ci".into(),
+        user: "alice".into(),
+        project_path: None,
+        pipeline_id: Some("4711".into()),
+        job_id: None,
+        jti: None,
+        rhost: None,
+        created: NOW,
+        exp: NOW + 300,
+        ends_at_exp: true,
+        memory_max: Some("4G".into()),
+        tasks_max: Some(64),
+        cpu_weight: None,
+        io_weight: None,
+        runtime_max: Some(7200),
+        leader: None,
+        opened: None,
+    };
+    let name = sessions.create_pending(&record).unwrap();
     let mut s = script(vec![vec![
-        getenv("IDTOKEN_EXP", Some(&exp)),
-        set_data("systemd.runtime_max_sec", "300"),
+        getenv("IDTOKEN_SESSION", Some(&name)),
+        set_data("systemd.memory_max", "4G"),
+        set_data("systemd.tasks_max", "64"),
+        set_data("systemd.runtime_max_sec", "290"),
     ]]);
-    assert_eq!(open_session_with(&mut s, &ends.args, NOW), PamError::IGNORE);
-    // A password login: nothing read, nothing set.
-    let mut s = script(vec![vec![getenv("IDTOKEN_EXP", None)]]);
-    assert_eq!(open_session_with(&mut s, &ends.args, NOW), PamError::IGNORE);
-    // Past exp (allowed within the leeway): one second.
-    let mut s = script(vec![vec![
-        getenv("IDTOKEN_EXP", Some(&(NOW - 20).to_string())),
-        set_data("systemd.runtime_max_sec", "1"),
-    ]]);
-    assert_eq!(open_session_with(&mut s, &ends.args, NOW), PamError::IGNORE);
-    // Without session_ends_at_exp: no item.
-    let stays = Site::new("session-stays", "");
-    let mut s = script(vec![vec![getenv("IDTOKEN_EXP", Some(&exp))]]);
     assert_eq!(
-        open_session_with(&mut s, &stays.args, NOW),
+        open_session_with(&mut s, sessions, NOW + 10, 4242),
         PamError::IGNORE
     );
-    // A token login whose config cannot be read: the session is refused, and logged.
-    let mut s = script(vec![vec![
-        getenv("IDTOKEN_EXP", Some(&exp)),
-        log(Level::Error, "cannot apply session_ends_at_exp"),
-    ]]);
-    let missing = vec!["config=/nonexistent/idtoken.toml".to_string()];
+    let live: Vec<_> = sessions
+        .current(NOW + 10, &|pid| pid == 4242)
+        .unwrap()
+        .into_iter()
+        .filter(|(n, _)| *n == name)
+        .collect();
+    assert_eq!(live.len(), 1);
     assert_eq!(
-        open_session_with(&mut s, &missing, NOW),
-        PamError::SESSION_ERR
+        (live[0].1.leader, live[0].1.opened),
+        (Some(4242), Some(NOW + 10))
     );
-    // Garbage in IDTOKEN_EXP: refused too.
-    let mut s = script(vec![vec![
-        getenv("IDTOKEN_EXP", Some("soon")),
-        log(Level::Error, "is not a time"),
-    ]]);
+    let mut s = script(vec![vec![getenv("IDTOKEN_SESSION", Some(&name))]]);
+    assert_eq!(close_session_with(&mut s, sessions), PamError::IGNORE);
+    assert!(
+        sessions
+            .current(NOW + 10, &|_| true)
+            .unwrap()
+            .iter()
+            .all(|(n, _)| *n != name)
+    );
+    // A password login: nothing read, nothing set.
+    let mut s = script(vec![vec![getenv("IDTOKEN_SESSION", None)]]);
     assert_eq!(
-        open_session_with(&mut s, &ends.args, NOW),
-        PamError::SESSION_ERR
+        open_session_with(&mut s, sessions, NOW, 1),
+        PamError::IGNORE
     );
+    // A name that names no record (the closed one, or one made up): the session is refused.
+    for bogus in [name.as_str(), "not-a-name"] {
+        let mut s = script(vec![vec![
+            getenv("IDTOKEN_SESSION", Some(bogus)),
+            log(Level::Error, "its session limits cannot be applied"),
+        ]]);
+        assert_eq!(
+            open_session_with(&mut s, sessions, NOW, 1),
+            PamError::SESSION_ERR
+        );
+    }
 }
 
 #[test]
