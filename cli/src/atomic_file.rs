@@ -2,11 +2,21 @@
 //! crash leaves one of the two on disk: a temporary file in the same directory, written and
 //! fsynced, renamed over the target, and the directory fsynced so the rename is durable.
 //! The login path opens the key cache at any moment, so this is the only way it is written.
+//!
+//! [`replace_beyond_links`] does the same in a directory another account may control
+//! (node_exporter's textfile directory: Debian's prometheus account owns its parent), where
+//! any name may be a planted symlink and any directory on the way may be swapped for one:
+//! the directory is reached from `/` one component at a time with O_NOFOLLOW, and the
+//! temporary file, the rename and the cleanup act on that directory's descriptor only.
 
+use std::ffi::OsStr;
 use std::fs::{File, OpenOptions};
 use std::io::Write;
+use std::os::fd::OwnedFd;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-use std::path::{Path, PathBuf};
+use std::path::{Component, Path, PathBuf};
+
+use rustix::fs::{AtFlags, Mode, OFlags};
 
 /// How a replace failed: before the rename (the target is as it was), or after it (the new
 /// contents are in place, but the directory fsync that makes the rename durable failed).
@@ -45,6 +55,134 @@ pub fn replace(path: &Path, contents: &[u8], mode: u32) -> Result<(), ReplaceErr
             dir.display()
         ))
     })
+}
+
+/// Replaces `path` as [`replace`] does, without ever following a symlink: each directory
+/// from `/` to the parent of `path` is opened from the one before with O_NOFOLLOW (a symlink
+/// anywhere on the way is refused, so a swapped-in link to another directory is never
+/// entered), the temporary file is created in that directory's descriptor with
+/// O_CREAT|O_EXCL|O_NOFOLLOW (a planted name is never opened), and renamed over the target
+/// within the same descriptor (a planted link at the target's name is replaced, not written
+/// through). `path` must be absolute, without `..`.
+pub fn replace_beyond_links(path: &Path, contents: &[u8], mode: u32) -> Result<(), ReplaceError> {
+    let name = path.file_name().unwrap_or_default();
+    let temp = temp_name(name, path).map_err(ReplaceError::NotReplaced)?;
+    replace_beyond_links_via(path, contents, mode, &temp)
+}
+
+/// [`replace_beyond_links`] with the temporary file's name given (tests plant one there).
+fn replace_beyond_links_via(
+    path: &Path,
+    contents: &[u8],
+    mode: u32,
+    temp: &str,
+) -> Result<(), ReplaceError> {
+    use ReplaceError::{NotDurable, NotReplaced};
+    let (dir_path, name) = split_plain(path).map_err(NotReplaced)?;
+    let dir = open_dir_nofollow(&dir_path).map_err(NotReplaced)?;
+    remove_stale_temps_at(&dir, name);
+    let at =
+        |what: &str, e: std::io::Error| format!("{}: {what}: {e}", dir_path.join(temp).display());
+    let flags = OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    let fd = rustix::fs::openat(&dir, temp, flags, Mode::from_raw_mode(mode))
+        .map_err(|e| NotReplaced(at("cannot create", e.into())))?;
+    let written = fill(File::from(fd), contents, mode)
+        .map_err(|e| at("cannot write", e))
+        .and_then(|()| {
+            rustix::fs::renameat(&dir, temp, &dir, name).map_err(|e| {
+                format!(
+                    "cannot rename {} to {}: {}",
+                    dir_path.join(temp).display(),
+                    path.display(),
+                    std::io::Error::from(e)
+                )
+            })
+        });
+    if let Err(why) = written {
+        let _ = rustix::fs::unlinkat(&dir, temp, AtFlags::empty());
+        return Err(NotReplaced(why));
+    }
+    rustix::fs::fsync(&dir).map_err(|e| {
+        NotDurable(format!(
+            "{}: cannot fsync the directory: {}",
+            dir_path.display(),
+            std::io::Error::from(e)
+        ))
+    })
+}
+
+/// The parent directory and the file name of an absolute path with no `..` in it.
+fn split_plain(path: &Path) -> Result<(PathBuf, &OsStr), String> {
+    let refuse = |why: &str| format!("{}: {why}", path.display());
+    if !path.is_absolute() {
+        return Err(refuse("not an absolute path"));
+    }
+    if path.components().any(|c| c == Component::ParentDir) {
+        return Err(refuse("a path with `..` is not accepted"));
+    }
+    match (path.parent(), path.components().next_back()) {
+        (Some(dir), Some(Component::Normal(name))) => Ok((dir.to_path_buf(), name)),
+        _ => Err(refuse("not a file name")),
+    }
+}
+
+/// Opens `dir` (absolute, no `..`) from `/` one component at a time, each with O_NOFOLLOW.
+fn open_dir_nofollow(dir: &Path) -> Result<OwnedFd, String> {
+    let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    let mut walked = PathBuf::from("/");
+    let mut fd = rustix::fs::open("/", flags, Mode::empty())
+        .map_err(|e| format!("/: {}", std::io::Error::from(e)))?;
+    for c in dir.components() {
+        let Component::Normal(name) = c else { continue };
+        walked.push(name);
+        fd = rustix::fs::openat(&fd, name, flags, Mode::empty()).map_err(|e| match e {
+            // O_NOFOLLOW|O_DIRECTORY on a symlink: ELOOP (or ENOTDIR on some filesystems).
+            rustix::io::Errno::LOOP | rustix::io::Errno::NOTDIR => format!(
+                "{}: a symlink or not a directory; give the real path of the directory (symlinks are not followed here)",
+                walked.display()
+            ),
+            e => format!("{}: {}", walked.display(), std::io::Error::from(e)),
+        })?;
+    }
+    Ok(fd)
+}
+
+/// Writes `contents` to a new file, sets `mode` exactly (the umask may have narrowed it),
+/// gives it to root:root when run as root, and fsyncs it.
+fn fill(mut file: File, contents: &[u8], mode: u32) -> std::io::Result<()> {
+    file.write_all(contents)?;
+    file.set_permissions(std::fs::Permissions::from_mode(mode))?;
+    if uzers::get_effective_uid() == 0 {
+        std::os::unix::fs::fchown(&file, Some(0), Some(0))?;
+    }
+    file.sync_all()
+}
+
+/// [`remove_stale_temps`] on a directory's descriptor: entries are looked at without
+/// following them, and removing a planted link removes the link only.
+fn remove_stale_temps_at(dir: &OwnedFd, name: &OsStr) {
+    let Some(name) = name.to_str() else { return };
+    let prefix = format!(".{name}.tmp-");
+    let Ok(listing) = rustix::fs::Dir::read_from(dir) else {
+        return;
+    };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    for entry in listing.flatten() {
+        let entry_name = entry.file_name();
+        if !entry_name.to_str().is_ok_and(|n| n.starts_with(&prefix)) {
+            continue;
+        }
+        let stale = rustix::fs::statat(dir, entry_name, AtFlags::SYMLINK_NOFOLLOW)
+            .ok()
+            .and_then(|st| u64::try_from(st.st_mtime).ok())
+            .is_some_and(|mtime| now.saturating_sub(mtime) > STALE_TEMP_SECS);
+        if stale {
+            let _ = rustix::fs::unlinkat(dir, entry_name, AtFlags::empty());
+        }
+    }
 }
 
 /// How old another run's temporary file must be before it counts as left by a run that
@@ -88,36 +226,36 @@ fn parent_of(path: &Path) -> Result<PathBuf, String> {
 }
 
 /// `.NAME.tmp-PID-NANOS` beside the target: same directory, so the rename stays within one
-/// filesystem; hidden, so a glob over `*.jwks.json` never picks it up.
+/// filesystem; hidden, so a glob over `*.jwks.json` (or node_exporter's `*.prom`) never
+/// picks it up.
 fn temp_path(path: &Path) -> Result<PathBuf, String> {
     let name = path
         .file_name()
-        .and_then(|n| n.to_str())
+        .ok_or_else(|| format!("{}: not a file name", path.display()))?;
+    Ok(path.with_file_name(temp_name(name, path)?))
+}
+
+fn temp_name(name: &OsStr, path: &Path) -> Result<String, String> {
+    let name = name
+        .to_str()
         .ok_or_else(|| format!("{}: not a file name", path.display()))?;
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.subsec_nanos())
         .unwrap_or(0);
-    Ok(path.with_file_name(format!(".{name}.tmp-{}-{nanos}", std::process::id())))
+    Ok(format!(".{name}.tmp-{}-{nanos}", std::process::id()))
 }
 
 fn write_temp(temp: &Path, contents: &[u8], mode: u32) -> Result<(), String> {
     let at = |e: std::io::Error| format!("{}: {e}", temp.display());
-    let mut file = OpenOptions::new()
+    let file = OpenOptions::new()
         .write(true)
         .create_new(true) // never reuse, never follow a planted symlink
         .mode(mode)
         .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
         .open(temp)
         .map_err(at)?;
-    file.write_all(contents).map_err(at)?;
-    // The umask may have narrowed the mode given to open; set it exactly.
-    file.set_permissions(std::fs::Permissions::from_mode(mode))
-        .map_err(at)?;
-    if uzers::get_effective_uid() == 0 {
-        std::os::unix::fs::fchown(&file, Some(0), Some(0)).map_err(at)?;
-    }
-    file.sync_all().map_err(at)
+    fill(file, contents, mode).map_err(at)
 }
 
 #[cfg(test)]
@@ -170,6 +308,75 @@ mod tests {
             "a concurrent run's file in progress was removed"
         );
         assert!(other.exists(), "another file's temporary file was removed");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    fn scratch(tag: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("idtoken-atomic-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    #[test]
+    fn beyond_links_replaces_a_planted_link_at_the_target_name_without_writing_through_it() {
+        let dir = scratch("bl-target");
+        std::fs::create_dir_all(dir.join("textfile")).unwrap();
+        let victim = dir.join("cache.jwks.json");
+        std::fs::write(&victim, b"keys").unwrap();
+        let target = dir.join("textfile/idtoken.prom");
+        std::os::unix::fs::symlink(&victim, &target).unwrap();
+        replace_beyond_links(&target, b"metrics\n", 0o644).unwrap();
+        assert_eq!(std::fs::read(&victim).unwrap(), b"keys");
+        let meta = std::fs::symlink_metadata(&target).unwrap();
+        assert!(meta.file_type().is_file(), "the link was written through");
+        assert_eq!(meta.mode() & 0o7777, 0o644);
+        assert_eq!(std::fs::read(&target).unwrap(), b"metrics\n");
+        assert_eq!(std::fs::read_dir(dir.join("textfile")).unwrap().count(), 1);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn beyond_links_never_opens_a_planted_temporary_name() {
+        let dir = scratch("bl-temp");
+        std::fs::create_dir_all(dir.join("textfile")).unwrap();
+        let victim = dir.join("cache.jwks.json");
+        std::fs::write(&victim, b"keys").unwrap();
+        let temp = ".idtoken.prom.tmp-1-2";
+        std::os::unix::fs::symlink(&victim, dir.join("textfile").join(temp)).unwrap();
+        let target = dir.join("textfile/idtoken.prom");
+        let e = replace_beyond_links_via(&target, b"metrics\n", 0o644, temp).unwrap_err();
+        assert!(matches!(e, ReplaceError::NotReplaced(_)), "{e:?}");
+        assert_eq!(std::fs::read(&victim).unwrap(), b"keys");
+        assert!(!target.exists());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn beyond_links_refuses_a_directory_swapped_for_a_link() {
+        let dir = scratch("bl-dir");
+        std::fs::create_dir_all(dir.join("cache")).unwrap();
+        std::fs::create_dir_all(dir.join("prometheus")).unwrap();
+        std::os::unix::fs::symlink(dir.join("cache"), dir.join("prometheus/node-exporter"))
+            .unwrap();
+        let target = dir.join("prometheus/node-exporter/idtoken.prom");
+        let e = replace_beyond_links(&target, b"metrics\n", 0o644).unwrap_err();
+        let ReplaceError::NotReplaced(why) = e else {
+            panic!("{e:?}")
+        };
+        assert!(why.contains("symlink"), "{why}");
+        assert_eq!(std::fs::read_dir(dir.join("cache")).unwrap().count(), 0);
+        for relative in [
+            "idtoken.prom",
+            "../x/idtoken.prom",
+            "/a/../idtoken.prom",
+            "/",
+        ] {
+            assert!(
+                replace_beyond_links(Path::new(relative), b"", 0o644).is_err(),
+                "{relative}"
+            );
+        }
         let _ = std::fs::remove_dir_all(&dir);
     }
 

@@ -15,6 +15,7 @@ use idtoken_core::sanitize::clean;
 use idtoken_core::timefmt;
 use serde_json::{Value, json};
 
+use crate::atomic_file::{self, ReplaceError};
 use crate::token_input;
 
 #[derive(clap::Args)]
@@ -27,6 +28,10 @@ pub struct Args {
     /// Print node_exporter textfile metrics (Prometheus text format) instead of text.
     #[arg(long)]
     prometheus: bool,
+    /// With --prometheus: write the metrics to FILE (absolute path) instead of stdout, through
+    /// a new temporary file renamed over it, following no symlink; exit 0 once written.
+    #[arg(long, value_name = "FILE", requires = "prometheus")]
+    output: Option<PathBuf>,
 }
 
 pub fn run(args: &Args) -> u8 {
@@ -35,6 +40,9 @@ pub fn run(args: &Args) -> u8 {
         Err(e) => {
             eprintln!("idtoken status: {e}");
             if args.prometheus {
+                if let Some(out) = &args.output {
+                    return write_metrics(out, &prometheus(false, &[]));
+                }
                 print!("{}", prometheus(false, &[]));
             } else if args.json {
                 println!(
@@ -53,6 +61,9 @@ pub fn run(args: &Args) -> u8 {
         .collect();
     let ok = all.iter().all(|s| s.problems.is_empty());
     if args.prometheus {
+        if let Some(out) = &args.output {
+            return write_metrics(out, &prometheus(true, &all));
+        }
         print!("{}", prometheus(true, &all));
     } else if args.json {
         let issuers: Vec<Value> = all.iter().map(CacheStatus::to_json).collect();
@@ -74,6 +85,26 @@ pub fn run(args: &Args) -> u8 {
         }
     }
     u8::from(!ok)
+}
+
+/// `--output FILE`: the metrics replace FILE, which node_exporter reads at any moment, so
+/// it is written whole or not at all. The directory is node_exporter's, and an account other
+/// than root may control it or its parent (Debian's prometheus owns /var/lib/prometheus),
+/// so nothing there is trusted: no symlink is followed on the way or at any name (a link
+/// planted to make root overwrite a key cache is replaced, never written through). Exit 0
+/// when written, whatever the metrics say (they carry the problems); 2 when not.
+fn write_metrics(out: &std::path::Path, metrics: &str) -> u8 {
+    match atomic_file::replace_beyond_links(out, metrics.as_bytes(), 0o644) {
+        Ok(()) => 0,
+        Err(ReplaceError::NotDurable(why)) => {
+            eprintln!("idtoken status: warning: {why} (the metrics were written)");
+            0
+        }
+        Err(ReplaceError::NotReplaced(why)) => {
+            eprintln!("idtoken status: metrics not written: {why}");
+            2
+        }
+    }
 }
 
 /// One thing wrong with a cache; `code` is stable for monitoring.

@@ -2,7 +2,10 @@
 //! exactly as printed, the CI template's before_script (one login per job over
 //! ControlMaster, no retry of a refused token, retry of a connection closed before
 //! authentication), and a rogue server asking for `ID token: ` that must get nothing from
-//! either askpass helper or from a job that uses the template.
+//! either askpass helper, the helper embedded in the template, or a job that uses the
+//! template. A cancelled job (its process group killed, TERM or INT as a runner sends, or
+//! its shell alone SIGKILLed) leaves no master connection past the token's exp and no
+//! socket another process of the runner's account could use.
 //!
 //! The jobs are taken from README.md (between `<!-- job-example:start/end -->`) and from
 //! packaging/gitlab-ci/idtoken-ssh.gitlab-ci.yml by a small reader of the YAML subset they
@@ -228,6 +231,11 @@ impl Runner {
 
     /// Runs `job` with the job token and the site's CI/CD variables.
     fn run(&self, job: &Job, token: &str, site: &[(&str, String)]) -> Output {
+        sshd::run_bounded(&mut self.command(job, token, site))
+    }
+
+    /// The job's shell, as `run` starts it.
+    fn command(&self, job: &Job, token: &str, site: &[(&str, String)]) -> Command {
         let mut script = String::new();
         for (k, v) in &job.variables {
             if !site.iter().any(|(s, _)| s == k) {
@@ -267,7 +275,26 @@ impl Runner {
         for (k, v) in site {
             c.env(k, v);
         }
-        sshd::run_bounded(&mut c)
+        c
+    }
+
+    /// PIDs of processes whose command line names this runner's TMPDIR: the job's ssh
+    /// master (its ControlPath and known_hosts are there) and any ssh talking to it.
+    fn masters(&self) -> Vec<i32> {
+        let tmp = self.sb.path("tmp").display().to_string();
+        let o = Command::new("pgrep").args(["-f", &tmp]).output().unwrap();
+        String::from_utf8_lossy(&o.stdout)
+            .split_whitespace()
+            .filter_map(|p| p.parse().ok())
+            .collect()
+    }
+
+    /// The job's control socket, `TMPDIR/idtoken.XXXXXXXX/c`.
+    fn control_socket(&self) -> Option<std::path::PathBuf> {
+        self.tmp_entries()
+            .iter()
+            .map(|d| self.sb.path("tmp").join(d).join("c"))
+            .find(|c| c.exists())
     }
 }
 
@@ -594,7 +621,12 @@ fn a_rogue_server_asking_for_the_token_gets_nothing() {
     // Both helpers, set for the whole job as the old template did, reaching the rogue as
     // 127.0.0.1 while $IDTOKEN_HOST names the login node.
     let script = root.join("packaging/gitlab-ci/idtoken-askpass.sh");
-    for (name, helper) in [("idtoken-askpass", &link), ("idtoken-askpass.sh", &script)] {
+    let embedded = embedded_helper(&runner.sb);
+    for (name, helper) in [
+        ("idtoken-askpass", &link),
+        ("idtoken-askpass.sh", &script),
+        ("the template's embedded helper", &embedded),
+    ] {
         let (tok, jti) = token("alice", &format!("rogue-{name}"), 1500);
         let o = sshd::run_bounded(
             rogue_ssh(rogue.port)
@@ -667,6 +699,330 @@ fn the_helpers_in_readme_and_template_are_the_packaged_script() {
         assert!(
             before.contains(line),
             "the template's helper lacks a line of idtoken-askpass.sh: {line}"
+        );
+    }
+}
+
+/// A job's shell started in a process group of its own, as a runner starts it; on drop
+/// (a failed test too) the group and any master that left it are killed, by PID.
+struct RunningJob<'a> {
+    runner: &'a Runner,
+    child: std::process::Child,
+    lines: std::sync::mpsc::Receiver<String>,
+}
+
+impl<'a> RunningJob<'a> {
+    fn start(runner: &'a Runner, job: &Job, token: &str, site: &[(&str, String)]) -> Self {
+        use std::os::unix::process::CommandExt;
+        let mut child = runner
+            .command(job, token, site)
+            .process_group(0)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let out = child.stdout.take().unwrap();
+        let (tx, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::BufReader::new(out).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        RunningJob {
+            runner,
+            child,
+            lines,
+        }
+    }
+
+    fn pid(&self) -> i32 {
+        i32::try_from(self.child.id()).unwrap()
+    }
+
+    /// Waits for the job to print `line`; panics after 30 s.
+    fn wait_for(&self, line: &str) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while let Some(left) = deadline.checked_duration_since(std::time::Instant::now()) {
+            match self.lines.recv_timeout(left) {
+                Ok(l) if l == line => return,
+                Ok(_) => {}
+                Err(_) => break,
+            }
+        }
+        panic!("the job never printed {line}");
+    }
+
+    /// Waits until the job's foreground command `cmd` runs (a signal sent while the shell
+    /// is still forking it would leave it running, and the shell's trap waiting for it).
+    fn wait_for_command(&self, cmd: &str) {
+        for _ in 0..100 {
+            let o = Command::new("pgrep")
+                .args(["-g", &self.pid().to_string(), "-f", &format!("^{cmd}$")])
+                .output()
+                .unwrap();
+            if o.status.success() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("the job never ran {cmd}");
+    }
+
+    /// Sends `signal` to the job's process group (`group`) or to its shell alone.
+    fn signal(&self, signal: i32, group: bool) {
+        let target = if group { -self.pid() } else { self.pid() };
+        // SAFETY: kill(2) on the process (group) this test started.
+        assert_eq!(unsafe { libc::kill(target, signal) }, 0);
+    }
+
+    /// The shell's exit status, waiting at most 20 s.
+    fn exit_status(&mut self) -> std::process::ExitStatus {
+        for _ in 0..200 {
+            if let Some(st) = self.child.try_wait().unwrap() {
+                return st;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("the job's shell did not end");
+    }
+}
+
+impl Drop for RunningJob<'_> {
+    fn drop(&mut self) {
+        // SAFETY: kill(2) on the group this test started and on the masters it left.
+        unsafe { libc::kill(-self.pid(), libc::SIGKILL) };
+        for pid in self.runner.masters() {
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
+        let _ = self.child.wait();
+    }
+}
+
+/// A token of alice's for the job, valid for `secs` more seconds.
+fn short_token(tag: &str, secs: i64) -> (String, i64) {
+    let exp = now() + secs;
+    let jti = format!("ci-{tag}-{}-{}", now(), std::process::id());
+    let claims = keys::with(
+        keys::live_claims("alice", &jti),
+        "exp",
+        serde_json::json!(exp),
+    );
+    (mint_exact_len(&claims, 1800), exp)
+}
+
+/// Whether another process of the runner's account can run a command through `socket`:
+/// `ssh -O check` on it, and a command over it with no way to log in by itself.
+fn socket_works(socket: &std::path::Path, s: &Sshd) -> Option<String> {
+    let path = format!("ControlPath={}", socket.display());
+    let check = Command::new("ssh")
+        .args([
+            "-F",
+            "/dev/null",
+            "-o",
+            &path,
+            "-O",
+            "check",
+            "alice@127.0.0.1",
+        ])
+        .output()
+        .unwrap();
+    if check.status.success() {
+        return Some(format!("ssh -O check answered: {}", text(&check)));
+    }
+    let o = sshd::run_bounded(
+        Command::new("ssh")
+            .args(["-F", "/dev/null", "-p", &s.port.to_string(), "-o", &path])
+            .args(["-o", "ControlMaster=no", "-o", "BatchMode=yes"])
+            .args([
+                "-o",
+                "StrictHostKeyChecking=yes",
+                "-o",
+                "UserKnownHostsFile=/dev/null",
+            ])
+            .args(["alice@127.0.0.1", "echo THROUGH-THE-SOCKET"])
+            .stdin(std::process::Stdio::null())
+            .env_remove("SSH_ASKPASS")
+            .env_remove("SSH_AUTH_SOCK"),
+    );
+    String::from_utf8_lossy(&o.stdout)
+        .contains("THROUGH-THE-SOCKET")
+        .then(|| format!("a command ran over it: {}", text(&o)))
+}
+
+/// Waits until the job's masters are gone, at the latest `exp` + `bound` seconds; returns
+/// whether they went (and when, relative to exp).
+fn masters_gone_by(runner: &Runner, exp: i64, bound: i64) -> Result<i64, Vec<i32>> {
+    loop {
+        let left = runner.masters();
+        if left.is_empty() {
+            return Ok(now() - exp);
+        }
+        if now() > exp + bound {
+            return Err(left);
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// A job that logged in, then is cancelled while a long command runs.
+fn cancelled_job(tag: &str, kill: impl FnOnce(&RunningJob), expect_exit: Option<i32>) {
+    let s = start(tag, "");
+    let runner = Runner::new(&format!("{tag}-runner"));
+    let job = template_job(&["idtoken_ssh 'echo MASTER-UP'", "echo READY", "sleep 300"]);
+    let (tok, exp) = short_token(tag, 20);
+    let mut running = RunningJob::start(
+        &runner,
+        &job,
+        &tok,
+        &site("127.0.0.1", s.port, known_hosts_line(&s, s.port)),
+    );
+    running.wait_for("MASTER-UP");
+    running.wait_for("READY");
+    let socket = runner
+        .control_socket()
+        .unwrap_or_else(|| panic!("no control socket in {:?}", runner.tmp_entries()));
+    assert!(
+        socket_works(&socket, &s).is_some(),
+        "control: the live master's socket does not work"
+    );
+    kill(&running);
+    if let Some(code) = expect_exit {
+        let st = running.exit_status();
+        assert_eq!(st.code(), Some(code), "the job's shell: {st}");
+    }
+    // The bound: exp, plus what a watchdog and ssh need to act (the server's leeway would
+    // still accept the token for 60 s more).
+    match masters_gone_by(&runner, exp, 5) {
+        Ok(at) => eprintln!("{tag}: master gone {at} s relative to exp"),
+        Err(left) => panic!(
+            "the master outlived exp + 5 s: {left:?}; socket: {:?}",
+            socket_works(&socket, &s)
+        ),
+    }
+    if let Some(how) = socket_works(&socket, &s) {
+        panic!("the socket still works after the job was cancelled: {how}");
+    }
+}
+
+#[test]
+fn a_job_killed_with_its_process_group_leaves_no_master_nor_socket() {
+    require!(
+        require_sshd(),
+        "{}",
+        sshd::available().err().unwrap_or_default()
+    );
+    cancelled_job("ci-killpg", |j| j.signal(libc::SIGKILL, true), None);
+}
+
+#[test]
+fn a_job_whose_shell_alone_is_killed_loses_its_master_by_exp() {
+    require!(
+        require_sshd(),
+        "{}",
+        sshd::available().err().unwrap_or_default()
+    );
+    cancelled_job("ci-killsh", |j| j.signal(libc::SIGKILL, false), None);
+}
+
+#[test]
+fn a_job_stopped_with_term_or_int_runs_the_cleanup() {
+    require!(
+        require_sshd(),
+        "{}",
+        sshd::available().err().unwrap_or_default()
+    );
+    for (name, signal, code) in [("term", libc::SIGTERM, 143), ("int", libc::SIGINT, 130)] {
+        let tag = format!("ci-{name}");
+        let s = start(&tag, "");
+        let runner = Runner::new(&format!("{tag}-runner"));
+        let job = template_job(&["idtoken_ssh 'echo MASTER-UP'", "echo READY", "sleep 300"]);
+        let (tok, _) = short_token(&tag, 60);
+        let mut running = RunningJob::start(
+            &runner,
+            &job,
+            &tok,
+            &site("127.0.0.1", s.port, known_hosts_line(&s, s.port)),
+        );
+        running.wait_for("READY");
+        running.wait_for_command("sleep 300");
+        running.signal(signal, true);
+        let st = running.exit_status();
+        assert_eq!(st.code(), Some(code), "{name}: the job's shell: {st}");
+        // The trap ran: master closed (within 5 s, well before exp), directory removed.
+        if let Err(left) = masters_gone_by(&runner, now(), 5) {
+            panic!("{name}: master left running: {left:?}");
+        }
+        assert_eq!(
+            runner.tmp_entries(),
+            Vec::<String>::new(),
+            "{name}: the private directory was left"
+        );
+    }
+}
+
+/// The askpass helper the template writes (its `<<'ASKPASS'` here-document, as the
+/// runner's shell sees it), written to `dir/askpass` and made executable.
+fn embedded_helper(dir: &Sandbox) -> std::path::PathBuf {
+    let job = template_job(&[]);
+    let before = job.before_script.join("\n");
+    let (_, rest) = before
+        .split_once("<<'ASKPASS'\n")
+        .expect("the template writes its helper with <<'ASKPASS'");
+    let (body, _) = rest
+        .split_once("\nASKPASS\n")
+        .expect("the here-document ends with ASKPASS");
+    let p = dir.write("embedded-askpass", format!("{body}\n").as_bytes());
+    set_mode(&p, 0o700);
+    p
+}
+
+#[test]
+fn the_templates_embedded_helper_answers_the_login_node_and_no_one_else() {
+    require!(
+        require_sshd(),
+        "{}",
+        sshd::available().err().unwrap_or_default()
+    );
+    let s = start("ci-embedded", "");
+    let runner = Runner::new("ci-embedded-runner");
+    let helper = embedded_helper(&runner.sb);
+    let login = |tok: &str, host: &str, user: Option<&str>| {
+        let mut c = s.ssh("alice", "id -un");
+        c.env("SSH_ASKPASS", &helper)
+            .env("SSH_ASKPASS_REQUIRE", "force")
+            .env("IDTOKEN_HOST", host)
+            .env("IDTOKEN", tok)
+            .env_remove("IDTOKEN_USER");
+        if let Some(u) = user {
+            c.env("IDTOKEN_USER", u);
+        }
+        sshd::run_bounded(&mut c)
+    };
+    // The login node's prompt, a token in three parts: answered, logged in.
+    let (tok, jti) = token("alice", "embedded", 2300);
+    let o = login(&tok, "127.0.0.1", Some("alice"));
+    assert!(
+        o.status.success() && String::from_utf8_lossy(&o.stdout) == "alice\n",
+        "the embedded helper did not log in: {}\nsshd log:\n{}",
+        text(&o),
+        s.sshd_log()
+    );
+    let audit = audit_settled(&s, 1);
+    assert!(
+        audit.len() == 1 && audit[0].contains("decision=allow") && audit[0].contains(&jti),
+        "{audit:?}"
+    );
+    // Another host (the server asking is not $IDTOKEN_HOST), another account: nothing sent.
+    for (host, user) in [(LOGIN_NAME, Some("alice")), ("127.0.0.1", Some("bob"))] {
+        let (tok, jti) = token("alice", "embedded-no", 1500);
+        let o = login(&tok, host, user);
+        assert!(!o.status.success(), "{host} {user:?}: {}", text(&o));
+        std::thread::sleep(Duration::from_millis(500));
+        assert!(
+            !s.pam.syslog.lines().iter().any(|l| l.contains(&jti)),
+            "the embedded helper sent the token for host {host}, user {user:?}"
         );
     }
 }
