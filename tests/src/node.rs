@@ -146,7 +146,9 @@ impl Node {
                 panic!(
                     "the box did not boot within {BOOT_BOUND:?} (is-system-running: {state:?})\n\
                      units not active:\n{}\njournal:\n{}",
-                    node.sh_lossy("systemctl list-units --no-pager --no-legend --state=failed,activating"),
+                    node.sh_lossy(
+                        "systemctl list-units --no-pager --no-legend --state=failed,activating"
+                    ),
                     node.journal()
                 );
             }
@@ -208,7 +210,10 @@ impl Node {
         c.args(["-t", &self.pid.to_string(), "-a", "-r", "-w", "--"])
             .args(["/bin/sh", "-c", script])
             .env_clear()
-            .env("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
+            .env(
+                "PATH",
+                "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+            )
             .env("LC_ALL", "C.UTF-8")
             .env("SYSTEMD_PAGER", "")
             .stdin(Stdio::null());

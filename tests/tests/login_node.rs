@@ -69,7 +69,9 @@ fn host_state() -> HostState {
         // Other tests' sandboxes come and go in /tmp: the markers and systemd's names matter.
         tmp: listing("/tmp")
             .into_iter()
-            .filter(|n| !n.starts_with("idtoken-") && !n.starts_with(".tmp") && !n.starts_with("rustc"))
+            .filter(|n| {
+                !n.starts_with("idtoken-") && !n.starts_with(".tmp") && !n.starts_with("rustc")
+            })
             .collect(),
         run: listing("/run"),
         dev: listing("/dev"),
@@ -92,7 +94,11 @@ fn dead(pid: u32) -> bool {
 
 #[test]
 fn the_box_boots_systemd_and_leaves_the_host_as_it_was() {
-    require!(node::available().is_ok(), "{}", node::available().err().unwrap_or_default());
+    require!(
+        node::available().is_ok(),
+        "{}",
+        node::available().err().unwrap_or_default()
+    );
     let marker = PathBuf::from(format!("/tmp/idtoken-box-marker-{}", std::process::id()));
     std::fs::write(&marker, "the host's /tmp").unwrap();
     let before = host_state();
@@ -102,15 +108,31 @@ fn the_box_boots_systemd_and_leaves_the_host_as_it_was() {
     // PID 1 of its own PID namespace, its own host name, its own /tmp, /run and /dev.
     assert_eq!(n.sh("cat /proc/1/comm").trim(), "systemd");
     assert_eq!(n.sh("hostname").trim(), n.name);
-    for unit in ["systemd-journald.service", "systemd-logind.service", "dbus.service"] {
-        assert_eq!(n.sh_lossy(&format!("systemctl is-active {unit}")).trim(), "active", "{unit}");
+    for unit in [
+        "systemd-journald.service",
+        "systemd-logind.service",
+        "dbus.service",
+    ] {
+        assert_eq!(
+            n.sh_lossy(&format!("systemctl is-active {unit}")).trim(),
+            "active",
+            "{unit}"
+        );
     }
     // The image's own services are masked: none of them runs in the box.
     let running = n.sh("systemctl list-units --type=service --state=running --no-legend --plain");
-    let names: Vec<&str> = running.lines().filter_map(|l| l.split_whitespace().next()).collect();
+    let names: Vec<&str> = running
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
     for name in &names {
         assert!(
-            ["systemd-journald.service", "systemd-logind.service", "dbus.service"].contains(name),
+            [
+                "systemd-journald.service",
+                "systemd-logind.service",
+                "dbus.service"
+            ]
+            .contains(name),
             "a unit the box did not ask for runs: {name}\n{running}"
         );
     }
@@ -121,7 +143,11 @@ fn the_box_boots_systemd_and_leaves_the_host_as_it_was() {
     );
     // The box writes where systemd writes on a host: none of it reaches the host.
     n.sh("echo box > /tmp/idtoken-box-wrote; echo box > /run/idtoken-box-wrote; echo box > /etc/idtoken-box-wrote; test -S /dev/log");
-    for p in ["/tmp/idtoken-box-wrote", "/run/idtoken-box-wrote", "/etc/idtoken-box-wrote"] {
+    for p in [
+        "/tmp/idtoken-box-wrote",
+        "/run/idtoken-box-wrote",
+        "/etc/idtoken-box-wrote",
+    ] {
         assert!(!Path::new(p).exists(), "{p} reached the host");
     }
     // The box's cgroups are under its own; systemd's tree (init.scope, system.slice) is there.
@@ -131,7 +157,11 @@ fn the_box_boots_systemd_and_leaves_the_host_as_it_was() {
         .find(|c| c.starts_with("/sys/fs/cgroup/systemd/"))
         .cloned()
         .unwrap_or_default();
-    assert!(systemd_cg.join("init.scope").is_dir(), "{}", systemd_cg.display());
+    assert!(
+        systemd_cg.join("init.scope").is_dir(),
+        "{}",
+        systemd_cg.display()
+    );
     assert!(!Path::new("/sys/fs/cgroup/systemd/init.scope").exists());
 
     // A killed test run: the unshare holding the box dies by SIGKILL (as PR_SET_PDEATHSIG
@@ -144,7 +174,10 @@ fn the_box_boots_systemd_and_leaves_the_host_as_it_was() {
     while !dead(pid1) && start.elapsed() < Duration::from_secs(10) {
         std::thread::sleep(Duration::from_millis(20));
     }
-    assert!(dead(pid1), "the box's systemd (pid {pid1}) outlived its holder");
+    assert!(
+        dead(pid1),
+        "the box's systemd (pid {pid1}) outlived its holder"
+    );
     // Every process of the box is gone: its cgroups (which cannot be removed while a
     // process is in them) are removed.
     let cgroups = n.cgroups.clone();
@@ -159,7 +192,10 @@ fn the_box_boots_systemd_and_leaves_the_host_as_it_was() {
     let _ = std::fs::remove_file(&marker);
     assert_eq!(before.tmp, after.tmp, "host /tmp");
     assert_eq!(before.run, after.run, "host /run");
-    assert_eq!(before.dev, after.dev, "host /dev (no /dev/log, /dev/initctl left)");
+    assert_eq!(
+        before.dev, after.dev,
+        "host /dev (no /dev/log, /dev/initctl left)"
+    );
     assert_eq!(before.cgroups, after.cgroups, "host cgroups");
     let changed: Vec<_> = before.etc.symmetric_difference(&after.etc).collect();
     assert!(changed.is_empty(), "host /etc changed: {changed:?}");
@@ -180,7 +216,10 @@ fn debs() -> (PathBuf, PathBuf) {
             .map(|n| dir.join(n))
     };
     if find("idtoken_").is_none() || find("libpam-idtoken_").is_none() {
-        eprintln!("building the .debs (tests/packaging/build-debs {})", dir.display());
+        eprintln!(
+            "building the .debs (tests/packaging/build-debs {})",
+            dir.display()
+        );
         let st = Command::new("bash")
             .arg(workspace_root().join("tests/packaging/build-debs"))
             .arg(&dir)
@@ -240,8 +279,14 @@ impl Running {
             .unwrap_or_else(|e| panic!("{e}"));
         let (tx, rx) = mpsc::channel();
         for r in [
-            child.stdout.take().map(|o| Box::new(o) as Box<dyn std::io::Read + Send>),
-            child.stderr.take().map(|o| Box::new(o) as Box<dyn std::io::Read + Send>),
+            child
+                .stdout
+                .take()
+                .map(|o| Box::new(o) as Box<dyn std::io::Read + Send>),
+            child
+                .stderr
+                .take()
+                .map(|o| Box::new(o) as Box<dyn std::io::Read + Send>),
         ]
         .into_iter()
         .flatten()
@@ -255,7 +300,11 @@ impl Running {
                 }
             });
         }
-        Running { child, lines: rx, seen: Vec::new() }
+        Running {
+            child,
+            lines: rx,
+            seen: Vec::new(),
+        }
     }
 
     /// The logind session id the remote command printed (`SESSION=<id>`).
@@ -305,9 +354,11 @@ fn unix_now() -> f64 {
 
 /// The session scope's RuntimeMaxUSec as systemd reports it (`infinity`, `29s`, ...).
 fn runtime_max(n: &Node, session: &str) -> String {
-    n.sh(&format!("systemctl show -p RuntimeMaxUSec --value session-{session}.scope"))
-        .trim()
-        .to_string()
+    n.sh(&format!(
+        "systemctl show -p RuntimeMaxUSec --value session-{session}.scope"
+    ))
+    .trim()
+    .to_string()
 }
 
 /// Seconds of a systemd time span such as `29s` or `1min 5s`.
@@ -329,13 +380,21 @@ fn span_seconds(span: &str) -> Option<u64> {
 
 #[test]
 fn a_site_install_logs_in_by_ssh_and_systemd_ends_the_session_at_exp() {
-    require!(node::available().is_ok(), "{}", node::available().err().unwrap_or_default());
+    require!(
+        node::available().is_ok(),
+        "{}",
+        node::available().err().unwrap_or_default()
+    );
     let (cmd_deb, lib_deb) = debs();
     let start = Instant::now();
     let n = Node::boot("site", &["ssh.service"]);
 
     // Installed as a site installs it.
-    n.sh(&format!("dpkg -i {} {}", cmd_deb.display(), lib_deb.display()));
+    n.sh(&format!(
+        "dpkg -i {} {}",
+        cmd_deb.display(),
+        lib_deb.display()
+    ));
     n.write(
         "/var/lib/idtoken/gitlab.jwks.json",
         keys::jwks(&[keys::Key::A]).to_string().as_bytes(),
@@ -345,14 +404,22 @@ fn a_site_install_logs_in_by_ssh_and_systemd_ends_the_session_at_exp() {
     n.sh("idtoken config check");
     n.sh("pam-auth-update --enable idtoken");
     let auth = n.sh("grep -E '^auth' /etc/pam.d/common-auth");
-    assert!(auth.lines().next().is_some_and(|l| l.contains("pam_idtoken.so")), "{auth}");
+    assert!(
+        auth.lines()
+            .next()
+            .is_some_and(|l| l.contains("pam_idtoken.so")),
+        "{auth}"
+    );
     // The session line as the README shows it: the module above pam_unix and pam_systemd.
     let session: Vec<String> = n
         .sh("grep -E '^session' /etc/pam.d/common-session")
         .lines()
         .map(docs::norm)
         .collect();
-    let documented: Vec<String> = docs::block("debian-common-session").iter().map(|l| docs::norm(l)).collect();
+    let documented: Vec<String> = docs::block("debian-common-session")
+        .iter()
+        .map(|l| docs::norm(l))
+        .collect();
     let at = |line: &String| session.iter().position(|l| l == line);
     let positions: Vec<Option<usize>> = documented.iter().map(at).collect();
     assert!(
@@ -363,22 +430,42 @@ fn a_site_install_logs_in_by_ssh_and_systemd_ends_the_session_at_exp() {
     // drop-in that wins over the stock `KbdInteractiveAuthentication no`.
     assert!(n.sh("cat /etc/pam.d/sshd").contains("@include common-auth"));
     let sshd_lines = docs::block("sshd-config").join("\n");
-    n.write("/etc/ssh/sshd_config.d/10-idtoken.conf", format!("{sshd_lines}\n").as_bytes(), 0o644);
+    n.write(
+        "/etc/ssh/sshd_config.d/10-idtoken.conf",
+        format!("{sshd_lines}\n").as_bytes(),
+        0o644,
+    );
     n.sh("systemctl reload ssh");
     let effective = n.sh("sshd -T -C user=alice,host=localhost,addr=127.0.0.1");
-    assert!(effective.contains("\nkbdinteractiveauthentication yes\n"), "{effective}");
+    assert!(
+        effective.contains("\nkbdinteractiveauthentication yes\n"),
+        "{effective}"
+    );
     assert!(effective.contains("\nusepam yes\n"), "{effective}");
-    n.sh(&format!("useradd -m -s /bin/sh alice && echo 'alice:{PASSWORD}' | chpasswd"));
+    n.sh(&format!(
+        "useradd -m -s /bin/sh alice && echo 'alice:{PASSWORD}' | chpasswd"
+    ));
     // The refresh timer, as the README says: enabled and started.
     n.sh("systemctl enable --now idtoken-refresh.timer");
-    assert_eq!(n.sh_lossy("systemctl is-active idtoken-refresh.timer").trim(), "active");
+    assert_eq!(
+        n.sh_lossy("systemctl is-active idtoken-refresh.timer")
+            .trim(),
+        "active"
+    );
     let next = n.sh("systemctl show -p NextElapseUSecRealtime --value idtoken-refresh.timer");
-    assert!(!next.trim().is_empty() && next.trim() != "n/a", "next elapse: {next:?}");
+    assert!(
+        !next.trim().is_empty() && next.trim() != "n/a",
+        "next elapse: {next:?}"
+    );
     let installed = start.elapsed();
 
     // A CI-style login: a 2-part token through the installed askpass helper.
     let (t, _) = token("login", 300);
-    let o = idtoken_e2e::sshd::run_bounded(&mut ssh(&n, &t, "echo LOGIN-OK; id -un; echo EXP=$IDTOKEN_EXP"));
+    let o = idtoken_e2e::sshd::run_bounded(&mut ssh(
+        &n,
+        &t,
+        "echo LOGIN-OK; id -un; echo EXP=$IDTOKEN_EXP",
+    ));
     let out = String::from_utf8_lossy(&o.stdout);
     assert!(
         o.status.success() && out.contains("LOGIN-OK\nalice\n"),
@@ -389,13 +476,18 @@ fn a_site_install_logs_in_by_ssh_and_systemd_ends_the_session_at_exp() {
     );
     let audit = n.sh("journalctl --no-pager -o cat SYSLOG_FACILITY=10 | grep 'decision=' || true");
     assert!(
-        audit.lines().any(|l| l.contains("pam_idtoken(sshd:auth): decision=allow")
-            && l.contains("account=alice")
-            && l.contains("rhost=127.0.0.1")),
+        audit
+            .lines()
+            .any(|l| l.contains("pam_idtoken(sshd:auth): decision=allow")
+                && l.contains("account=alice")
+                && l.contains("rhost=127.0.0.1")),
         "no audit line in the journal:\n{audit}"
     );
     let sig = t.rsplit('.').next().unwrap_or_default();
-    assert!(!n.sh("journalctl --no-pager -o cat").contains(sig), "the token is in the journal");
+    assert!(
+        !n.sh("journalctl --no-pager -o cat").contains(sig),
+        "the token is in the journal"
+    );
     let first_login = start.elapsed();
 
     // Session end at exp. A: session_ends_at_exp on, the token expires in 30 s.
@@ -403,25 +495,32 @@ fn a_site_install_logs_in_by_ssh_and_systemd_ends_the_session_at_exp() {
     let mut a = Running::start(ssh(&n, &ta, "echo SESSION=$XDG_SESSION_ID; exec sleep 300"));
     let sa = a.session();
     let limit = runtime_max(&n, &sa);
-    let secs = span_seconds(&limit).unwrap_or_else(|| panic!("RuntimeMaxUSec of session {sa}: {limit:?}"));
+    let secs =
+        span_seconds(&limit).unwrap_or_else(|| panic!("RuntimeMaxUSec of session {sa}: {limit:?}"));
     let left = exp_a - now();
     assert!(
         secs as i64 >= left - 2 && secs as i64 <= left + 1 && secs <= 30,
         "RuntimeMaxUSec={limit} with {left} s left"
     );
-    let logind = n.sh(&format!("loginctl show-session {sa} -p Name -p Scope -p Service -p Remote"));
+    let logind = n.sh(&format!(
+        "loginctl show-session {sa} -p Name -p Scope -p Service -p Remote"
+    ));
     // C: a password login (typed at `ID token: `, pam_unix takes it) with the setting on.
-    let mut pw = n.command(&format!(
+    let mut pw = n.command(
         "exec sshpass -P 'ID token' -e ssh -F /dev/null -o StrictHostKeyChecking=no \
          -o UserKnownHostsFile=/dev/null -o PreferredAuthentications=keyboard-interactive \
-         -o PubkeyAuthentication=no alice@127.0.0.1 'echo SESSION=$XDG_SESSION_ID; exec sleep 300'"
-    ));
+         -o PubkeyAuthentication=no alice@127.0.0.1 'echo SESSION=$XDG_SESSION_ID; exec sleep 300'",
+    );
     pw.env("SSHPASS", PASSWORD);
     let mut c = Running::start(pw);
     let sc = c.session();
     assert_eq!(runtime_max(&n, &sc), "infinity", "a password login's scope");
     // B: the setting off, the token expires in 30 s too: the session stays.
-    n.write("/etc/security/idtoken.toml", config(false).as_bytes(), 0o644);
+    n.write(
+        "/etc/security/idtoken.toml",
+        config(false).as_bytes(),
+        0o644,
+    );
     let (tb, exp_b) = token("exp-off", 30);
     let mut b = Running::start(ssh(&n, &tb, "echo SESSION=$XDG_SESSION_ID; exec sleep 300"));
     let sb = b.session();
@@ -440,15 +539,32 @@ fn a_site_install_logs_in_by_ssh_and_systemd_ends_the_session_at_exp() {
         "session {sa}: RuntimeMaxUSec={limit}, ended {late:+.1} s from exp ({logind})",
         logind = logind.replace('\n', " ")
     );
-    assert!((-2.0..=5.0).contains(&late), "the session ended {late:+.1} s from exp");
-    let scope_log = n.sh_lossy(&format!("journalctl --no-pager -o cat -u session-{sa}.scope"));
+    assert!(
+        (-2.0..=5.0).contains(&late),
+        "the session ended {late:+.1} s from exp"
+    );
+    let scope_log = n.sh_lossy(&format!(
+        "journalctl --no-pager -o cat -u session-{sa}.scope"
+    ));
     // B and C stay past B's exp.
     while now() < exp_b + 5 {
         std::thread::sleep(Duration::from_millis(200));
     }
-    assert!(matches!(b.child.try_wait(), Ok(None)), "the session with the setting off ended: {:?}", b.seen);
-    assert!(matches!(c.child.try_wait(), Ok(None)), "the password session ended: {:?}", c.seen);
-    assert_eq!(n.sh_lossy(&format!("systemctl is-active session-{sb}.scope")).trim(), "active");
+    assert!(
+        matches!(b.child.try_wait(), Ok(None)),
+        "the session with the setting off ended: {:?}",
+        b.seen
+    );
+    assert!(
+        matches!(c.child.try_wait(), Ok(None)),
+        "the password session ended: {:?}",
+        c.seen
+    );
+    assert_eq!(
+        n.sh_lossy(&format!("systemctl is-active session-{sb}.scope"))
+            .trim(),
+        "active"
+    );
     n.sh(&format!("loginctl terminate-session {sb} {sc}"));
     assert!(b.ended_within(Duration::from_secs(10)).is_some());
     assert!(c.ended_within(Duration::from_secs(10)).is_some());
@@ -467,7 +583,11 @@ fn a_site_install_logs_in_by_ssh_and_systemd_ends_the_session_at_exp() {
             .cloned()
             .unwrap_or_default()
     };
-    eprintln!("doctor refresh_timer: {}\ndoctor clock: {}", status("refresh_timer"), status("clock"));
+    eprintln!(
+        "doctor refresh_timer: {}\ndoctor clock: {}",
+        status("refresh_timer"),
+        status("clock")
+    );
     assert_eq!(status("refresh_timer")["status"], "ok", "{doctor}");
     eprintln!(
         "box timings: boot {:.1} s; installed at {:.1} s; first login at {:.1} s; total {:.1} s\n\
