@@ -9,7 +9,7 @@
 //! them itself when they are missing.
 
 use std::collections::BTreeSet;
-use std::io::{BufRead, BufReader};
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
@@ -263,11 +263,11 @@ fn ssh(n: &Node, token: &str, remote: &str) -> Command {
     c
 }
 
-/// A login left running (`sleep`): the child, and its lines as they come.
+/// A login left running (`sleep`): the child, and what it printed so far.
 struct Running {
     child: Child,
-    lines: mpsc::Receiver<String>,
-    seen: Vec<String>,
+    chunks: mpsc::Receiver<String>,
+    seen: String,
 }
 
 impl Running {
@@ -282,19 +282,25 @@ impl Running {
             child
                 .stdout
                 .take()
-                .map(|o| Box::new(o) as Box<dyn std::io::Read + Send>),
+                .map(|o| Box::new(o) as Box<dyn Read + Send>),
             child
                 .stderr
                 .take()
-                .map(|o| Box::new(o) as Box<dyn std::io::Read + Send>),
+                .map(|o| Box::new(o) as Box<dyn Read + Send>),
         ]
         .into_iter()
         .flatten()
         {
             let tx = tx.clone();
             std::thread::spawn(move || {
-                for l in BufReader::new(r).lines().map_while(Result::ok) {
-                    if tx.send(l).is_err() {
+                let mut r = r;
+                let mut buf = [0u8; 4096];
+                while let Ok(k) = r.read(&mut buf) {
+                    if k == 0
+                        || tx
+                            .send(String::from_utf8_lossy(&buf[..k]).into_owned())
+                            .is_err()
+                    {
                         break;
                     }
                 }
@@ -302,27 +308,36 @@ impl Running {
         }
         Running {
             child,
-            lines: rx,
-            seen: Vec::new(),
+            chunks: rx,
+            seen: String::new(),
+        }
+    }
+
+    /// Waits (30 s at most) until the output holds `needle` followed by a line's end;
+    /// returns what is between them.
+    fn wait_for(&mut self, needle: &str) -> String {
+        let start = Instant::now();
+        loop {
+            if let Some(at) = self.seen.find(needle) {
+                let rest = &self.seen[at + needle.len()..];
+                if let Some(end) = rest.find(['\r', '\n']) {
+                    return rest[..end].to_string();
+                }
+            }
+            match self.chunks.recv_timeout(Duration::from_millis(100)) {
+                Ok(c) => self.seen.push_str(&c),
+                Err(_) if start.elapsed() > Duration::from_secs(30) => {
+                    let _ = self.child.kill();
+                    panic!("no {needle:?} after 30 s: {:?}", self.seen)
+                }
+                Err(_) => {}
+            }
         }
     }
 
     /// The logind session id the remote command printed (`SESSION=<id>`).
     fn session(&mut self) -> String {
-        let start = Instant::now();
-        loop {
-            if let Some(id) = self.seen.iter().find_map(|l| l.strip_prefix("SESSION=")) {
-                return id.to_string();
-            }
-            match self.lines.recv_timeout(Duration::from_millis(100)) {
-                Ok(l) => self.seen.push(l),
-                Err(_) if start.elapsed() > Duration::from_secs(30) => {
-                    let _ = self.child.kill();
-                    panic!("the login printed no session: {:?}", self.seen)
-                }
-                Err(_) => {}
-            }
-        }
+        self.wait_for("SESSION=")
     }
 
     /// Waits up to `bound` for the login to end; its end time (unix seconds, fractional).
