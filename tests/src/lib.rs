@@ -12,6 +12,7 @@ pub mod docs;
 pub mod https;
 pub mod keys;
 pub mod libpam;
+pub mod node;
 pub mod pam;
 pub mod sandbox;
 pub mod sshd;
