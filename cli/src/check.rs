@@ -7,6 +7,7 @@ use idtoken_core::config::{Config, DEFAULT_PATH};
 use idtoken_core::decision::{self, Decision, Env, Request, UseMode, Verdict};
 use idtoken_core::keystore::DiskIssuerData;
 use idtoken_core::sanitize::clean;
+use idtoken_core::session_record::{ReadOnlySessions, SessionDir};
 use idtoken_core::uses::DiskLedger;
 use idtoken_nss::Nss;
 use serde_json::{Value, json};
@@ -56,6 +57,7 @@ pub fn run(args: &Args) -> u8 {
         issuer_data: &DiskIssuerData,
         accounts: &Nss,
         uses: &ledger,
+        sessions: &ReadOnlySessions(&SessionDir::default()),
     };
     let request = Request {
         token: &token,

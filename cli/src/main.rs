@@ -18,6 +18,7 @@ mod http;
 mod inspect;
 mod refresh;
 mod rotation;
+mod sessions;
 mod status;
 mod token_input;
 
@@ -56,6 +57,8 @@ enum Command {
     Askpass(askpass::Args),
     /// Check everything a token login needs on this host, each with its fix.
     Doctor(doctor::Args),
+    /// List the live token sessions on this host.
+    Sessions(sessions::Args),
 }
 
 #[derive(Subcommand)]
@@ -128,6 +131,7 @@ fn main() -> ExitCode {
         } => config_check::run(&config),
         Command::Askpass(args) => askpass::run(&args),
         Command::Doctor(args) => doctor::run(&args),
+        Command::Sessions(args) => sessions::run(&args),
     };
     ExitCode::from(code)
 }

@@ -131,7 +131,39 @@ pub struct Rule {
     pub if_absent: IfAbsent,
     /// How big the sessions this rule grants may get (SPEC v3).
     pub limits: SessionLimits,
+    /// How many live token sessions this rule may hold on this host, counted per
+    /// `max_sessions_per` (SPEC v3).
+    pub max_sessions: Option<u32>,
+    pub max_sessions_per: SessionsPer,
 }
+
+/// What a rule's `max_sessions` counts its live sessions by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SessionsPer {
+    /// Every session the rule granted.
+    #[default]
+    Rule,
+    /// Those of the same project (project_path).
+    Project,
+    /// Those of the same pipeline (pipeline_id).
+    Pipeline,
+    /// Those of the same user (the issuer's user claim).
+    User,
+}
+
+impl SessionsPer {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SessionsPer::Rule => "rule",
+            SessionsPer::Project => "project",
+            SessionsPer::Pipeline => "pipeline",
+            SessionsPer::User => "user",
+        }
+    }
+}
+
+/// The most sessions `max_sessions` may allow.
+pub const MAX_SESSIONS_LIMIT: i64 = 100_000;
 
 /// What a deny rule makes of a condition on a claim the token does not carry (SPEC v3).
 /// A deny is a promise, so by default an absent claim holds; `skip` is for claims whose
@@ -328,6 +360,8 @@ struct RawRule {
     cpu_weight: Option<Spanned<i64>>,
     io_weight: Option<Spanned<i64>>,
     runtime_max: Option<Spanned<i64>>,
+    max_sessions: Option<Spanned<i64>>,
+    max_sessions_per: Option<Spanned<String>>,
 }
 
 /// A rule's session limit keys as written.
@@ -783,6 +817,8 @@ impl Validator<'_> {
             self.anchor_warnings(&owner, line, users.is_some(), &claims);
         }
         let limits = self.session_limits(&raw_limits, &owner, deny, line);
+        let (max_sessions, max_sessions_per) =
+            self.session_cap(raw.max_sessions, raw.max_sessions_per, &owner, deny);
         Some(Rule {
             name,
             deny,
@@ -796,7 +832,61 @@ impl Validator<'_> {
             claims,
             if_absent,
             limits,
+            max_sessions,
+            max_sessions_per,
         })
+    }
+
+    /// `max_sessions` (1 to [`MAX_SESSIONS_LIMIT`]) and what it counts by; only on a
+    /// granting rule, and `max_sessions_per` only with `max_sessions`.
+    fn session_cap(
+        &mut self,
+        max: Option<Spanned<i64>>,
+        per: Option<Spanned<String>>,
+        owner: &str,
+        deny: bool,
+    ) -> (Option<u32>, SessionsPer) {
+        let max_sessions = max.and_then(|m| {
+            let at = self.at(&m);
+            let n = *m.get_ref();
+            if deny {
+                self.err(at, format!("{owner} is a deny rule: it opens no session, so it may not have max_sessions"));
+                return None;
+            }
+            match u32::try_from(n) {
+                Ok(v) if (1..=MAX_SESSIONS_LIMIT).contains(&n) => Some(v),
+                _ => {
+                    self.err(
+                        at,
+                        format!("{owner}: max_sessions must be from 1 to {MAX_SESSIONS_LIMIT}, not {n}"),
+                    );
+                    None
+                }
+            }
+        });
+        let Some(per) = per else {
+            return (max_sessions, SessionsPer::default());
+        };
+        let at = self.at(&per);
+        let value = match per.get_ref().as_str() {
+            "rule" => SessionsPer::Rule,
+            "project" => SessionsPer::Project,
+            "pipeline" => SessionsPer::Pipeline,
+            "user" => SessionsPer::User,
+            other => {
+                self.err(
+                    at,
+                    format!(
+                        "{owner}: max_sessions_per must be \"rule\", \"project\", \"pipeline\" or \"user\", not {other:?}"
+                    ),
+                );
+                SessionsPer::default()
+            }
+        };
+        if max_sessions.is_none() && !deny {
+            self.err(at, format!("{owner}: max_sessions_per needs max_sessions"));
+        }
+        (max_sessions, value)
     }
 
     /// A rule's session limits, each validated with its line (SPEC v3: units, ranges); a

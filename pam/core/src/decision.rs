@@ -12,13 +12,14 @@ use serde_json::Value;
 
 use crate::accounts::{Account, AccountSource, LookupError};
 use crate::claims::{display_text, lookup, numeric_date};
-use crate::config::{Config, Issuer};
+use crate::config::{Config, Issuer, SessionsPer};
 use crate::jwks::{KeySet, VerifyKey};
 use crate::jws::{self, UnverifiedToken, algorithm_name, parse_algorithm};
 use crate::keystore::IssuerData;
 use crate::policy::{self, TokenFacts};
 use crate::reason::Reason;
 use crate::sanitize::clean;
+use crate::session_record::{LiveSessions, SessionRecord};
 use crate::timefmt::utc;
 use crate::uses::{TokenId, UseLedger};
 
@@ -29,6 +30,8 @@ pub struct Env<'a> {
     pub issuer_data: &'a dyn IssuerData,
     pub accounts: &'a dyn AccountSource,
     pub uses: &'a dyn UseLedger,
+    /// The live token sessions on this host (`max_sessions`).
+    pub sessions: &'a dyn LiveSessions,
 }
 
 /// Whether an allowed login is counted against `max_uses` (the module) or only compared
@@ -78,6 +81,7 @@ pub enum StepName {
     Rules,
     Grant,
     Account,
+    Sessions,
     Uses,
 }
 
@@ -97,6 +101,7 @@ impl StepName {
             StepName::Rules => "rules",
             StepName::Grant => "grant",
             StepName::Account => "account",
+            StepName::Sessions => "sessions",
             StepName::Uses => "uses",
         }
     }
@@ -273,6 +278,8 @@ fn run_steps(env: &Env, req: &Request, d: &mut Decision) -> Result<(), Stop> {
     let account = grant_and_account(env, req, looked_up, d)?;
     // 12, continued: local_groups, which needs the account NSS knows
     grant_through_local_groups(env, &account, d)?;
+    // too_many_sessions (SPEC v3: after the grant, before a use is recorded)
+    check_session_cap(env, req, issuer, claims.user, d)?;
     // 14. replayed
     count_use(env, req, issuer, &claims, d)
 }
@@ -859,6 +866,72 @@ fn group_membership(
         (None, Some(e)) => Err(nss_failed(StepName::Grant, &e)),
         (None, None) => Ok(None),
     }
+}
+
+/// SPEC v3, right before `replayed`: the granting rule's `max_sessions` over the live token
+/// sessions on this host, counted per rule, project, pipeline or user. A login refused
+/// here records no use. A value the token lacks (no pipeline_id) is counted with the
+/// sessions that lack it too.
+fn check_session_cap(
+    env: &Env,
+    req: &Request,
+    issuer: &Issuer,
+    user: &str,
+    d: &mut Decision,
+) -> Result<(), Stop> {
+    let Some(rule) = d
+        .rule
+        .as_deref()
+        .and_then(|name| env.config.rules.iter().find(|r| r.name == name))
+    else {
+        return Ok(());
+    };
+    let Some(max) = rule.max_sessions else {
+        return Ok(());
+    };
+    let live = env
+        .sessions
+        .current(req.now)
+        .map_err(|problem| Stop::Unavailable(StepName::Sessions, problem))?;
+    let per = rule.max_sessions_per;
+    let key: Option<&str> = match per {
+        SessionsPer::Rule => None,
+        SessionsPer::Project => d.audit_claims.project_path.as_deref(),
+        SessionsPer::Pipeline => d.audit_claims.pipeline_id.as_deref(),
+        SessionsPer::User => Some(user),
+    };
+    let same = |s: &&SessionRecord| {
+        s.issuer == issuer.name
+            && s.rule == rule.name
+            && match per {
+                SessionsPer::Rule => true,
+                SessionsPer::Project => s.project_path.as_deref() == key,
+                SessionsPer::Pipeline => s.pipeline_id.as_deref() == key,
+                SessionsPer::User => Some(s.user.as_str()) == key,
+            }
+    };
+    let open = live.iter().filter(same).count();
+    let of = match (per, key) {
+        (SessionsPer::Rule, _) => format!("rule {:?}", rule.name),
+        (_, Some(k)) => format!("{} {:?} under rule {:?}", per.as_str(), clean(k), rule.name),
+        (_, None) => format!(
+            "{} (none in the token) under rule {:?}",
+            per.as_str(),
+            rule.name
+        ),
+    };
+    if u32::try_from(open).unwrap_or(u32::MAX) >= max {
+        return deny(
+            StepName::Sessions,
+            Reason::TooManySessions,
+            format!("{open} live sessions of {of} on this host, max_sessions {max}"),
+        );
+    }
+    d.pass(
+        StepName::Sessions,
+        format!("{open} live sessions of {of}, max_sessions {max}"),
+    );
+    Ok(())
 }
 
 /// Step 14: with max_uses set, this use is recorded (the module) or compared with the

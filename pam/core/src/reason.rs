@@ -19,12 +19,13 @@ pub enum Reason {
     PolicyDenied,
     UserMismatch,
     AccountInvalid,
+    TooManySessions,
     Replayed,
 }
 
 impl Reason {
     /// Every reason, in decision order.
-    pub const ALL: [Reason; 14] = [
+    pub const ALL: [Reason; 15] = [
         Reason::Malformed,
         Reason::UnknownIssuer,
         Reason::AlgNotAllowed,
@@ -38,6 +39,7 @@ impl Reason {
         Reason::PolicyDenied,
         Reason::UserMismatch,
         Reason::AccountInvalid,
+        Reason::TooManySessions,
         Reason::Replayed,
     ];
 
@@ -57,6 +59,7 @@ impl Reason {
             Reason::PolicyDenied => "policy_denied",
             Reason::UserMismatch => "user_mismatch",
             Reason::AccountInvalid => "account_invalid",
+            Reason::TooManySessions => "too_many_sessions",
             Reason::Replayed => "replayed",
         }
     }
@@ -84,6 +87,9 @@ impl Reason {
             Reason::PolicyDenied => "no rule of this host admits this project, ref or user",
             Reason::UserMismatch => "the token may not log in as this account",
             Reason::AccountInvalid => "this account may not log in with a token",
+            Reason::TooManySessions => {
+                "this host already holds as many sessions of this kind as it allows; try later"
+            }
             Reason::Replayed => "this token has already been used as often as allowed",
         }
     }

@@ -24,8 +24,9 @@ pub const SESSIONS_DIR: &str = "/run/idtoken/sessions";
 /// The PAM environment variable naming this login's record.
 pub const SESSION_ENV: &str = "IDTOKEN_SESSION";
 /// A pending record older than this was never opened (the client went away between
-/// authentication and session, or the service has no session line).
-pub const PENDING_GRACE: i64 = 600;
+/// authentication and session, or the service has no session line). sshd's
+/// LoginGraceTime is 120 s by default; the session opens right after authentication.
+pub const PENDING_GRACE: i64 = 120;
 /// The largest record read.
 const MAX_RECORD_BYTES: u64 = 64 * 1024;
 
@@ -176,6 +177,24 @@ impl SessionDir {
         now: i64,
         alive: &dyn Fn(u32) -> bool,
     ) -> Result<Vec<(String, SessionRecord)>, String> {
+        self.listed(now, alive, true)
+    }
+
+    /// As [`current`](Self::current), removing nothing (`idtoken check`, `idtoken sessions`).
+    pub fn current_read_only(
+        &self,
+        now: i64,
+        alive: &dyn Fn(u32) -> bool,
+    ) -> Result<Vec<(String, SessionRecord)>, String> {
+        self.listed(now, alive, false)
+    }
+
+    fn listed(
+        &self,
+        now: i64,
+        alive: &dyn Fn(u32) -> bool,
+        prune: bool,
+    ) -> Result<Vec<(String, SessionRecord)>, String> {
         let dir = match self.open(false) {
             Ok(d) => d,
             Err(_) if std::fs::symlink_metadata(&self.dir).is_err() => return Ok(Vec::new()),
@@ -201,7 +220,9 @@ impl SessionDir {
                 _ => true,
             };
             if stale {
-                let _ = rustix::fs::unlinkat(&dir, file.as_str(), AtFlags::empty());
+                if prune {
+                    let _ = rustix::fs::unlinkat(&dir, file.as_str(), AtFlags::empty());
+                }
             } else {
                 out.push((name.to_string(), record));
             }
@@ -248,6 +269,39 @@ impl SessionDir {
             return Err(format!("{}: {e}", self.dir.join(file).display()));
         }
         Ok(())
+    }
+}
+
+/// The live token sessions on this host, as the decision counts them for `max_sessions`.
+pub trait LiveSessions {
+    fn current(&self, now: i64) -> Result<Vec<SessionRecord>, String>;
+}
+
+/// The module's view: stale records are removed as they are found.
+impl LiveSessions for SessionDir {
+    fn current(&self, now: i64) -> Result<Vec<SessionRecord>, String> {
+        SessionDir::current(self, now, &process_alive)
+            .map(|v| v.into_iter().map(|(_, r)| r).collect())
+    }
+}
+
+/// `idtoken check`'s view: the same records, nothing removed.
+pub struct ReadOnlySessions<'a>(pub &'a SessionDir);
+
+impl LiveSessions for ReadOnlySessions<'_> {
+    fn current(&self, now: i64) -> Result<Vec<SessionRecord>, String> {
+        self.0
+            .current_read_only(now, &process_alive)
+            .map(|v| v.into_iter().map(|(_, r)| r).collect())
+    }
+}
+
+/// No sessions at all (worlds without a session directory: the fuzz harness, unit tests).
+pub struct NoSessions;
+
+impl LiveSessions for NoSessions {
+    fn current(&self, _now: i64) -> Result<Vec<SessionRecord>, String> {
+        Ok(Vec::new())
     }
 }
 

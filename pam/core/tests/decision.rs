@@ -7,6 +7,7 @@ use idtoken_core::config::Config;
 use idtoken_core::decision::{Decision, Env, Request, UseMode, Verdict, evaluate};
 use idtoken_core::keystore::DataProblem;
 use idtoken_core::reason::Reason;
+use idtoken_core::session_record::NoSessions;
 use idtoken_testkit::fakes::{AccountTable, Ledger, MemoryKeys, Recording, TestAccount};
 use idtoken_testkit::keys::{AUDIENCE as AUD, ISSUER as ISS, Key, NOW, b64, sign_raw, with};
 use jsonwebtoken::Algorithm;
@@ -60,6 +61,7 @@ fn decide_with(
         issuer_data: keys,
         accounts: &AccountTable::new(ACCOUNTS),
         uses: ledger,
+        sessions: &NoSessions,
     };
     evaluate(
         &env,
@@ -271,6 +273,7 @@ fn decide_svc(local_groups: &str, accounts: &Recording<AccountTable>) -> Decisio
         issuer_data: &keys,
         accounts,
         uses: &Ledger::default(),
+        sessions: &NoSessions,
     };
     evaluate(
         &env,
@@ -425,6 +428,7 @@ fn nobody_and_no_uid_are_never_granted() {
             issuer_data: &keys(),
             accounts: &AccountTable::new(ODD),
             uses: &Ledger::default(),
+            sessions: &NoSessions,
         };
         let t = token(&claims());
         let req = Request {
@@ -520,6 +524,7 @@ fn decide_case_insensitive_as(
         issuer_data: &keys(),
         accounts: &accounts,
         uses: &Ledger::default(),
+        sessions: &NoSessions,
     };
     let t = token(&with(claims(), "user_login", json!(user_login)));
     evaluate(
@@ -592,6 +597,7 @@ fn decide_rules(rules: &str, token: &str, rhost: Option<&str>, service: &str) ->
         issuer_data: &keys(),
         accounts: &AccountTable::new(ACCOUNTS),
         uses: &Ledger::default(),
+        sessions: &NoSessions,
     };
     evaluate(
         &env,
@@ -854,6 +860,7 @@ fn pointer_claim_names_reach_into_nested_claims() {
         issuer_data: &keys(),
         accounts: &AccountTable::new(ACCOUNTS),
         uses: &Ledger::default(),
+        sessions: &NoSessions,
     };
     let req = Request {
         token: &nested,

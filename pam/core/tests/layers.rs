@@ -11,10 +11,11 @@ use std::path::Path;
 const LAYERS: &[&[&str]] = &[
     &[
         "sanitize", "claims", "glob", "reason", "timefmt", "files", "accounts", "jwks", "jws",
-        "usermap", "net",
+        "usermap", "net", "session_limits",
     ],
-    // The use ledger opens state_dir through the trusted-directory walk of files.
-    &["uses"],
+    // The use ledger and the session records open their directories through the
+    // trusted-directory walk of files.
+    &["uses", "session_record"],
     &["config"],
     &["keystore"],
     &["policy"],

@@ -11,6 +11,7 @@ use idtoken_core::files::FileProblemKind;
 use idtoken_core::jwks::{self, KeySet, MAX_JWKS_BYTES, MAX_KEYS};
 use idtoken_core::keystore::{DataProblem, load_key_cache};
 use idtoken_core::reason::Reason;
+use idtoken_core::session_record::NoSessions;
 use idtoken_core::uses::MAX_USES_LIMIT;
 use idtoken_testkit::fakes::{AccountTable, Ledger, MemoryKeys, TestAccount};
 use idtoken_testkit::keys::{AUDIENCE as AUD, ISSUER as ISS, Key, NOW, sign_raw};
@@ -248,6 +249,7 @@ fn decide(key_alg: &str, alg: Algorithm, alg_name: &str) -> Decision {
         issuer_data: &keys,
         accounts: &AccountTable::new(ACCOUNTS),
         uses: &Ledger::default(),
+        sessions: &NoSessions,
     };
     evaluate(
         &env,

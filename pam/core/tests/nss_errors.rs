@@ -7,6 +7,7 @@ use idtoken_core::audit;
 use idtoken_core::config::Config;
 use idtoken_core::decision::{Decision, Env, Request, StepName, UseMode, Verdict, evaluate};
 use idtoken_core::reason::Reason;
+use idtoken_core::session_record::NoSessions;
 use idtoken_testkit::fakes::{AccountTable, Ledger, MemoryKeys, TestAccount};
 use idtoken_testkit::keys::{AUDIENCE as AUD, ISSUER as ISS, Key, NOW, sign_raw};
 use jsonwebtoken::Algorithm;
@@ -89,6 +90,7 @@ fn decide(accounts: &Down, account: &str, local_groups: &str) -> Decision {
         issuer_data: &keys,
         accounts,
         uses: &Ledger::default(),
+        sessions: &NoSessions,
     };
     evaluate(
         &env,

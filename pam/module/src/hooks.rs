@@ -260,19 +260,13 @@ pub fn authenticate_with(
         now,
         uses: UseMode::Record,
     };
-    let decision = decide(world, &config, &request);
+    let sessions = world.sessions.dir();
+    let decision = decide(world, &config, &request, &sessions);
     report(ctx, &args, &config, &decision, &collected, rhost.as_deref());
-    answer(
-        ctx,
-        &config,
-        &decision,
-        now,
-        &world.sessions.dir(),
-        rhost.as_deref(),
-    )
+    answer(ctx, &config, &decision, now, &sessions, rhost.as_deref())
 }
 
-fn decide(world: &World, config: &Config, request: &Request) -> Decision {
+fn decide(world: &World, config: &Config, request: &Request, sessions: &SessionDir) -> Decision {
     let disk;
     let uses: &dyn UseLedger = match world.uses {
         Uses::StateDir => {
@@ -289,6 +283,7 @@ fn decide(world: &World, config: &Config, request: &Request) -> Decision {
         issuer_data: world.issuer_data,
         accounts: world.accounts,
         uses,
+        sessions,
     };
     decision::evaluate(&env, request)
 }

@@ -8,6 +8,7 @@ use std::path::Path;
 
 use idtoken_core::config::Config;
 use idtoken_core::decision::{self, Decision, Env, Request, UseMode};
+use idtoken_core::session_record::NoSessions;
 use jsonwebtoken::{Algorithm, DecodingKey};
 use serde_json::json;
 
@@ -121,6 +122,7 @@ impl Decide {
             issuer_data: &self.keys,
             accounts: &self.accounts,
             uses: &self.ledger,
+            sessions: &NoSessions,
         };
         decision::evaluate(
             &env,

@@ -4,6 +4,7 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use idtoken_core::config::Config;
 use idtoken_core::decision::{Decision, Env, Request, UseMode, Verdict, evaluate};
+use idtoken_core::session_record::NoSessions;
 use serde_json::Value;
 
 use super::oracle;
@@ -24,6 +25,7 @@ pub fn decide(
         issuer_data: world::issuer_data(),
         accounts: &world::ACCOUNT_TABLE,
         uses: &Ledger::by_digest(),
+        sessions: &NoSessions,
     };
     let rhost = rhost_of(&unverified_claims(token));
     let req = Request {
