@@ -161,3 +161,93 @@ fn inspect_shows_a_packed_token_as_the_jws_it_unpacks_to() {
     assert_eq!(code, 2);
     assert!(err.contains("not a packed token: packed token"), "{err}");
 }
+
+/// The reference packer of pam_idtoken(8) (PACKED TOKENS), taken from the man page itself
+/// with roff's escapes undone, writes what `idtoken pack` writes, byte for byte, and refuses
+/// what it refuses.
+#[test]
+fn the_man_pages_python_packer_writes_what_idtoken_pack_writes() {
+    idtoken_e2e::require!(
+        Command::new("python3").arg("--version").output().is_ok(),
+        "python3 is missing"
+    );
+    let man =
+        std::fs::read_to_string(idtoken_e2e::workspace_root().join("packaging/man/pam_idtoken.8"))
+            .unwrap();
+    let mut script = None;
+    let mut current: Option<String> = None;
+    for line in man.lines() {
+        match &mut current {
+            None if line.starts_with(".EX") => current = Some(String::new()),
+            None => {}
+            Some(_) if line.starts_with(".EE") => {
+                let body = current.take().unwrap();
+                if body.contains("pack.py") {
+                    script = Some(body);
+                }
+            }
+            Some(body) => {
+                body.push_str(
+                    &line
+                        .replace("\\-", "-")
+                        .replace("\\(ti", "~")
+                        .replace("\\e", "\\"),
+                );
+                body.push('\n');
+            }
+        }
+    }
+    let s = Sandbox::new("pack-python");
+    let script = s.write(
+        "pack.py",
+        script.expect("the man page shows pack.py").as_bytes(),
+    );
+    let dictionary = idtoken_e2e::workspace_root().join("pam/core/dictionaries/gitlab-1.dict");
+    let python = |token: &str| {
+        let mut child = Command::new("python3")
+            .arg(&script)
+            .arg(&dictionary)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(token.as_bytes())
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    };
+    let mut tokens: Vec<String> = REAL
+        .iter()
+        .map(|(name, _, _)| {
+            std::fs::read_to_string(fixtures().join("gitlab-real").join(name)).unwrap()
+        })
+        .collect();
+    for groups in [0, 6, 12] {
+        let list: Vec<String> = (0..groups).map(|g| format!("hpc/group-{g}")).collect();
+        let c = keys::with(keys::gitlab_claims("alice"), "groups_direct", json!(list));
+        tokens.push(keys::mint_gitlab_shaped(&c));
+    }
+    tokens.push(keys::mint_with(
+        &keys::gitlab_claims("alice"),
+        keys::Key::Ed,
+    ));
+    for t in &tokens {
+        let (code, ours, err) = idtoken(&s, &["pack"], t);
+        assert_eq!(code, 0, "{err}");
+        assert_eq!(python(t), (true, ours), "the Python packer differs");
+    }
+    let t = keys::mint(&keys::gitlab_claims("alice"));
+    let (h, rest) = t.split_once('.').unwrap();
+    for refused in [format!("{h}=.{rest}"), "a.b".to_string()] {
+        assert_eq!(idtoken(&s, &["pack"], &refused).0, 2);
+        assert_eq!(python(&refused), (false, String::new()), "{refused}");
+    }
+}

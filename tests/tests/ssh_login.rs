@@ -512,3 +512,75 @@ fn a_packed_gitlab_sized_token_logs_in_with_sshpass_in_one_answer() {
         assert_no_token(&s, t);
     }
 }
+
+/// The README's one-prompt example (between `<!-- sshpass-example:start/end -->`), run as
+/// printed by `sh -e` with a GitLab-sized token, `idtoken` on PATH and the job's variables:
+/// sshpass sends the packed token in the one answer and the login is allowed.
+#[test]
+fn the_readmes_sshpass_example_logs_in_as_printed() {
+    require!(
+        sshd::available().is_ok(),
+        "{}",
+        sshd::available().err().unwrap_or_default()
+    );
+    require!(
+        sshd::which("sshpass").is_some(),
+        "sshpass is missing (apt-get install sshpass)"
+    );
+    let readme = std::fs::read_to_string(idtoken_e2e::workspace_root().join("README.md")).unwrap();
+    let block = readme
+        .split_once("<!-- sshpass-example:start -->")
+        .and_then(|(_, rest)| rest.split_once("<!-- sshpass-example:end -->"))
+        .map(|(b, _)| b)
+        .expect("README.md has the sshpass-example markers");
+    let script = block
+        .split_once("```sh\n")
+        .and_then(|(_, rest)| rest.split_once("```"))
+        .map(|(s, _)| s)
+        .expect("a ```sh block between the sshpass-example markers");
+    let s = start("readme-sshpass", "");
+    let public = std::fs::read_to_string(s.pam.sandbox.path("ssh_host_ed25519_key.pub")).unwrap();
+    let mut key = public.split_whitespace();
+    let known = format!(
+        "[127.0.0.1]:{} {} {}",
+        s.port,
+        key.next().unwrap(),
+        key.next().unwrap()
+    );
+    let token = keys::mint_gitlab_shaped(&claims("alice", "readme-sshpass"));
+    assert!(token.len() > 1023, "ssh would cut it: {}", token.len());
+    let bin = idtoken_e2e::idtoken_bin();
+    let path = format!(
+        "{}:{}",
+        bin.parent().unwrap().display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let mut c = std::process::Command::new("sh");
+    c.arg("-e")
+        .arg("-c")
+        .arg(script)
+        .env("PATH", path)
+        .env("TMPDIR", s.pam.sandbox.path(""))
+        .env("IDTOKEN", &token)
+        .env("IDTOKEN_USER", "alice")
+        .env("IDTOKEN_HOST", "127.0.0.1")
+        .env("IDTOKEN_PORT", s.port.to_string())
+        .env("IDTOKEN_KNOWN_HOSTS", known)
+        .env_remove("SSHPASS")
+        .env_remove("SSH_ASKPASS")
+        .env_remove("SSH_AUTH_SOCK")
+        .env_remove("DISPLAY");
+    let o = sshd::run_bounded(&mut c);
+    assert!(
+        o.status.success() && String::from_utf8_lossy(&o.stdout).starts_with("alice\n"),
+        "{}\nsshd log:\n{}",
+        text(&o),
+        s.sshd_log()
+    );
+    let line = nth_audit(&s, 1);
+    assert!(
+        line.contains("decision=allow") && jti_tag(&line) == "readme-sshpass",
+        "{line}"
+    );
+    assert_no_token(&s, &token);
+}
