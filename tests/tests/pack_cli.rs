@@ -251,3 +251,31 @@ fn the_man_pages_python_packer_writes_what_idtoken_pack_writes() {
         assert_eq!(python(&refused), (false, String::new()), "{refused}");
     }
 }
+
+/// idtoken(1) shows `pack --check` on the real 1504-character token: the man page's block
+/// is what the command prints for it.
+#[test]
+fn the_man_pages_pack_check_example_is_what_the_command_prints() {
+    let man =
+        std::fs::read_to_string(idtoken_e2e::workspace_root().join("packaging/man/idtoken.1"))
+            .unwrap();
+    let shown = man
+        .split(".EX\n")
+        .filter_map(|b| b.split_once(".EE").map(|(b, _)| b))
+        .find(|b| b.starts_with("token: "))
+        .expect("idtoken.1 shows pack --check")
+        .replace("\\-", "-");
+    let s = Sandbox::new("pack-man");
+    let file = fixtures().join("gitlab-real/forged_gitlabcom_kid.jwt");
+    let (code, out, _) = idtoken(
+        &s,
+        &[
+            "pack",
+            "--check",
+            "--token-file",
+            &file.display().to_string(),
+        ],
+        "",
+    );
+    assert_eq!((code, out), (0, shown));
+}
