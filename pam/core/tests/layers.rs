@@ -7,11 +7,12 @@ use std::fs;
 use std::path::Path;
 
 /// Lowest first. Leaves know nothing of the crate; the audit line formats a finished
-/// decision and is the top. (jws is a leaf: config names algorithms through it.)
+/// decision and is the top. (jws is a leaf: config names algorithms through it; packed is
+/// a leaf: the decision unpacks a packed token before parsing it.)
 const LAYERS: &[&[&str]] = &[
     &[
         "sanitize", "claims", "glob", "reason", "timefmt", "files", "accounts", "jwks", "jws",
-        "usermap", "net",
+        "usermap", "net", "packed",
     ],
     // The use ledger opens state_dir through the trusted-directory walk of files.
     &["uses"],
