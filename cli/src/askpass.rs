@@ -8,8 +8,15 @@
 //! keyboard-interactive prompt, HOST as given to ssh), HOST must equal `$IDTOKEN_HOST`, and
 //! USER `$IDTOKEN_USER` when that is set. Anything else (a password, a host key question,
 //! another server asking for an ID token) is refused with exit 1 and nothing on stdout.
+//!
+//! When the token's packed form (pam_idtoken(8) PACKED TOKENS) is under 1000 characters,
+//! it is the whole answer to `ID token: `, and the module asks nothing more: one round
+//! instead of two or three. Otherwise (or with `IDTOKEN_PACK=no`, for login nodes whose
+//! module predates packed tokens) the token goes in 1000-character parts as before.
 
 use std::io::Write;
+
+use idtoken_core::packed;
 
 /// Characters per part, as the module expects them.
 pub const PART_CHARS: usize = 1000;
@@ -90,7 +97,11 @@ pub fn answer(prompt: &str) -> u8 {
             return 1;
         }
     };
-    let slice = part_of(token.trim(), part);
+    let pack = !matches!(
+        std::env::var("IDTOKEN_PACK").as_deref(),
+        Ok("no" | "0" | "false")
+    );
+    let slice = answer_for(token.trim(), part, pack);
     let mut out = std::io::stdout().lock();
     if writeln!(out, "{slice}").and_then(|()| out.flush()).is_err() {
         return 1;
@@ -142,6 +153,19 @@ pub fn parse_prompt(prompt: &str) -> Option<TokenPrompt<'_>> {
         n.parse::<usize>().ok()?
     };
     Some(TokenPrompt { user, host, part })
+}
+
+/// The answer to part `part`: with `pack`, the packed token when it fits one answer (part
+/// 1; nothing for a later part, which the module does not ask for after a short answer);
+/// else the part's slice of the token as it is.
+pub fn answer_for(token: &str, part: usize, pack: bool) -> String {
+    if pack
+        && let Ok(p) = packed::pack(token)
+        && p.len() < packed::ONE_ANSWER
+    {
+        return if part == 1 { p } else { String::new() };
+    }
+    part_of(token, part)
 }
 
 /// Characters (N-1)*1000+1 ..= N*1000 of the token.
@@ -232,6 +256,23 @@ mod tests {
             decide("(alice@login1) Password: ", alice),
             Err(Refusal::NotATokenPrompt)
         );
+    }
+
+    #[test]
+    fn a_token_whose_packed_form_fits_is_one_answer() {
+        use idtoken_testkit::keys::{gitlab_claims, mint_gitlab_shaped};
+        let t = mint_gitlab_shaped(&gitlab_claims("alice"));
+        assert!(t.len() > 1400, "{}", t.len());
+        let one = answer_for(&t, 1, true);
+        assert!(one.starts_with("~1.") && one.len() < 1000, "{}", one.len());
+        assert_eq!(*packed::unpack(&one).unwrap().jws, t);
+        assert_eq!(answer_for(&t, 2, true), "");
+        // Not packed: parts of the token as it is.
+        assert_eq!(answer_for(&t, 1, false), part_of(&t, 1));
+        assert_eq!(answer_for(&t, 2, false), part_of(&t, 2));
+        // What cannot be packed (not a JWS, or packed already) goes as it is.
+        assert_eq!(answer_for("not.a-token", 1, true), "not.a-token");
+        assert_eq!(answer_for(&one, 1, true), one);
     }
 
     #[test]

@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use idtoken_core::claims::numeric_date;
 use idtoken_core::jws;
+use idtoken_core::packed;
 use idtoken_core::sanitize;
 use idtoken_core::timefmt;
 use serde_json::{Map, Value, json};
@@ -30,23 +31,44 @@ pub fn run(args: &Args) -> u8 {
             return 2;
         }
     };
-    let token = match jws::parse(&raw) {
+    // A packed token (pam_idtoken(8) PACKED TOKENS) is shown as the JWS it unpacks to.
+    let unpacked = match packed::unpack_if_packed(&raw) {
+        Ok(u) => u,
+        Err(why) => {
+            eprintln!("idtoken inspect: not a packed token: {why}");
+            return 2;
+        }
+    };
+    let token = match jws::parse(unpacked.as_ref().map_or(raw.as_str(), |u| u.jws.as_str())) {
         Ok(t) => t,
         Err(why) => {
             eprintln!("idtoken inspect: not a JWT: {why}");
             return 2;
         }
     };
+    let packed_from = unpacked.as_ref().map(|u| {
+        json!({"dictionary": u.dictionary.name, "packed_chars": raw.trim().len(),
+               "token_chars": u.jws.len()})
+    });
     let dates = dates_of(&token.claims);
     if args.json {
         println!(
             "{}",
             json!({"verified": false, "header": stripped(&Value::Object(token.header)),
-                   "claims": stripped(&Value::Object(token.claims)), "dates": dates})
+                   "claims": stripped(&Value::Object(token.claims)), "dates": dates,
+                   "packed": packed_from})
         );
         return 0;
     }
     println!("UNVERIFIED: decoded only; nothing here is checked. Use `idtoken check` to verify.");
+    if let Some(u) = &unpacked {
+        println!(
+            "Packed: {} characters, dictionary {}; unpacked to a {}-character JWS.",
+            raw.trim().len(),
+            u.dictionary.name,
+            u.jws.len()
+        );
+    }
     println!();
     println!("Header:");
     print_object(&token.header, &Map::new());

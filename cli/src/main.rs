@@ -16,6 +16,7 @@ mod config_check;
 mod doctor;
 mod http;
 mod inspect;
+mod pack;
 mod refresh;
 mod rotation;
 mod sessions;
@@ -53,6 +54,8 @@ enum Command {
         #[command(subcommand)]
         command: ConfigCommand,
     },
+    /// Write a token's packed form, which fits one prompt's answer (pam_idtoken(8)).
+    Pack(pack::Args),
     /// SSH_ASKPASS helper: print the part of $IDTOKEN that PROMPT asks for.
     Askpass(askpass::Args),
     /// Check everything a token login needs on this host, each with its fix.
@@ -129,6 +132,7 @@ fn main() -> ExitCode {
         Command::Config {
             command: ConfigCommand::Check { config },
         } => config_check::run(&config),
+        Command::Pack(args) => pack::run(&args),
         Command::Askpass(args) => askpass::run(&args),
         Command::Doctor(args) => doctor::run(&args),
         Command::Sessions(args) => sessions::run(&args),

@@ -549,6 +549,66 @@ fn config_seeds(dir: &Path) {
     );
 }
 
+/// The `packed` target's seeds: every token seed packed (as `<its name>`, deciding as it
+/// does), broken packed forms (each refusal of pam_idtoken(8)), and edit-mode inputs (a
+/// NUL, the original's number, edits of its stream).
+fn packed_seeds(dir: &Path) {
+    use idtoken_core::packed;
+    let tokens = root().join("seeds/token");
+    let mut n = 0;
+    for e in fs::read_dir(&tokens).unwrap() {
+        let path = e.unwrap().path();
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        let token = String::from_utf8_lossy(&fs::read(&path).unwrap()).trim().to_string();
+        if let Ok(p) = packed::pack(&token) {
+            write(dir, &name.replace(".jwt", ".packed"), p.as_bytes());
+            n += 1;
+        }
+    }
+    assert!(n >= 20, "only {n} token seeds pack");
+    let good = packed::pack(&mint_bytes(
+        gitlab_claims("alice").to_string().as_bytes(),
+        Key::Ed,
+    ))
+    .unwrap();
+    let body = &good[3..];
+    let stream = base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, body).unwrap();
+    let enc = |s: &[u8]| format!("~1.{}", b64(s));
+    let mut cut = stream.clone();
+    cut.truncate(stream.len() / 2);
+    let mut trailing = stream.clone();
+    trailing.push(0);
+    let mut sum = stream.clone();
+    let last = sum.len() - 1;
+    sum[last] ^= 1;
+    let mut dictid = stream.clone();
+    dictid[5] ^= 1;
+    for (name, bytes) in [
+        ("malformed-version-2.packed", format!("~2.{body}")),
+        ("malformed-no-version.packed", format!("~.{body}")),
+        ("malformed-padding.packed", format!("{good}=")),
+        ("malformed-cut.packed", enc(&cut)),
+        ("malformed-trailing-byte.packed", enc(&trailing)),
+        ("malformed-checksum.packed", enc(&sum)),
+        ("malformed-unknown-dictionary.packed", enc(&dictid)),
+        ("malformed-raw-deflate.packed", enc(&stream[2..])),
+        ("malformed-empty.packed", "~1.".to_string()),
+    ] {
+        write(dir, name, bytes.as_bytes());
+    }
+    // Edit mode: NUL, original, then (op, at, value) triples.
+    for (name, bytes) in [
+        ("edit-none-ed25519", vec![0u8, 0]),
+        ("edit-none-gitlab-rs256", vec![0, 1]),
+        ("edit-flip", vec![0, 0, 0, 7, 0x40]),
+        ("edit-cut", vec![0, 1, 1, 100, 0]),
+        ("edit-insert", vec![0, 0, 2, 3, 0x7f]),
+        ("edit-overwrite-dictid", vec![0, 1, 3, 1, 0]),
+    ] {
+        write(dir, name, &bytes);
+    }
+}
+
 fn main() {
     let keep = root().join("seeds/token");
     let old: Vec<(std::ffi::OsString, Vec<u8>)> = fs::read_dir(&keep)
@@ -562,6 +622,8 @@ fn main() {
         ("token", token_seeds as fn(&Path)),
         ("policy", policy_seeds),
         ("config", config_seeds),
+        // After `token`: its seeds, packed, are most of these.
+        ("packed", packed_seeds),
     ] {
         let dir = root().join("seeds").join(target);
         let _ = fs::remove_dir_all(&dir);

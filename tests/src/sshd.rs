@@ -209,13 +209,33 @@ impl Sshd {
         c
     }
 
-    /// Logs in as `user` the way a CI job does: `SSH_ASKPASS` answering the part prompts
-    /// from `$IDTOKEN`.
+    /// Logs in as `user` the way a CI job does: `SSH_ASKPASS` answering the prompts from
+    /// `$IDTOKEN` (its packed form in one answer when that fits, else in parts).
     pub fn login_with_askpass(&self, user: &str, token: &str, remote_command: &str) -> Output {
         let askpass = self.askpass_script();
         run_bounded(
             self.ssh(user, remote_command)
                 .env("SSH_ASKPASS", askpass)
+                .env_remove("IDTOKEN_PACK")
+                .env("SSH_ASKPASS_REQUIRE", "force")
+                .env("IDTOKEN_HOST", "127.0.0.1")
+                .env("IDTOKEN", token),
+        )
+    }
+
+    /// [`Sshd::login_with_askpass`] with `IDTOKEN_PACK=no`: the token as it is, in
+    /// 1000-character parts (as for a login node whose module predates packed tokens).
+    pub fn login_with_askpass_in_parts(
+        &self,
+        user: &str,
+        token: &str,
+        remote_command: &str,
+    ) -> Output {
+        let askpass = self.askpass_script();
+        run_bounded(
+            self.ssh(user, remote_command)
+                .env("SSH_ASKPASS", askpass)
+                .env("IDTOKEN_PACK", "no")
                 .env("SSH_ASKPASS_REQUIRE", "force")
                 // The helpers answer only the login host's prompt (SPEC v2): the host as
                 // the ssh command line names it.

@@ -53,6 +53,8 @@ fn every_command_ends_quietly_on_a_closed_pipe() {
         ],
         vec!["inspect", "--token-file", &token],
         vec!["inspect", "--json", "--token-file", &token],
+        vec!["pack", "--token-file", &token],
+        vec!["pack", "--check", "--token-file", &token],
         vec!["status", "--config", &config],
         vec!["status", "--json", "--config", &config],
         vec!["config", "check", "--config", &config],

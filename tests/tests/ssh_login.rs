@@ -103,7 +103,7 @@ fn ssh_logins_with_tokens_and_refusals() {
 
     // A ~2 KB token through SSH_ASKPASS in parts.
     let long = mint_exact_len(&claims("alice", "long"), 2100);
-    let o = s.login_with_askpass("alice", &long, REMOTE);
+    let o = s.login_with_askpass_in_parts("alice", &long, REMOTE);
     assert_logged_in(&o, &s, "alice");
     let out = String::from_utf8_lossy(&o.stdout);
     assert!(
@@ -534,4 +534,169 @@ fn setcred_goes_on_past_the_module_and_the_session_phase_gets_the_runtime_limit(
         session,
         vec!["phase=open_session runtime_max_sec=unset memory_max=unset tasks_max=unset IDTOKEN_EXP=unset".to_string()]
     );
+}
+
+/// `idtoken pack` run as a CI job runs it: the token on stdin, the packed form on stdout.
+fn idtoken_pack(token: &str) -> String {
+    use std::io::Write;
+    let mut child = std::process::Command::new(idtoken_e2e::idtoken_bin())
+        .arg("pack")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(token.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "idtoken pack: {}", out.status);
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+/// SPEC v3 "One answer" through the real sshd: a GitLab-sized token (over 1400 characters,
+/// which ssh would cut at 1023) packed by `idtoken pack` logs in with sshpass, the
+/// one-prompt client, and the audit line says allow; `idtoken askpass` sends its packed
+/// form in one answer; a packed token with one character changed is refused as malformed
+/// and is not handed to pam_unix as a password.
+#[test]
+fn a_packed_gitlab_sized_token_logs_in_with_sshpass_in_one_answer() {
+    require!(
+        sshd::available().is_ok(),
+        "{}",
+        sshd::available().err().unwrap_or_default()
+    );
+    require!(
+        sshd::which("sshpass").is_some(),
+        "sshpass is missing (apt-get install sshpass)"
+    );
+    let s = start("packed", "");
+    let jws = keys::mint_gitlab_shaped(&claims("alice", "packed"));
+    assert!(jws.len() >= 1400, "GitLab-sized: {}", jws.len());
+    let packed = idtoken_pack(&jws);
+    assert!(
+        packed.starts_with("~1.") && packed.len() < 1000,
+        "{} characters",
+        packed.len()
+    );
+    let o = s.login_with_sshpass("alice", &packed, REMOTE);
+    assert_logged_in(&o, &s, "alice");
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        out.contains("IDTOKEN_PROJECT_PATH=hpc/app") && out.contains("IDTOKEN_USER=alice"),
+        "{out}"
+    );
+    let line = nth_audit(&s, 1);
+    assert!(
+        line.contains("decision=allow") && jti_tag(&line) == "packed",
+        "{line}"
+    );
+
+    // The askpass helper packs by itself (one answer) when the packed form fits.
+    let jws2 = keys::mint_gitlab_shaped(&claims("alice", "packed-askpass"));
+    assert_logged_in(&s.login_with_askpass("alice", &jws2, REMOTE), &s, "alice");
+    let line = nth_audit(&s, 2);
+    assert!(
+        line.contains("decision=allow") && jti_tag(&line) == "packed-askpass",
+        "{line}"
+    );
+
+    // One character of the packed form changed: refused at step 1, and never a password.
+    let packed3 = idtoken_pack(&keys::mint_gitlab_shaped(&claims("alice", "packed-bad")));
+    let mut mutated = packed3.clone().into_bytes();
+    let at = mutated.len() / 2;
+    mutated[at] = if mutated[at] == b'Q' { b'R' } else { b'Q' };
+    let mutated = String::from_utf8(mutated).unwrap();
+    assert_refused(&s.login_with_sshpass("alice", &mutated, REMOTE));
+    let line = nth_audit(&s, 3);
+    assert!(
+        line.contains("decision=deny") && line.contains("reason=malformed"),
+        "{line}"
+    );
+    assert!(
+        !s.pam
+            .syslog
+            .lines()
+            .iter()
+            .any(|l| l.contains("pam_unix(sshd:auth)")),
+        "the mutated packed token reached pam_unix: {:?}",
+        s.pam.syslog.lines()
+    );
+    for t in [&jws, &jws2, &packed, &packed3, &mutated] {
+        assert_no_token(&s, t);
+    }
+}
+
+/// The README's one-prompt example (between `<!-- sshpass-example:start/end -->`), run as
+/// printed by `sh -e` with a GitLab-sized token, `idtoken` on PATH and the job's variables:
+/// sshpass sends the packed token in the one answer and the login is allowed.
+#[test]
+fn the_readmes_sshpass_example_logs_in_as_printed() {
+    require!(
+        sshd::available().is_ok(),
+        "{}",
+        sshd::available().err().unwrap_or_default()
+    );
+    require!(
+        sshd::which("sshpass").is_some(),
+        "sshpass is missing (apt-get install sshpass)"
+    );
+    let readme = std::fs::read_to_string(idtoken_e2e::workspace_root().join("README.md")).unwrap();
+    let block = readme
+        .split_once("<!-- sshpass-example:start -->")
+        .and_then(|(_, rest)| rest.split_once("<!-- sshpass-example:end -->"))
+        .map(|(b, _)| b)
+        .expect("README.md has the sshpass-example markers");
+    let script = block
+        .split_once("```sh\n")
+        .and_then(|(_, rest)| rest.split_once("```"))
+        .map(|(s, _)| s)
+        .expect("a ```sh block between the sshpass-example markers");
+    let s = start("readme-sshpass", "");
+    let public = std::fs::read_to_string(s.pam.sandbox.path("ssh_host_ed25519_key.pub")).unwrap();
+    let mut key = public.split_whitespace();
+    let known = format!(
+        "[127.0.0.1]:{} {} {}",
+        s.port,
+        key.next().unwrap(),
+        key.next().unwrap()
+    );
+    let token = keys::mint_gitlab_shaped(&claims("alice", "readme-sshpass"));
+    assert!(token.len() > 1023, "ssh would cut it: {}", token.len());
+    let bin = idtoken_e2e::idtoken_bin();
+    let path = format!(
+        "{}:{}",
+        bin.parent().unwrap().display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let mut c = std::process::Command::new("sh");
+    c.arg("-e")
+        .arg("-c")
+        .arg(script)
+        .env("PATH", path)
+        .env("TMPDIR", s.pam.sandbox.path(""))
+        .env("IDTOKEN", &token)
+        .env("IDTOKEN_USER", "alice")
+        .env("IDTOKEN_HOST", "127.0.0.1")
+        .env("IDTOKEN_PORT", s.port.to_string())
+        .env("IDTOKEN_KNOWN_HOSTS", known)
+        .env_remove("SSHPASS")
+        .env_remove("SSH_ASKPASS")
+        .env_remove("SSH_AUTH_SOCK")
+        .env_remove("DISPLAY");
+    let o = sshd::run_bounded(&mut c);
+    assert!(
+        o.status.success() && String::from_utf8_lossy(&o.stdout).starts_with("alice\n"),
+        "{}\nsshd log:\n{}",
+        text(&o),
+        s.sshd_log()
+    );
+    let line = nth_audit(&s, 1);
+    assert!(
+        line.contains("decision=allow") && jti_tag(&line) == "readme-sshpass",
+        "{line}"
+    );
+    assert_no_token(&s, &token);
 }

@@ -16,6 +16,7 @@ use crate::config::{Config, Issuer, SessionsPer};
 use crate::jwks::{KeySet, VerifyKey};
 use crate::jws::{self, UnverifiedToken, algorithm_name, parse_algorithm};
 use crate::keystore::IssuerData;
+use crate::packed;
 use crate::policy::{self, TokenFacts};
 use crate::reason::Reason;
 use crate::sanitize::clean;
@@ -284,10 +285,12 @@ fn run_steps(env: &Env, req: &Request, d: &mut Decision) -> Result<(), Stop> {
     count_use(env, req, issuer, &claims, d)
 }
 
-/// Step 1: a compact JWS with JSON-object header and payload.
+/// Step 1: a compact JWS with JSON-object header and payload (a packed one unpacked first).
 fn parse_token(req: &Request, d: &mut Decision) -> Result<UnverifiedToken, Stop> {
+    let malformed = |why| Stop::Deny(StepName::Token, Reason::Malformed, why);
+    let unpacked = packed::unpack_if_packed(req.token).map_err(malformed)?;
     let token =
-        jws::parse(req.token).map_err(|why| Stop::Deny(StepName::Token, Reason::Malformed, why))?;
+        jws::parse(unpacked.as_ref().map_or(req.token, |u| u.jws.as_str())).map_err(malformed)?;
     d.audit_claims = audit_claims_of(&token);
     d.pass(
         StepName::Token,

@@ -35,6 +35,7 @@ pub mod jwks;
 pub mod jws;
 pub mod keystore;
 pub mod net;
+pub mod packed;
 pub mod policy;
 pub mod reason;
 pub mod sanitize;

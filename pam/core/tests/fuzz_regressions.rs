@@ -45,6 +45,7 @@ fn seed_corpus_replays_through_every_target() {
         ("token", targets::token as fn(&[u8])),
         ("config", targets::config),
         ("policy", targets::policy),
+        ("packed", targets::packed),
     ] {
         for (name, bytes) in seeds(target) {
             let outcome = std::panic::catch_unwind(|| run(&bytes));

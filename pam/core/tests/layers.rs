@@ -7,11 +7,23 @@ use std::fs;
 use std::path::Path;
 
 /// Lowest first. Leaves know nothing of the crate; the audit line formats a finished
-/// decision and is the top. (jws is a leaf: config names algorithms through it.)
+/// decision and is the top. (jws is a leaf: config names algorithms through it; packed is
+/// a leaf: the decision unpacks a packed token before parsing it.)
 const LAYERS: &[&[&str]] = &[
     &[
-        "sanitize", "claims", "glob", "reason", "timefmt", "files", "accounts", "jwks", "jws",
-        "usermap", "net", "session_limits",
+        "sanitize",
+        "claims",
+        "glob",
+        "reason",
+        "timefmt",
+        "files",
+        "accounts",
+        "jwks",
+        "jws",
+        "usermap",
+        "net",
+        "session_limits",
+        "packed",
     ],
     // The use ledger and the session records open their directories through the
     // trusted-directory walk of files.

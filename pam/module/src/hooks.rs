@@ -8,6 +8,7 @@ use idtoken_core::config::Config;
 use idtoken_core::decision::{self, Decision, Env, Request, UseMode, Verdict};
 use idtoken_core::jws::looks_like_jws;
 use idtoken_core::keystore::{DiskIssuerData, IssuerData};
+use idtoken_core::packed;
 use idtoken_core::policy;
 use idtoken_core::sanitize::clean;
 use idtoken_core::session_record::{SESSION_ENV, SessionDir, SessionRecord};
@@ -235,7 +236,7 @@ pub fn authenticate_with(
     };
     let Some(token) = std::str::from_utf8(&collected.token)
         .ok()
-        .filter(|t| looks_like_jws(t))
+        .filter(|t| looks_like_jws(t) || packed::looks_packed(t))
     else {
         // Not a token: most likely a password for the next module.
         if args.debug {

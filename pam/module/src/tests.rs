@@ -484,6 +484,48 @@ fn non_jwt_answer_is_ignored_and_passed_on_as_the_authtok() {
     assert_eq!(code, PamError::IGNORE);
 }
 
+/// SPEC v3 "One answer": a packed token in the one answer is unpacked and decided as its
+/// JWS would be.
+#[test]
+fn packed_token_in_one_answer_is_allowed() {
+    let site = Site::new("packed", "");
+    let p = idtoken_core::packed::pack(&token(&claims())).unwrap();
+    let mut s = script(vec![
+        start(),
+        vec![prompt("ID token: ", p.as_bytes())],
+        decided(
+            "decision=allow reason=- service=sshd account=alice issuer=gitlab user=alice \
+             project_path=hpc/app pipeline_id=4711 job_id=815 jti=j1 rule=own rhost=192.0.2.7 \
+             verified=yes",
+        ),
+        allowed_environment(NOW + 300),
+    ]);
+    let code = run(&mut s, &site.args, &key_a(), &Ledger::default());
+    assert_eq!(code, PamError::SUCCESS);
+}
+
+/// A packed-shaped answer that does not unpack (a damaged one, an unknown version) is a
+/// token attempt refused as malformed, never a password passed on to the next module.
+#[test]
+fn packed_shaped_answer_that_does_not_unpack_is_refused_not_passed_on() {
+    let site = Site::new("packed-bad", "");
+    let p = idtoken_core::packed::pack(&token(&claims())).unwrap();
+    let mut damaged = p.clone().into_bytes();
+    let at = damaged.len() / 2;
+    damaged[at] = if damaged[at] == b'A' { b'B' } else { b'A' };
+    let version_2 = format!("~2.{}", &p[3..]);
+    for answer in [damaged, version_2.into_bytes()] {
+        let mut s = script(vec![
+            start(),
+            vec![prompt("ID token: ", &answer)],
+            decided("decision=deny reason=malformed"),
+            vec![error_message("ID token refused.")],
+        ]);
+        let code = run(&mut s, &site.args, &key_a(), &Ledger::default());
+        assert_eq!(code, PamError::AUTH_ERR);
+    }
+}
+
 #[test]
 fn non_jwt_answer_is_noted_at_debug_level_with_debug() {
     let site = Site::new("password-debug", "");

@@ -69,12 +69,16 @@ pub struct Jws {
 }
 
 /// SPEC step 1: three base64url parts (no padding), JSON-object header and payload, a
-/// non-empty base64url signature, no `crit`, and (core) an `alg` that is a string.
+/// non-empty base64url signature, no `crit`, and (core) an `alg` that is a string. An
+/// answer starting with `~` is a packed token (v3): unpacked by [`unpack`], or malformed.
 pub fn parse(raw: &str) -> Option<Jws> {
     if raw.len() > MAX_TOKEN_BYTES {
         return None;
     }
     let token = raw.trim();
+    if token.starts_with('~') {
+        return parse(&unpack(token)?);
+    }
     let parts: Vec<&str> = token.split('.').collect();
     let [h, p, s] = parts.as_slice() else {
         return None;
@@ -100,6 +104,50 @@ pub fn parse(raw: &str) -> Option<Jws> {
         signing_input: format!("{h}.{p}"),
         signature: s.to_string(),
     })
+}
+
+/// The released dictionaries of pam_idtoken(8) PACKED TOKENS, read from their files; the
+/// id is what zlib says their Adler-32 is (checked in [`unpack`]).
+const PACK_DICTIONARIES: &[&[u8]] = &[include_bytes!("../../../core/dictionaries/gitlab-1.dict")];
+
+/// The reference unpacker, as pam_idtoken(8) describes the packed form, with another
+/// inflater than the core's (zlib-rs through flate2, where the core uses miniz_oxide):
+/// `~1.` + base64url (no padding) of a zlib stream whose header names a known dictionary;
+/// it must end exactly after its (correct) checksum and inflate to at most 49152 bytes and
+/// at most 64 times its own size; the content is `header NUL payload NUL signature`.
+pub fn unpack(token: &str) -> Option<String> {
+    use flate2::{Decompress, FlushDecompress, Status};
+    let stream = URL_SAFE_NO_PAD.decode(token.strip_prefix("~1.")?).ok()?;
+    let cap = (64 * stream.len()).min(49_152);
+    let mut z = Decompress::new(true);
+    let mut out = Vec::with_capacity(cap + 1);
+    // zlib stops after the header and asks for the dictionary its DICTID names.
+    let wanted = match z.decompress_vec(&stream, &mut out, FlushDecompress::None) {
+        Err(e) => e.needs_dictionary()?,
+        Ok(_) => return None,
+    };
+    let dictionary = PACK_DICTIONARIES.iter().find(|d| {
+        // zlib's deflateSetDictionary answers the dictionary's Adler-32.
+        flate2::Compress::new(flate2::Compression::none(), true)
+            .set_dictionary(d)
+            .is_ok_and(|id| id == wanted)
+    })?;
+    z.set_dictionary(dictionary).ok()?;
+    let header_len = z.total_in() as usize;
+    let status = z
+        .decompress_vec(&stream[header_len..], &mut out, FlushDecompress::Finish)
+        .ok()?;
+    if status != Status::StreamEnd || z.total_in() as usize != stream.len() || out.len() > cap {
+        return None;
+    }
+    let mut parts = out.splitn(3, |b| *b == 0);
+    let (h, p, s) = (parts.next()?, parts.next()?, parts.next()?);
+    Some(format!(
+        "{}.{}.{}",
+        URL_SAFE_NO_PAD.encode(h),
+        URL_SAFE_NO_PAD.encode(p),
+        URL_SAFE_NO_PAD.encode(s)
+    ))
 }
 
 /// The algorithms a config can name (the SPEC's list; none and HS* cannot load).

@@ -663,9 +663,150 @@ pub fn policy(data: &[u8]) {
     h::check_against_oracle(config, &token, account, service, &d);
 }
 
+/// `packed`: packed tokens (pam_idtoken(8) PACKED TOKENS). Two kinds of input:
+/// - any bytes but a leading NUL: the answer to `ID token: ` as it is (seeds: packed forms
+///   of the token seeds and of the real GitLab tokens, and broken ones);
+/// - a NUL, then a choice of one of two allowed tokens (EdDSA, and a GitLab-shaped RS256
+///   one) and a list of edits of its packed zlib stream (flip, cut, insert, overwrite a
+///   byte, 3 bytes an edit), re-encoded behind `~1.`.
+///
+/// Checks: the core's unpacking (`packed::unpack`, miniz_oxide) gives exactly what the
+/// reference unpacker gives (`oracle::unpack`, zlib-rs), or both refuse; whatever unpacks
+/// packs again to something that unpacks to the same JWS (round trip); a packed-shaped
+/// answer that does not unpack is `malformed`; the whole decision agrees with the
+/// reference; an unedited stream is allowed, and an edited one is allowed only if it still
+/// unpacks to the very token that was signed: a mutated packed token is never allowed.
+pub fn packed(data: &[u8]) {
+    match data.split_first() {
+        Some((0, edits)) => packed_edits(edits),
+        _ => {
+            let answer = String::from_utf8_lossy(data);
+            let _ = packed_answer(&answer);
+        }
+    }
+}
+
+/// Decides `answer` and checks it against the reference; the JWS the core unpacked.
+fn packed_answer(answer: &str) -> (Option<String>, bool) {
+    let core = idtoken_core::packed::unpack(answer)
+        .ok()
+        .map(|u| u.jws.to_string());
+    if answer.len() <= idtoken_core::MAX_TOKEN_BYTES {
+        assert_eq!(
+            core,
+            oracle::unpack(answer.trim()),
+            "the core and the reference unpack differently"
+        );
+    }
+    if let Some(jws) = &core {
+        let again = idtoken_core::packed::pack(jws)
+            .unwrap_or_else(|e| panic!("an unpacked token does not pack again: {e}"));
+        let back = idtoken_core::packed::unpack(&again).map(|u| u.jws.to_string());
+        assert_eq!(back.as_ref(), Ok(jws), "round trip");
+    }
+    let (account, service) = h::request_of(core.as_deref().unwrap_or(answer));
+    let config = f::config();
+    let d = h::decide(config, answer, &account, &service, UseMode::ReadOnly);
+    h::check_decision_invariants(&d);
+    if core.is_none() && answer.trim_start().starts_with('~') {
+        assert_eq!(d.reason(), Some(Reason::Malformed), "{:?}", d.steps);
+    }
+    if d.allowed() {
+        assert!(
+            idtoken_core::packed::looks_packed(answer) || jws::looks_like_jws(answer),
+            "allowed, but not token-shaped for the module"
+        );
+    }
+    h::check_against_oracle(config, answer, &account, &service, &d);
+    (core, d.allowed())
+}
+
+/// The allowed tokens the edits start from, with their packed zlib streams.
+fn packed_originals() -> &'static [(String, Vec<u8>)] {
+    static ORIGINALS: OnceLock<Vec<(String, Vec<u8>)>> = OnceLock::new();
+    ORIGINALS.get_or_init(|| {
+        let claims = keys::gitlab_claims("alice");
+        [
+            keys::mint_bytes(claims.to_string().as_bytes(), Key::Ed),
+            keys::mint_gitlab_shaped(&claims),
+        ]
+        .into_iter()
+        .map(|jws| {
+            let p = idtoken_core::packed::pack(&jws).unwrap();
+            let stream =
+                base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, &p[3..])
+                    .unwrap();
+            (jws, stream)
+        })
+        .collect()
+    })
+}
+
+fn packed_edits(data: &[u8]) {
+    let originals = packed_originals();
+    let (choice, edits) = data.split_first().map_or((0, &[][..]), |(c, e)| (*c, e));
+    let (jws, stream) = &originals[usize::from(choice) % originals.len()];
+    let mut s = stream.clone();
+    for e in edits.chunks(3).take(16) {
+        let (op, at, value) = (e[0], e.get(1).copied().unwrap_or(0), e.get(2).copied());
+        let at = usize::from(at) * 3 + usize::from(op >> 2);
+        match op % 4 {
+            0 if !s.is_empty() => {
+                let i = at % s.len();
+                s[i] ^= value.filter(|v| *v != 0).unwrap_or(1);
+            }
+            1 => s.truncate(at % (s.len() + 1)),
+            2 => s.insert(at % (s.len() + 1), value.unwrap_or(0)),
+            3 if !s.is_empty() => {
+                let i = at % s.len();
+                s[i] = value.unwrap_or(0);
+            }
+            _ => {}
+        }
+    }
+    let answer = format!(
+        "~1.{}",
+        base64::Engine::encode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, &s)
+    );
+    let (core, allowed) = packed_answer(&answer);
+    if s == *stream {
+        assert!(allowed, "the unedited packed token is refused");
+        assert_eq!(core.as_ref(), Some(jws), "round trip of the original");
+    }
+    if allowed {
+        assert_eq!(
+            core.as_ref(),
+            Some(jws),
+            "an edited packed token was allowed as another token"
+        );
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Unedited, both originals are allowed; a flipped byte in the deflate data is not.
+    #[test]
+    fn packed_originals_are_allowed_and_an_edit_is_not() {
+        packed(&[0, 0]);
+        packed(&[0, 1]);
+        for choice in [0u8, 1] {
+            let (jws, stream) = &packed_originals()[usize::from(choice)];
+            let answer = format!(
+                "~1.{}",
+                base64::Engine::encode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, stream)
+            );
+            assert_eq!(packed_answer(&answer), (Some(jws.clone()), true));
+            let mut bad = stream.clone();
+            bad[20] ^= 0x10;
+            let answer = format!(
+                "~1.{}",
+                base64::Engine::encode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, &bad)
+            );
+            assert!(!packed_answer(&answer).1);
+        }
+    }
 
     /// A built input that runs out of bytes keeps the allowed token's claims.
     #[test]
