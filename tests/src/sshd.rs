@@ -244,7 +244,7 @@ impl Sshd {
         )
     }
 
-    /// Logs in with the POSIX sh askpass of the README (packaging/gitlab-ci/idtoken-askpass.sh),
+    /// Logs in with the POSIX sh askpass of docs/ci.md (packaging/gitlab-ci/idtoken-askpass.sh),
     /// for CI images without `idtoken`.
     pub fn login_with_sh_askpass(&self, user: &str, token: &str, remote_command: &str) -> Output {
         let askpass = crate::workspace_root().join("packaging/gitlab-ci/idtoken-askpass.sh");

@@ -1143,19 +1143,10 @@ fn inspect_prints_no_control_or_format_character_from_the_token() {
     }
 }
 
-/// The README's config marked `<!-- config:NAME -->`, with each issuer's key cache pointed
-/// into the sandbox (the README leaves it at its default path).
-fn readme_config(s: &Sandbox, name: &str) -> std::path::PathBuf {
-    let readme = std::fs::read_to_string(idtoken_e2e::workspace_root().join("README.md")).unwrap();
-    let marker = format!("<!-- config:{name} -->");
-    let after = &readme[readme
-        .find(&marker)
-        .unwrap_or_else(|| panic!("{marker} in README"))..];
-    let body = after
-        .split_once("```toml\n")
-        .and_then(|(_, rest)| rest.split_once("\n```"))
-        .map(|(b, _)| b)
-        .unwrap_or_else(|| panic!("a toml block after {marker}"));
+/// The config docs/policy.md marks `<!-- config:NAME -->` (found there exactly once), with
+/// each issuer's key cache pointed into the sandbox (the doc leaves it at its default path).
+fn doc_config(s: &Sandbox, name: &str) -> std::path::PathBuf {
+    let body = idtoken_e2e::docs::config("docs/policy.md", name);
     let mut text = String::new();
     for line in body.lines() {
         text.push_str(line);
@@ -1172,7 +1163,7 @@ fn readme_config(s: &Sandbox, name: &str) -> std::path::PathBuf {
     s.write(&format!("{name}.toml"), text.as_bytes())
 }
 
-/// SPEC v2, other issuers on their real shapes: the README's Keycloak config (token
+/// SPEC v2, other issuers on their real shapes: docs/policy.md's Keycloak config (token
 /// exchange: `preferred_username`, `aud` a list with `account`, `azp`, realm and client
 /// roles reached by JSON Pointer) and GitHub Actions config allow exactly the tokens they
 /// describe; the runners-only config with a deny rule refuses the sandbox and foreign
@@ -1198,7 +1189,7 @@ fn the_readme_configs_for_other_issuers_and_v2_rules_decide_as_documented() {
     );
 
     // Keycloak after token exchange (RFC 8693), as Keycloak 2x issues it.
-    let kc = readme_config(&s, "keycloak");
+    let kc = doc_config(&s, "keycloak");
     let claims = json!({
         "exp": NOW + 300, "iat": NOW, "jti": "onrtac:3f1b-kc", "iss": "https://kc.example/realms/hpc",
         "aud": ["login-node", "account"], "sub": "6f0e0a2c-91aa-4bb0-9e1f-1c2f5d0b7a11", "typ": "Bearer",
@@ -1240,7 +1231,7 @@ fn the_readme_configs_for_other_issuers_and_v2_rules_decide_as_documented() {
     );
 
     // GitHub Actions.
-    let gh = readme_config(&s, "github-actions");
+    let gh = doc_config(&s, "github-actions");
     let claims = json!({
         "iss": "https://token.actions.githubusercontent.com", "aud": "https://login.hpc.example.org",
         "sub": "repo:hpc-org/app:environment:production", "iat": NOW, "nbf": NOW, "exp": NOW + 300,
@@ -1272,7 +1263,7 @@ fn the_readme_configs_for_other_issuers_and_v2_rules_decide_as_documented() {
     );
 
     // The runners-only GitLab config: from the runners' network, never from the sandbox.
-    let runners = readme_config(&s, "runners-only");
+    let runners = doc_config(&s, "runners-only");
     let gitlab = |project: &str| {
         let c = with(
             gitlab_claims("alice"),

@@ -1,4 +1,4 @@
-//! The client side as CI users get it, run against real sshds: the README's job example
+//! The client side as CI users get it, run against real sshds: docs/ci.md's job example
 //! exactly as printed, the CI template's before_script (one login per job over
 //! ControlMaster, no retry of a refused token, retry of a connection closed before
 //! authentication), and a rogue server asking for `ID token: ` that must get nothing from
@@ -7,7 +7,7 @@
 //! its shell alone SIGKILLed) leaves no master connection past the token's exp and no
 //! socket another process of the runner's account could use.
 //!
-//! The jobs are taken from README.md (between `<!-- job-example:start/end -->`) and from
+//! The jobs are taken from docs/ci.md (between `<!-- job-example:start/end -->`) and from
 //! packaging/gitlab-ci/idtoken-ssh.gitlab-ci.yml by a small reader of the YAML subset they
 //! use, and run as GitLab would: variables exported (CI/CD variables set by the site
 //! override the file's, as in GitLab), before_script then script in one `sh -e`.
@@ -20,6 +20,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use idtoken_e2e::docs;
 use idtoken_e2e::keys::{self, mint_exact_len, now};
 use idtoken_e2e::pam::PamHarness;
 use idtoken_e2e::require;
@@ -171,23 +172,12 @@ fn shell_double_quote(v: &str) -> String {
     format!("\"{escaped}\"")
 }
 
-/// The README's job example, between its markers.
+/// The job example of docs/ci.md, between its markers (found there exactly once).
 fn readme_job() -> Job {
-    let readme = std::fs::read_to_string(idtoken_e2e::workspace_root().join("README.md")).unwrap();
-    let start = readme
-        .find("<!-- job-example:start -->")
-        .expect("README.md has <!-- job-example:start -->");
-    let end = readme
-        .find("<!-- job-example:end -->")
-        .expect("README.md has <!-- job-example:end -->");
-    let block = &readme[start..end];
-    let yaml = block
-        .split_once("```yaml\n")
-        .and_then(|(_, rest)| rest.split_once("```"))
-        .map(|(y, _)| y)
-        .expect("a ```yaml block between the job-example markers");
-    let mut jobs = parse_jobs(yaml);
-    assert_eq!(jobs.len(), 1, "one job in the README example: {jobs:?}");
+    let span = docs::span("docs/ci.md", "job-example");
+    let yaml = docs::fenced(&span, "yaml", "the job-example span");
+    let mut jobs = parse_jobs(&yaml);
+    assert_eq!(jobs.len(), 1, "one job in docs/ci.md's example: {jobs:?}");
     jobs.pop_first().map(|(_, j)| j).unwrap()
 }
 
@@ -374,7 +364,7 @@ fn the_readme_job_example_logs_in_as_printed() {
     let o = runner.run(&job, &tok, &site("127.0.0.1", s.port, known));
     assert!(
         o.status.success() && String::from_utf8_lossy(&o.stdout).starts_with("alice\n"),
-        "the README job did not log in: {}\nsshd log:\n{}",
+        "docs/ci.md's job did not log in: {}\nsshd log:\n{}",
         text(&o),
         s.sshd_log()
     );
@@ -683,15 +673,14 @@ fn the_helpers_in_readme_and_template_are_the_packaged_script() {
     let root = idtoken_e2e::workspace_root();
     let script =
         std::fs::read_to_string(root.join("packaging/gitlab-ci/idtoken-askpass.sh")).unwrap();
-    let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
-    let in_readme = readme
-        .split_once("<!-- askpass-sh:start -->\n```sh\n")
-        .and_then(|(_, rest)| rest.split_once("```\n<!-- askpass-sh:end -->"))
-        .map(|(s, _)| s)
-        .expect("README.md has the askpass-sh block");
+    let span = docs::span("docs/ci.md", "askpass-sh");
+    let in_doc = span
+        .strip_prefix("\n```sh\n")
+        .and_then(|s| s.strip_suffix("```\n"))
+        .expect("docs/ci.md's askpass-sh span is one ```sh block");
     assert_eq!(
-        in_readme, script,
-        "README's sh helper differs from the packaged one"
+        in_doc, script,
+        "docs/ci.md's sh helper differs from the packaged one"
     );
     let job = template_job(&[]);
     let before = job.before_script.join("\n");

@@ -1,6 +1,6 @@
 //! Every configuration the documentation shows is one `idtoken config check` accepts, without
 //! a warning: the
-//! README's and README-install's ```toml blocks, the man pages' examples, and the shipped
+//! ```toml blocks of README.md and docs/*.md, the man pages' examples, and the shipped
 //! example config with its commented examples uncommented (as a sysadmin would). The
 //! configs are extracted from the documents themselves, so a doc edit that breaks one
 //! fails here.
@@ -100,17 +100,37 @@ fn config_check(sandbox: &Sandbox, name: &str, text: &str) -> (bool, String) {
 fn every_documented_config_passes_config_check() {
     let sandbox = Sandbox::new("doc-configs");
     let mut configs: Vec<(String, String)> = Vec::new();
-    for doc in ["README.md", "packaging/README-install.md"] {
-        for (line, body) in markdown_toml_blocks(&read(doc)) {
+    // Each document's count is pinned: a config that moves, or a parser that finds none in
+    // a document, fails here.
+    let pinned = [
+        ("README.md", 1),
+        ("docs/install.md", 1),
+        ("docs/pam-module.md", 0),
+        ("docs/policy.md", 4),
+        ("docs/ci.md", 0),
+        ("docs/operations.md", 0),
+    ];
+    for doc in idtoken_e2e::docs::MARKDOWN {
+        assert!(
+            pinned.iter().any(|(d, _)| d == doc),
+            "{doc} is not in the pinned list"
+        );
+    }
+    for (doc, expected) in pinned {
+        let blocks = markdown_toml_blocks(&read(doc));
+        assert_eq!(blocks.len(), expected, "```toml blocks in {doc}");
+        for (line, body) in blocks {
             configs.push((format!("{doc}:{line}"), body));
         }
     }
-    for page in [
-        "packaging/man/idtoken.toml.5",
-        "packaging/man/pam_idtoken.8",
-        "packaging/man/idtoken.1",
+    for (page, expected) in [
+        ("packaging/man/idtoken.toml.5", 1),
+        ("packaging/man/pam_idtoken.8", 0),
+        ("packaging/man/idtoken.1", 0),
     ] {
-        for (line, body) in man_config_examples(&read(page)) {
+        let examples = man_config_examples(&read(page));
+        assert_eq!(examples.len(), expected, "config examples in {page}");
+        for (line, body) in examples {
             configs.push((format!("{page}:{line}"), body));
         }
     }
@@ -122,8 +142,7 @@ fn every_documented_config_passes_config_check() {
         "packaging/idtoken.toml".to_string(),
         read("packaging/idtoken.toml"),
     ));
-    // The README alone shows four configs; a parser that found none would pass vacuously.
-    assert!(configs.len() >= 7, "found only {configs:?}");
+    assert_eq!(configs.len(), 9, "found {configs:?}");
     let mut failures = Vec::new();
     for (n, (origin, text)) in configs.iter().enumerate() {
         let (ok, said) = config_check(&sandbox, &format!("doc-{n}.toml"), text);

@@ -1,5 +1,5 @@
 //! `idtoken doctor` against a complete working setup in a private directory (config, key
-//! cache, the README's Debian PAM stack, an sshd_config checked by the real `sshd -T`), then
+//! cache, docs/install.md's Debian PAM stack, an sshd_config checked by the real `sshd -T`), then
 //! each fault on its own, each reported with its fix and the right exit code; a
 //! doctor-clean sshd and PAM stack of the ssh harness that then accepts a token login; and
 //! `idtoken status --prometheus` parsed by `promtool check metrics`.
@@ -18,7 +18,7 @@ use idtoken_e2e::sandbox::{Sandbox, set_mode};
 use idtoken_e2e::sshd::{self, Sshd};
 use serde_json::Value;
 
-/// The README's Debian profile lines (section 5), as pam-auth-update writes common-auth.
+/// docs/install.md's Debian profile lines (step 5), as pam-auth-update writes common-auth.
 const COMMON_AUTH: &str = "auth    [success=2 auth_err=die default=ignore]    pam_idtoken.so config=CONFIG\n\
 auth    [success=1 default=ignore]                 pam_unix.so nullok try_first_pass\n\
 auth    requisite                                  pam_deny.so\n\

@@ -1,4 +1,4 @@
-//! README's "Build from source" (issue 14, item 9): `packaging/install-from-source` run into
+//! docs/install.md's "Build from source" (issue 14, item 9): `packaging/install-from-source` run into
 //! a DESTDIR installs every file the packages install, where the packages put them (the
 //! module next to the host's pam_unix.so, the unit pointing at the installed binary), and
 //! never replaces an existing config. The build itself is cargo's: the script is given the
@@ -74,6 +74,8 @@ fn install_from_source_installs_what_the_packages_do() {
         (at("/usr/local/share/man/man5/idtoken.toml.5"), 0o644),
         (at("/usr/local/share/man/man8/pam_idtoken.8"), 0o644),
         (at("/usr/local/share/doc/idtoken/idtoken-askpass.sh"), 0o644),
+        (at("/usr/local/share/doc/idtoken/install.md"), 0o644),
+        (at("/usr/local/share/doc/idtoken/ci.md"), 0o644),
         (
             at("/usr/local/share/doc/idtoken/idtoken-ssh.gitlab-ci.yml"),
             0o644,

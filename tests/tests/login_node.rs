@@ -425,7 +425,7 @@ fn a_site_install_logs_in_by_ssh_and_systemd_ends_the_session_at_exp() {
             .is_some_and(|l| l.contains("pam_idtoken.so")),
         "{auth}"
     );
-    // The session line as the README shows it: the module above pam_unix and pam_systemd.
+    // The session line as docs/policy.md shows it: the module above pam_unix and pam_systemd.
     let session: Vec<String> = n
         .sh("grep -E '^session' /etc/pam.d/common-session")
         .lines()
@@ -439,9 +439,9 @@ fn a_site_install_logs_in_by_ssh_and_systemd_ends_the_session_at_exp() {
     let positions: Vec<Option<usize>> = documented.iter().map(at).collect();
     assert!(
         positions.iter().all(Option::is_some) && positions.windows(2).all(|w| w[0] < w[1]),
-        "common-session {session:?} lacks, in order, the README's {documented:?}"
+        "common-session {session:?} lacks, in order, the documented {documented:?}"
     );
-    // The distro's own /etc/pam.d/sshd (@include common-auth), the README's sshd lines in a
+    // The distro's own /etc/pam.d/sshd (@include common-auth), the sshd lines of docs/install.md in a
     // drop-in that wins over the stock `KbdInteractiveAuthentication no`.
     assert!(n.sh("cat /etc/pam.d/sshd").contains("@include common-auth"));
     let sshd_lines = docs::block("sshd-config").join("\n");
@@ -460,7 +460,7 @@ fn a_site_install_logs_in_by_ssh_and_systemd_ends_the_session_at_exp() {
     n.sh(&format!(
         "useradd -m -s /bin/sh alice && echo 'alice:{PASSWORD}' | chpasswd"
     ));
-    // The refresh timer, as the README says: enabled and started.
+    // The refresh timer, as docs/install.md says: enabled and started.
     n.sh("systemctl enable --now idtoken-refresh.timer");
     assert_eq!(
         n.sh_lossy("systemctl is-active idtoken-refresh.timer")

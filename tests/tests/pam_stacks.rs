@@ -2,20 +2,20 @@
 //! driven through the real libpam (issue 14): the Debian pam-auth-update result (from the
 //! package's profile, with and without pam_sss), the Debian sshd-only line, the RHEL 9 sshd
 //! line over password-auth and postlogin, and authselect custom profiles made from `sssd`
-//! and from `minimal`. The blocks are found by their `stack:NAME` marks in README.md,
-//! packaging/README-install.md, pam_idtoken(8) and the RPM spec, so a doc edit that breaks a
-//! stack fails here. RHEL's own files are fixtures in tests/fixtures/pam, written by
+//! and from `minimal` and `local`. The blocks are found by their `stack:NAME` marks in the
+//! files tests/src/docs.rs lists (README.md, docs/*.md, pam_idtoken(8), the RPM spec), so a
+//! doc edit that breaks a stack fails here. RHEL's own files are fixtures in tests/fixtures/pam, written by
 //! authselect 1.2.6 itself (tests/fixtures/pam/generate-rhel9), with and without the features
 //! whose requirements a token must not skip: with-faillock (a locked account stays locked,
 //! and a token login never clears the failure tally), with-smartcard-required and
 //! with-pam-u2f-2fa, each driven through the real pam_faillock, pam_deny and pam_u2f; and
-//! what the ssh-only line gives up with each, as the README says.
+//! what the ssh-only line gives up with each, as docs/install.md says.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use idtoken_e2e::accounts::PASSWORD;
-use idtoken_e2e::docs::{block, blocks_in, norm, read};
+use idtoken_e2e::docs::{STACKS, block, blocks_in, norm, read};
 use idtoken_e2e::keys::{self, mint, with};
 use idtoken_e2e::pam::{self, Drive, PAM_AUTH_ERR, PAM_SUCCESS, PamHarness};
 use idtoken_e2e::require;
@@ -23,28 +23,6 @@ use idtoken_e2e::sandbox::set_mode;
 use idtoken_e2e::workspace_root;
 use serde_json::json;
 
-/// Where each stack is written down, as (file, stack name). A mark that goes missing fails
-/// `every_documented_stack_is_marked`, so a stack cannot leave the test by losing its mark.
-const MARKED: &[(&str, &str)] = &[
-    ("README.md", "debian-common-auth"),
-    ("README.md", "debian-sshd"),
-    ("README.md", "rhel-sshd"),
-    ("README.md", "authselect-sssd"),
-    ("README.md", "authselect-minimal"),
-    ("packaging/README-install.md", "debian-common-auth"),
-    ("packaging/README-install.md", "debian-sshd"),
-    ("packaging/README-install.md", "rhel-sshd"),
-    ("packaging/README-install.md", "authselect-sssd"),
-    ("packaging/README-install.md", "authselect-minimal"),
-    ("README.md", "authselect-module-line"),
-    ("packaging/README-install.md", "authselect-module-line"),
-    ("packaging/man/pam_idtoken.8", "authselect-module-line"),
-    ("packaging/man/pam_idtoken.8", "debian-common-auth"),
-    ("packaging/man/pam_idtoken.8", "debian-sshd"),
-    ("packaging/man/pam_idtoken.8", "rhel-sshd"),
-    ("packaging/rpm/pam-idtoken.spec", "rhel-sshd"),
-    ("packaging/rpm/pam-idtoken.spec", "authselect-module-line"),
-];
 
 /// The files that may hold marked blocks.
 /// The auth lines of a PAM file (comments and other phases dropped), normalised.
@@ -316,11 +294,30 @@ fn has_pam_sss() -> bool {
 
 #[test]
 fn every_documented_stack_is_marked() {
-    for (file, name) in MARKED {
-        assert!(
-            !blocks_in(file, &read(file), name).is_empty(),
-            "{file} lost its stack:{name} block"
-        );
+    // The whole map (which file shows which stack, how often) is docs_map.rs's; here, that
+    // each stack this file drives is in it, so a stack cannot leave the test by losing its mark.
+    for name in [
+        "debian-common-auth",
+        "debian-common-session",
+        "debian-sshd",
+        "rhel-sshd",
+        "authselect-module-line",
+        "authselect-sssd",
+        "authselect-minimal",
+        "authselect-local",
+    ] {
+        let files: Vec<&str> = STACKS
+            .iter()
+            .filter(|(_, n, _)| *n == name)
+            .map(|(f, _, _)| *f)
+            .collect();
+        assert!(!files.is_empty(), "no document is listed with stack:{name}");
+        for file in files {
+            assert!(
+                !blocks_in(file, &read(file), name).is_empty(),
+                "{file} lost its stack:{name} block"
+            );
+        }
     }
 }
 
@@ -337,7 +334,7 @@ fn debian_pam_auth_update_stack_works_as_documented() {
     assert_eq!(
         auth_lines(&common_auth),
         documented,
-        "README shows what pam-auth-update really writes"
+        "docs/install.md shows what pam-auth-update really writes"
     );
     let config = h.sandbox.path("idtoken.toml");
     h.service("common-auth", &with_module(&common_auth, &config))
@@ -350,7 +347,7 @@ fn debian_pam_auth_update_stack_works_as_documented() {
 
 /// The profile's session line lands above pam_systemd's in common-session (priority 768
 /// against systemd's 0), where the session phase can hand pam_systemd the token's runtime
-/// limit (`session_ends_at_exp`, SPEC v3), as the README shows.
+/// limit (`session_ends_at_exp`, SPEC v3), as docs/policy.md shows.
 #[test]
 fn debian_profile_puts_the_session_line_above_pam_systemd() {
     root_or_skip!();
@@ -376,7 +373,7 @@ fn debian_profile_puts_the_session_line_above_pam_systemd() {
         .collect();
     assert!(
         session.ends_with(&documented),
-        "README shows what pam-auth-update writes at the end of common-session:\n{common_session}"
+        "docs/policy.md shows what pam-auth-update writes at the end of common-session:\n{common_session}"
     );
     let at = |module: &str| session.iter().position(|l| l.contains(module));
     assert!(
@@ -827,12 +824,12 @@ fn the_rhel_ssh_only_line_gives_up_faillock_as_documented() {
     assert_eq!(
         (d.rc, d.account),
         (PAM_SUCCESS, Some(PAM_SUCCESS)),
-        "README: with the ssh-only line a locked account logs in with a token: {d:?}"
+        "docs/install.md: with the ssh-only line a locked account logs in with a token: {d:?}"
     );
     assert_eq!(
         tally(&h, "alice"),
         0,
-        "README: ...and the account phase clears faillock's tally"
+        "docs/install.md: ...and the account phase clears faillock's tally"
     );
     let d = h.drive("sshd", "alice", &[Some(""), Some(PASSWORD)], &["--account"]);
     assert_eq!(
@@ -902,7 +899,7 @@ fn u2f_2fa_holds_for_tokens_in_the_custom_profile() {
         "su (system-auth) keeps the second factor: {d:?}"
     );
 
-    // The ssh-only line gives it up (README).
+    // The ssh-only line gives it up (docs/install.md).
     let h = harness("stack-sshonly-u2f");
     ssh_only_files(&h, "rhel9-u2f-2fa");
     register_u2f_key(&h, "alice", 2001);
@@ -914,7 +911,7 @@ fn u2f_2fa_holds_for_tokens_in_the_custom_profile() {
     );
     assert_eq!(
         d.rc, PAM_SUCCESS,
-        "README: the ssh-only line lets a token skip pam_u2f: {d:?}"
+        "docs/install.md: the ssh-only line lets a token skip pam_u2f: {d:?}"
     );
 }
 
@@ -948,7 +945,7 @@ fn smartcard_requirement_holds_for_tokens_in_the_custom_profile() {
         "system-auth asks for the card only for login, gdm and the like: su takes a token: {d:?}"
     );
 
-    // The ssh-only line gives it up (README).
+    // The ssh-only line gives it up (docs/install.md).
     let h = harness("stack-sshonly-smartcard");
     ssh_only_files(&h, "rhel9-smartcard-required");
     let d = h.drive(
@@ -959,6 +956,6 @@ fn smartcard_requirement_holds_for_tokens_in_the_custom_profile() {
     );
     assert_eq!(
         d.rc, PAM_SUCCESS,
-        "README: the ssh-only line lets a token skip password-auth's pam_deny: {d:?}"
+        "docs/install.md: the ssh-only line lets a token skip password-auth's pam_deny: {d:?}"
     );
 }

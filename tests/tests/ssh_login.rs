@@ -118,7 +118,7 @@ fn ssh_logins_with_tokens_and_refusals() {
         "{line}"
     );
 
-    // The same through the README's POSIX sh askpass (CI images without idtoken).
+    // The same through docs/ci.md's POSIX sh askpass (CI images without idtoken).
     let long2 = mint_exact_len(&claims("alice", "long-sh"), 2600);
     assert_logged_in(
         &s.login_with_sh_askpass("alice", &long2, REMOTE),
@@ -629,7 +629,7 @@ fn a_packed_gitlab_sized_token_logs_in_with_sshpass_in_one_answer() {
     }
 }
 
-/// The README's one-prompt example (between `<!-- sshpass-example:start/end -->`), run as
+/// The one-prompt example of docs/ci.md (between `<!-- sshpass-example:start/end -->`), run as
 /// printed by `sh -e` with a GitLab-sized token, `idtoken` on PATH and the job's variables:
 /// sshpass sends the packed token in the one answer and the login is allowed.
 #[test]
@@ -643,17 +643,8 @@ fn the_readmes_sshpass_example_logs_in_as_printed() {
         sshd::which("sshpass").is_some(),
         "sshpass is missing (apt-get install sshpass)"
     );
-    let readme = std::fs::read_to_string(idtoken_e2e::workspace_root().join("README.md")).unwrap();
-    let block = readme
-        .split_once("<!-- sshpass-example:start -->")
-        .and_then(|(_, rest)| rest.split_once("<!-- sshpass-example:end -->"))
-        .map(|(b, _)| b)
-        .expect("README.md has the sshpass-example markers");
-    let script = block
-        .split_once("```sh\n")
-        .and_then(|(_, rest)| rest.split_once("```"))
-        .map(|(s, _)| s)
-        .expect("a ```sh block between the sshpass-example markers");
+    let span = idtoken_e2e::docs::span("docs/ci.md", "sshpass-example");
+    let script = idtoken_e2e::docs::fenced(&span, "sh", "the sshpass-example span");
     let s = start("readme-sshpass", "");
     let public = std::fs::read_to_string(s.pam.sandbox.path("ssh_host_ed25519_key.pub")).unwrap();
     let mut key = public.split_whitespace();

@@ -508,7 +508,7 @@ pub fn checks(dir: &Path, service: &str, config: &Path) -> Vec<Check> {
                 "pam_stack",
                 format!("PAM service {service:?}: {why}; libpam refuses every login"),
                 format!(
-                    "create {} (see the README, \"Put the module in the login stack\")",
+                    "create {} (see docs/install.md, \"Put the module in the login stack\")",
                     dir.join(service).display()
                 ),
             )];
@@ -647,7 +647,7 @@ fn requirements(entries: &[Entry], module: &Entry) -> Check {
             "move the module below {}: on RHEL, in an authselect custom profile, directly above \
              the first pam_usertype.so, pam_localuser.so or pam_unix.so auth line, with \
              `account [success=1 default=ignore] pam_idtoken.so` directly above \
-             `account required pam_faillock.so` (README, \"RHEL family, every service\")",
+             `account required pam_faillock.so` (docs/install.md, \"RHEL family, every service\")",
             first_skipped.at
         ),
     )
@@ -791,7 +791,7 @@ fn outcomes(entries: &[Entry], module: &Entry, has_password: bool) -> Vec<Check>
         Check::fail(
             "pam_stack.valid_token",
             "after a valid token (PAM_SUCCESS) the stack still runs a password module, which refuses the token",
-            format!("use `success=done` in the control at {at} (or a `success=N` that jumps past every password module, as the README's common-auth line does)"),
+            format!("use `success=done` in the control at {at} (or a `success=N` that jumps past every password module, as the documented common-auth line does)"),
         )
     } else if valid.result != Rc::Success {
         Check::fail(

@@ -29,7 +29,7 @@ pub const LOADED_STACK: &str =
     "auth [success=done default=die] pam_permit.so\nauth required MODULE config=CONFIG";
 /// sshd's compiled-in default, spelled out so the benchmark does not depend on the host's.
 pub const STOCK_MAX_STARTUPS: &str = "MaxStartups 10:30:100";
-/// What the harness (tests/src/sshd.rs) and README recommend.
+/// What the harness (tests/src/sshd.rs) and docs/install.md recommend.
 pub const RECOMMENDED_MAX_STARTUPS: &str = "110:30:210";
 /// Length of the benchmark token: a GitLab ID token with a few `groups_direct`, two parts.
 pub const TOKEN_LEN: usize = 1600;
