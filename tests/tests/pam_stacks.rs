@@ -627,6 +627,21 @@ fn authselect_profile_from_sssd_works_as_documented() {
     assert_non_local_user_reaches_the_module(&h, "authselect-sssd");
 }
 
+/// authselect >= 1.5 has no `minimal`: `local` replaces it (the default on RHEL 10 and
+/// Fedora >= 40). The documented profile from `local` with `with-faillock`, and the
+/// placement rule applied to `local` without features.
+#[test]
+fn authselect_profile_from_local_works_as_documented() {
+    root_or_skip!();
+    assert_documented_profile("authselect-local-faillock", "authselect-local");
+    let h = faillock_harness("stack-as-local");
+    custom_profile_files(&h, "authselect-local-faillock");
+    drive_documented_cases(&h, "authselect-local");
+    let h = harness("stack-as-local-plain");
+    custom_profile_files(&h, "authselect-local");
+    drive_documented_cases(&h, "authselect-local (no features)");
+}
+
 #[test]
 fn authselect_profile_from_minimal_works_as_documented() {
     root_or_skip!();
@@ -689,8 +704,19 @@ fn fail_passwords(h: &PamHarness, user: &str, n: usize) {
 #[test]
 fn faillock_lock_holds_for_tokens_in_the_custom_profile() {
     root_or_skip!();
-    let h = faillock_harness("stack-faillock");
-    custom_profile_files(&h, "rhel9-faillock");
+    faillock_lock_holds("rhel9-faillock", "stack-faillock");
+}
+
+/// The same with authselect >= 1.5's `local` profile (RHEL 10, Fedora >= 40).
+#[test]
+fn faillock_lock_holds_for_tokens_in_the_custom_profile_from_local() {
+    root_or_skip!();
+    faillock_lock_holds("authselect-local-faillock", "stack-faillock-local");
+}
+
+fn faillock_lock_holds(set: &str, tag: &str) {
+    let h = faillock_harness(tag);
+    custom_profile_files(&h, set);
 
     // Locked: three wrong passwords (deny = 3), then a valid token is refused.
     fail_passwords(&h, "alice", 3);
