@@ -4,10 +4,19 @@
 //! parts: `ID token: ` is part 1, `ID token (part N): ` part N, each 1000 characters of
 //! `$IDTOKEN`. The token is replayable at the login node by whoever receives it, so it is
 //! typed only for the login node: the prompt must be exactly `(USER@HOST) ID token: ` or
-//! `(USER@HOST) ID token (part N): ` (OpenSSH puts `(USER@HOST) ` before every
-//! keyboard-interactive prompt, HOST as given to ssh), HOST must equal `$IDTOKEN_HOST`, and
-//! USER `$IDTOKEN_USER` when that is set. Anything else (a password, a host key question,
-//! another server asking for an ID token) is refused with exit 1 and nothing on stdout.
+//! `(USER@HOST) ID token (part N): `, HOST must equal `$IDTOKEN_HOST` (ASCII case
+//! ignored), and USER `$IDTOKEN_USER` when that is set. Anything else (a password, a host
+//! key question, another server asking for an ID token) is refused with exit 1 and nothing
+//! on stdout.
+//!
+//! How OpenSSH builds the prompt (sshconnect2.c, input_userauth_info_req, since 8.5):
+//! `(USER@HOST) ` before every keyboard-interactive prompt, the client's own text, which no
+//! server can change; HOST is `HostKeyAlias` when set, else the host name after ssh_config's
+//! `HostName` substitution (not an alias as typed), lowercased unless it is an address
+//! (ssh.c). Up to OpenSSH 10.2, sshd glues the PAM messages sent before a prompt onto it,
+//! each ending in a newline (auth-pam.c, sshpam_query): `(USER@HOST) MESSAGE\nID token: `.
+//! So the host is read from that leading prefix only, and the prompt proper is the last
+//! line; the messages before it are the login node's own and change nothing.
 //!
 //! When the token's packed form (pam_idtoken(8) PACKED TOKENS) is under 1000 characters,
 //! it is the whole answer to `ID token: `, and the module asks nothing more: one round
@@ -112,7 +121,7 @@ pub fn answer(prompt: &str) -> u8 {
 /// The part to answer `prompt` with for `target`, or why not.
 pub fn decide(prompt: &str, target: Target<'_>) -> Result<usize, Refusal> {
     let p = parse_prompt(prompt).ok_or(Refusal::NotATokenPrompt)?;
-    if p.host != target.host {
+    if !p.host.eq_ignore_ascii_case(target.host) {
         return Err(Refusal::OtherHost {
             asked: p.host.to_string(),
         });
@@ -128,15 +137,22 @@ pub fn decide(prompt: &str, target: Target<'_>) -> Result<usize, Refusal> {
 }
 
 /// Splits `(USER@HOST) ID token: ` (part 1) and `(USER@HOST) ID token (part N): ` (part
-/// N from 1 to 99999, no leading zero); None for any other text. Only trailing spaces are
-/// tolerated, so a prompt that merely contains `ID token` somewhere is not one. The same
-/// rules as packaging/gitlab-ci/idtoken-askpass.sh.
+/// N from 1 to 99999, no leading zero); None for any other text. Lines of PAM messages that
+/// sshd glued in between (`(USER@HOST) MESSAGE\nID token: `) are passed over: the prompt
+/// is the last line. Only trailing spaces are tolerated, so a prompt that merely contains
+/// `ID token` somewhere is not one. The same rules as packaging/gitlab-ci/idtoken-askpass.sh.
 pub fn parse_prompt(prompt: &str) -> Option<TokenPrompt<'_>> {
     let rest = prompt.trim_end_matches(' ').strip_prefix('(')?;
+    // The first `) ` closes the prefix ssh itself wrote; what follows is the server's.
     let (inside, tail) = rest.split_once(") ")?;
+    let tail = tail.rsplit_once('\n').map_or(tail, |(_, last)| last);
     // Account names hold no `@`; the last one separates user from host.
     let (user, host) = inside.rsplit_once('@')?;
-    if user.is_empty() || host.is_empty() || host.contains(char::is_whitespace) {
+    if user.is_empty()
+        || host.is_empty()
+        || host.contains(char::is_whitespace)
+        || user.contains(char::is_whitespace)
+    {
         return None;
     }
     let part = if tail == "ID token:" {
@@ -196,6 +212,10 @@ mod tests {
         );
         assert_eq!(p("(a@h) ID token (part 13): "), Some(("a", "h", 13)));
         assert_eq!(p("(a@h) ID token:"), Some(("a", "h", 1)));
+        assert_eq!(
+            p("(a@h) Last login: never\nTwo lines.\nID token (part 2): "),
+            Some(("a", "h", 2))
+        );
         for refused in [
             "ID token: ",
             "ID token (part 2): ",
@@ -217,6 +237,11 @@ mod tests {
             "(@login1) ID token: ",
             "(alice@) ID token: ",
             "(alice@login1)ID token: ",
+            "(alice@login1) Welcome\nPassword: ",
+            "(alice@login1) ID token: \nPassword: ",
+            "(alice@login1) Welcome\nID token: now",
+            "(alice@login1) Welcome\nYour ID token: ",
+            "(al ice@login1) ID token: ",
             "Are you sure you want to continue connecting (yes/no/[fingerprint])? ",
         ] {
             assert_eq!(p(refused), None, "{refused:?} must not parse");
@@ -233,9 +258,29 @@ mod tests {
                 asked: "git.example.org".into()
             })
         );
-        // Host names are compared as typed: a longer or shorter name is another host.
+        // Host names are compared whole: a longer or shorter name is another host. Case is
+        // ignored: ssh lowercases the host in the prompt, a job may not.
         assert!(decide("(ci@login1.example.org) ID token: ", LOGIN).is_err());
         assert!(decide("(ci@login) ID token: ", LOGIN).is_err());
+        let upper = Target {
+            host: "Login1",
+            user: None,
+        };
+        assert_eq!(decide("(ci@login1) ID token: ", upper), Ok(1));
+        assert_eq!(decide("(ci@LOGIN1) ID token (part 2): ", LOGIN), Ok(2));
+        // A PAM message glued before the prompt (OpenSSH <= 10.2): the host is still the
+        // prefix ssh wrote, never one quoted in the message.
+        assert_eq!(
+            decide("(ci@login1) Authorized use only.\nID token: ", LOGIN),
+            Ok(1)
+        );
+        assert!(decide("(ci@evil) Welcome\n(ci@login1) ID token: ", LOGIN).is_err());
+        assert_eq!(
+            decide("(ci@evil) Welcome\nID token: ", LOGIN),
+            Err(Refusal::OtherHost {
+                asked: "evil".into()
+            })
+        );
         let alice = Target {
             host: "login1",
             user: Some("alice"),

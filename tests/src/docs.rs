@@ -244,3 +244,40 @@ pub fn block(name: &str) -> Vec<String> {
     }
     first
 }
+
+/// The `.EX`..`.EE` example right after the roff comment `.\" MARK ...` in a man page (which
+/// must hold that comment exactly once), with roff's escapes undone: the text a reader copies.
+pub fn man_example(page: &str, mark: &str) -> String {
+    let text = read(page);
+    let is_mark = |l: &&str| {
+        l.starts_with(".\\\"") && l.split_whitespace().nth(1) == Some(mark)
+    };
+    let lines: Vec<&str> = text.lines().collect();
+    let marks: Vec<usize> = lines
+        .iter()
+        .enumerate()
+        .filter(|(_, l)| is_mark(l))
+        .map(|(i, _)| i)
+        .collect();
+    assert_eq!(marks.len(), 1, "{page} must hold `.\\\" {mark}` exactly once");
+    let after = &lines[marks[0] + 1..];
+    assert_eq!(
+        after.first().map(|l| l.trim()),
+        Some(".EX"),
+        "{page}: `.\\\" {mark}` must be followed by .EX"
+    );
+    let mut out = String::new();
+    for l in after.iter().skip(1).take_while(|l| l.trim() != ".EE") {
+        out.push_str(&unroff(l));
+        out.push('\n');
+    }
+    assert!(!out.trim().is_empty(), "{page}: {mark} example is empty");
+    out
+}
+
+/// Roff's escapes in an example line undone: `\(aq` is `'`, `\-` is `-`, `\e` is `\`.
+pub fn unroff(line: &str) -> String {
+    line.replace("\\(aq", "'")
+        .replace("\\-", "-")
+        .replace("\\e", "\\")
+}

@@ -145,8 +145,14 @@ impl PamHarness {
     /// where pam_systemd (or pam_env) would and reports what it sees in setcred and the
     /// session phase (the `systemd.runtime_max_sec` data item, IDTOKEN_EXP).
     pub fn session_probe(&self) -> PathBuf {
-        let out = self.sandbox.path("pam_session_probe.so");
-        let src = crate::workspace_root().join("tests/support/pam_session_probe.c");
+        self.support_module("pam_session_probe")
+    }
+
+    /// Builds tests/support/NAME.c into the sandbox as NAME.so: a test module (the session
+    /// probe, pam_info_first).
+    pub fn support_module(&self, name: &str) -> PathBuf {
+        let out = self.sandbox.path(&format!("{name}.so"));
+        let src = crate::workspace_root().join(format!("tests/support/{name}.c"));
         let status = Command::new("cc")
             .args(["-shared", "-fPIC", "-Wall", "-Werror", "-o"])
             .arg(&out)

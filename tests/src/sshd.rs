@@ -186,6 +186,12 @@ impl Sshd {
 
     /// The `ssh` command line for `user`, keyboard-interactive only, one attempt.
     pub fn ssh(&self, user: &str, remote_command: &str) -> Command {
+        self.ssh_to(&[], &format!("{user}@127.0.0.1"), remote_command)
+    }
+
+    /// [`Sshd::ssh`] with more `-o` options (HostName, HostKeyAlias...) and the destination
+    /// as typed on the command line.
+    pub fn ssh_to(&self, options: &[&str], destination: &str, remote_command: &str) -> Command {
         let mut c = Command::new("ssh");
         c.args(["-F", "/dev/null", "-p", &self.port.to_string()])
             .args([
@@ -201,7 +207,8 @@ impl Sshd {
                 "PubkeyAuthentication=no",
             ])
             .args(["-o", "NumberOfPasswordPrompts=1", "-o", "ConnectTimeout=10"])
-            .arg(format!("{user}@127.0.0.1"))
+            .args(options.iter().flat_map(|o| ["-o", o]))
+            .arg(destination)
             .arg(remote_command)
             .stdin(Stdio::null())
             .env_remove("SSH_AUTH_SOCK")
@@ -273,7 +280,7 @@ impl Sshd {
     }
 
     /// What CI images use: the askpass helper (`idtoken askpass`) behind a one-line script.
-    fn askpass_script(&self) -> PathBuf {
+    pub fn askpass_script(&self) -> PathBuf {
         let p = self.pam.sandbox.path("askpass");
         if !p.exists() {
             std::fs::write(

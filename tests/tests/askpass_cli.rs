@@ -1,8 +1,10 @@
-//! The two askpass helpers, `idtoken askpass` (also under its `idtoken-askpass` name) and the
-//! POSIX sh script packaging/gitlab-ci/idtoken-askpass.sh, run side by side: the parts a
-//! `(USER@HOST) ID token` prompt of the configured login host asks for, and exit 1 with
-//! nothing on stdout for every other prompt, another host or account, and a missing
-//! $IDTOKEN or $IDTOKEN_HOST.
+//! The askpass helpers, `idtoken askpass` (also under its `idtoken-askpass` name), the POSIX
+//! sh script packaging/gitlab-ci/idtoken-askpass.sh, the copy the CI template writes into
+//! every job, and the copy pam_idtoken(8) prints, run side by side: the parts a
+//! `(USER@HOST) ID token` prompt of the configured login host asks for (host case ignored,
+//! as ssh lowercases it; PAM message lines that sshd <= 10.2 glues before the prompt passed
+//! over), and exit 1 with nothing on stdout for every other prompt, another host or
+//! account, and a missing $IDTOKEN or $IDTOKEN_HOST.
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -68,11 +70,43 @@ fn helpers(s: &Sandbox) -> Vec<(&'static str, Helper)> {
     let link = s.path("idtoken-askpass");
     std::os::unix::fs::symlink(&bin, &link).unwrap();
     let script = idtoken_e2e::workspace_root().join("packaging/gitlab-ci/idtoken-askpass.sh");
+    // What jobs run: the helper the template's before_script writes (its heredoc).
+    let template = std::fs::read_to_string(
+        idtoken_e2e::workspace_root().join("packaging/gitlab-ci/idtoken-ssh.gitlab-ci.yml"),
+    )
+    .unwrap();
+    let embedded: String = template
+        .split_once("<<'ASKPASS'\n")
+        .and_then(|(_, rest)| rest.split_once("\n      ASKPASS\n"))
+        .map(|(body, _)| body)
+        .expect("the template writes its helper with a <<'ASKPASS' heredoc")
+        .lines()
+        .map(|l| format!("{}\n", l.strip_prefix("      ").unwrap_or(l)))
+        .collect();
+    assert!(embedded.starts_with("#!/bin/sh\n"), "{embedded}");
+    let embedded_path = s.write("template-askpass", embedded.as_bytes());
+    let man = idtoken_e2e::docs::man_example("packaging/man/pam_idtoken.8", "askpass-sh");
+    let man_path = s.write("man-askpass", man.as_bytes());
     vec![
         ("idtoken askpass", Helper::Subcommand(bin)),
         ("idtoken-askpass", Helper::AskpassName(link)),
         ("idtoken-askpass.sh", Helper::Sh(script)),
+        ("the template's helper", Helper::Sh(embedded_path)),
+        ("pam_idtoken(8)'s helper", Helper::Sh(man_path)),
     ]
+}
+
+/// pam_idtoken(8) prints the packaged script, byte for byte.
+#[test]
+fn the_man_pages_sh_helper_is_the_packaged_script() {
+    let script = std::fs::read_to_string(
+        idtoken_e2e::workspace_root().join("packaging/gitlab-ci/idtoken-askpass.sh"),
+    )
+    .unwrap();
+    assert_eq!(
+        idtoken_e2e::docs::man_example("packaging/man/pam_idtoken.8", "askpass-sh"),
+        script
+    );
 }
 
 fn assert_refused(name: &str, r: &Run, why: &str) {
@@ -104,6 +138,23 @@ fn askpass_answers_the_parts_the_login_host_asks_for() {
             (format!("(ci@{HOST}) ID token (part 4): "), Some("ci"), ""),
             // OpenSSH passes the module's prompt with its trailing space, or without.
             (format!("(ci@{HOST}) ID token:"), Some("ci"), &t[..1000]),
+            // ssh lowercases the host it shows; a job may write it otherwise.
+            (
+                format!("(ci@{}) ID token: ", HOST.to_uppercase()),
+                None,
+                &t[..1000],
+            ),
+            // sshd (OpenSSH <= 10.2) glues PAM messages sent before the prompt onto it.
+            (
+                format!("(ci@{HOST}) Authorized use only.\nID token: "),
+                Some("ci"),
+                &t[..1000],
+            ),
+            (
+                format!("(ci@{HOST}) One (x@evil) ID token: \nTwo\nID token (part 2): "),
+                None,
+                &t[1000..2000],
+            ),
         ] {
             let mut c = h.command(&prompt);
             c.env("IDTOKEN", &t).env("IDTOKEN_HOST", HOST);
@@ -193,6 +244,26 @@ fn askpass_refuses_other_prompts_hosts_and_accounts() {
                 format!("(ci@{HOST}) ID token: now"),
                 None,
                 "text after the prompt",
+            ),
+            (
+                format!("(ci@evil.example) Welcome\n(ci@{HOST}) ID token: "),
+                None,
+                "another host whose message quotes the login host's prompt",
+            ),
+            (
+                format!("(ci@{HOST}) ID token: \nPassword: "),
+                None,
+                "a password prompt after a line that looks like the token prompt",
+            ),
+            (
+                format!("(ci@{HOST}) Welcome\nID token: now"),
+                None,
+                "text after a glued prompt",
+            ),
+            (
+                format!("(c i@{HOST}) ID token: "),
+                None,
+                "an account with a space",
             ),
         ] {
             let mut c = h.command(&prompt);

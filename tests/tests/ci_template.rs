@@ -668,6 +668,21 @@ fn a_rogue_server_asking_for_the_token_gets_nothing() {
     );
 }
 
+/// idtoken(1)'s CI job is the job of docs/ci.md that the tests run against a real sshd, so
+/// it sets `IDTOKEN_HOST` (the helper answers nothing without it) and pins the host key.
+#[test]
+fn the_man_pages_ci_job_is_the_tested_one() {
+    let span = docs::span("docs/ci.md", "job-example");
+    let yaml = docs::fenced(&span, "yaml", "the job-example span");
+    let man = docs::man_example("packaging/man/idtoken.1", "ci-job");
+    assert_eq!(man, yaml, "idtoken(1)'s CI job differs from docs/ci.md's");
+    let job = readme_job();
+    assert!(
+        job.variables.iter().any(|(k, _)| k == "IDTOKEN_HOST"),
+        "{job:?}"
+    );
+}
+
 #[test]
 fn the_helpers_in_readme_and_template_are_the_packaged_script() {
     let root = idtoken_e2e::workspace_root();

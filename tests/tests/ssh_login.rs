@@ -691,3 +691,157 @@ fn the_readmes_sshpass_example_logs_in_as_printed() {
     );
     assert_no_token(&s, &token);
 }
+
+/// The askpass helpers as ssh really shows them the prompt (issue 23): through the real sshd
+/// and the stock `ssh`, with a module before ours that sends a PAM message (sshd <= 10.2
+/// glues it onto the token prompt: `(USER@HOST) MESSAGE\nID token: `), the helpers still
+/// answer (packed, in parts, the sh script); and the HOST of the prompt is the
+/// `HostKeyAlias`, lowercased, or the `HostName` after substitution, never an alias as typed.
+#[test]
+fn the_helpers_answer_the_prompt_as_ssh_builds_it() {
+    require!(
+        sshd::available().is_ok(),
+        "{}",
+        sshd::available().err().unwrap_or_default()
+    );
+    let pam = PamHarness::new("ssh-glued");
+    pam.sandbox.key_cache(&[keys::Key::A]);
+    pam.sandbox.config(
+        "",
+        "[[rule]]\nname = \"own-account\"\nissuer = \"gitlab\"\n",
+    );
+    let info = pam.support_module("pam_info_first");
+    let s = Sshd::start(
+        pam,
+        &format!("auth optional {}\n{STACK}", info.display()),
+    );
+    // idtoken askpass, the packed token in one answer to the glued prompt; a wrapper keeps
+    // the prompt ssh gave it, to show the glue is there (OpenSSH <= 10.2, as here).
+    let seen = s.pam.sandbox.path("prompts");
+    let wrapper = s.pam.sandbox.write(
+        "askpass-recording",
+        format!(
+            "#!/bin/sh\nprintf '%s\\n--\\n' \"$1\" >> {}\nexec {} askpass \"$1\"\n",
+            seen.display(),
+            idtoken_e2e::idtoken_bin().display()
+        )
+        .as_bytes(),
+    );
+    idtoken_e2e::sandbox::set_mode(&wrapper, 0o755);
+    let packed = keys::mint_gitlab_shaped(&claims("alice", "glued-packed"));
+    let o = sshd::run_bounded(
+        s.ssh("alice", REMOTE)
+            .env("SSH_ASKPASS", &wrapper)
+            .env("SSH_ASKPASS_REQUIRE", "force")
+            .env("IDTOKEN_HOST", "127.0.0.1")
+            .env_remove("IDTOKEN_PACK")
+            .env("IDTOKEN", &packed),
+    );
+    assert_logged_in(&o, &s, "alice");
+    let prompts = std::fs::read_to_string(&seen).unwrap_or_default();
+    assert!(
+        prompts.starts_with("(alice@127.0.0.1) Authorized use only")
+            && prompts.contains(" is not this line.\nID token: \n--\n"),
+        "the helper was shown the message glued onto the prompt: {prompts:?}"
+    );
+    // ...in parts: the message comes with part 1 only.
+    let long = mint_exact_len(&claims("alice", "glued-parts"), 2100);
+    let o = s.login_with_askpass_in_parts("alice", &long, REMOTE);
+    assert_logged_in(&o, &s, "alice");
+    // ...and the POSIX sh helper.
+    let long2 = mint_exact_len(&claims("alice", "glued-sh"), 2100);
+    let o = s.login_with_sh_askpass("alice", &long2, REMOTE);
+    assert_logged_in(&o, &s, "alice");
+    assert_eq!(
+        s.pam
+            .syslog
+            .wait_for("decision=allow", 3, Duration::from_secs(5))
+            .len(),
+        3
+    );
+
+    // HostKeyAlias: ssh shows it lowercased; IDTOKEN_HOST in any case matches it.
+    let sh = idtoken_e2e::workspace_root().join("packaging/gitlab-ci/idtoken-askpass.sh");
+    let askpass = s.askpass_script();
+    for (helper, tag) in [(&askpass, "alias-bin"), (&sh, "alias-sh")] {
+        let t = mint_exact_len(&claims("alice", tag), 2100);
+        let o = sshd::run_bounded(
+            s.ssh_to(&["HostKeyAlias=Login1.Example.ORG"], "alice@127.0.0.1", REMOTE)
+                .env("SSH_ASKPASS", helper)
+                .env("SSH_ASKPASS_REQUIRE", "force")
+                .env("IDTOKEN_PACK", "no")
+                .env("IDTOKEN_HOST", "LOGIN1.example.org")
+                .env("IDTOKEN", &t),
+        );
+        assert_logged_in(&o, &s, "alice");
+    }
+    // An ssh_config alias: ssh shows the HostName, so IDTOKEN_HOST set to the alias gets
+    // nothing (the token is never typed), and set to the HostName logs in.
+    for (helper, tag) in [(&askpass, "hostname-bin"), (&sh, "hostname-sh")] {
+        let t = mint_exact_len(&claims("alice", tag), 2100);
+        let run = |host: &str| {
+            sshd::run_bounded(
+                s.ssh_to(&["HostName=127.0.0.1"], "alice@login-alias", REMOTE)
+                    .env("SSH_ASKPASS", helper)
+                    .env("SSH_ASKPASS_REQUIRE", "force")
+                    .env("IDTOKEN_PACK", "no")
+                    .env("IDTOKEN_HOST", host)
+                    .env("IDTOKEN", &t),
+            )
+        };
+        let o = run("login-alias");
+        assert_refused(&o);
+        assert!(
+            text(&o).contains("not answering") && text(&o).contains("127.0.0.1"),
+            "{}",
+            text(&o)
+        );
+        assert_logged_in(&run("127.0.0.1"), &s, "alice");
+    }
+    assert_no_token(&s, &packed);
+}
+
+/// pam_idtoken(8)'s askpass example, as printed, with the login node's name made the test
+/// sshd's (127.0.0.1, its port and host key) and the askpass path the built command's: it
+/// names the host in `IDTOKEN_HOST` and logs in.
+#[test]
+fn the_man_pages_askpass_example_logs_in() {
+    require!(
+        sshd::available().is_ok(),
+        "{}",
+        sshd::available().err().unwrap_or_default()
+    );
+    let example = idtoken_e2e::docs::man_example("packaging/man/pam_idtoken.8", "askpass-example");
+    let host = "login.example.org";
+    assert!(
+        example.contains(&format!("IDTOKEN_HOST={host} "))
+            && example.contains(&format!("@{host}\n")),
+        "the example names its login node in IDTOKEN_HOST and as the destination: {example}"
+    );
+    let s = start("man-askpass", "");
+    let link = s.pam.sandbox.path("idtoken-askpass");
+    std::os::unix::fs::symlink(idtoken_e2e::idtoken_bin(), &link).unwrap();
+    let script = example
+        .replace(&format!("user@{host}"), "alice@127.0.0.1")
+        .replace(host, "127.0.0.1")
+        .replace("/usr/bin/idtoken-askpass", &link.display().to_string())
+        .replace(
+            "ssh -o",
+            &format!(
+                "ssh -F /dev/null -p {} -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o NumberOfPasswordPrompts=1 -o",
+                s.port
+            ),
+        );
+    let token = keys::mint_gitlab_shaped(&claims("alice", "man-askpass"));
+    let mut c = std::process::Command::new("sh");
+    c.arg("-e")
+        .arg("-c")
+        .arg(format!("{} {REMOTE:?} < /dev/null", script.trim_end()))
+        .env("IDTOKEN", &token)
+        .env_remove("IDTOKEN_HOST")
+        .env_remove("SSH_ASKPASS")
+        .env_remove("SSH_AUTH_SOCK")
+        .env_remove("DISPLAY");
+    let o = sshd::run_bounded(&mut c);
+    assert_logged_in(&o, &s, "alice");
+}
