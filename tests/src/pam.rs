@@ -160,7 +160,7 @@ impl PamHarness {
             .arg("-lpam")
             .status()
             .unwrap_or_else(|e| panic!("cc (build-essential): {e}"));
-        assert!(status.success(), "the probe module must build");
+        assert!(status.success(), "{name} must build");
         set_mode(&out, 0o755);
         out
     }

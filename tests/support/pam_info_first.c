@@ -4,6 +4,7 @@
  * message onto the next prompt's text (auth-pam.c, sshpam_query), so the client's askpass
  * sees "(USER@HOST) MESSAGE\nID token: ". Built by the test that uses it (cc -shared -fPIC
  * ... -lpam); never installed. */
+#include <stddef.h>
 #include <security/pam_modules.h>
 #include <security/pam_ext.h>
 
