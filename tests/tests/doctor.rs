@@ -254,6 +254,8 @@ fn a_complete_setup_is_all_ok_and_each_fault_is_reported_with_its_fix() {
         "KbdInteractiveAuthentication yes",
     );
 
+    kbd_interactive_fix_names_the_line_that_wins();
+
     let s = Setup::new("usepam");
     s.rewrite("sshd_config", "UsePAM yes", "UsePAM no");
     assert_fault(&s, "sshd.use_pam", "fail", "UsePAM yes");
@@ -704,4 +706,44 @@ fn doctor_reports_a_module_above_faillock_smartcard_and_u2f_requirements() {
             .contains("pam_unix.so"),
         "{c}"
     );
+}
+
+/// sshd keeps the first value it reads (issue 23): RHEL 9's drop-in
+/// `50-redhat.conf` (`ChallengeResponseAuthentication no`, the same option) read through the
+/// Include at the top, or Debian 12's stock `KbdInteractiveAuthentication no` above the
+/// `yes` a sysadmin appended, wins; doctor's fix names that file and line, and the drop-in
+/// the docs give (sorting before 50-redhat.conf) makes it pass, as `sshd -T` agrees.
+fn kbd_interactive_fix_names_the_line_that_wins() {
+    // RHEL 9: an Include at the top, 50-redhat.conf in it, the `yes` later in sshd_config.
+    let s = Setup::new("kbd-rhel");
+    let dir = s.sb.path("sshd_config.d");
+    s.sb.write(
+        "sshd_config.d/50-redhat.conf",
+        b"# as RHEL 9 ships it\nChallengeResponseAuthentication no\n",
+    );
+    s.rewrite(
+        "sshd_config",
+        "Port 2222\n",
+        &format!("Include {}/*.conf\nPort 2222\n", dir.display()),
+    );
+    let redhat = format!("{}/50-redhat.conf:2", dir.display());
+    assert_fault(&s, "sshd.kbd_interactive", "fail", &redhat);
+    assert_fault(&s, "sshd.kbd_interactive", "fail", "`ChallengeResponseAuthentication no`");
+    // The documented drop-in, 10-idtoken.conf, is read first and wins.
+    s.sb.write(
+        "sshd_config.d/10-idtoken.conf",
+        b"UsePAM yes\nKbdInteractiveAuthentication yes\n",
+    );
+    let (_, checks) = s.doctor();
+    assert_eq!(find(&checks, "sshd.kbd_interactive")["status"], "ok");
+
+    // Debian 12: the stock `no` (its line 62) above a `yes` appended at the end.
+    let s = Setup::new("kbd-debian");
+    s.rewrite(
+        "sshd_config",
+        "UsePAM yes\n",
+        "UsePAM yes\nKbdInteractiveAuthentication no\n",
+    );
+    let line = format!("{}:5", s.sshd_config.display());
+    assert_fault(&s, "sshd.kbd_interactive", "fail", &line);
 }

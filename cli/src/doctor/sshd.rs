@@ -2,6 +2,10 @@
 //! connection so `Match` blocks apply): tokens travel by keyboard-interactive through PAM,
 //! so UsePAM and keyboard-interactive must be on and allowed by AuthenticationMethods; the
 //! stock MaxStartups cuts bursts of CI logins (FIELD-NOTES: 60 of 100 get through).
+//! sshd keeps the first value it reads of an option (servconf.c), so a fix names the file
+//! and line that wins: RHEL 9's `sshd_config.d/50-redhat.conf` says
+//! `ChallengeResponseAuthentication no` (the same option), Debian 12's sshd_config says
+//! `KbdInteractiveAuthentication no` at line 62, and a `yes` after either is ignored.
 
 use std::collections::HashMap;
 use std::ffi::{OsStr, OsString};
@@ -17,6 +21,10 @@ const SAMPLE_HOST: &str = "ci-runner.invalid";
 const SAMPLE_ADDR: &str = "192.0.2.10";
 const STOCK_MAX_STARTUPS: &str = "10:30:100";
 const RECOMMENDED_MAX_STARTUPS: &str = "110:30:210";
+/// Where sshd resolves a relative `Include` (SSHDIR).
+const SSHDIR: &str = "/etc/ssh";
+/// The drop-in the docs use: sorts before RHEL's 50-redhat.conf.
+const DROP_IN: &str = "/etc/ssh/sshd_config.d/10-idtoken.conf";
 
 pub fn checks(file: &Path, config: Option<&Config>) -> Vec<Check> {
     const NAME: &str = "sshd";
@@ -97,10 +105,7 @@ pub fn checks(file: &Path, config: Option<&Config>) -> Vec<Check> {
                 "{seen}: KbdInteractiveAuthentication {kbd}: tokens (longer than sshd's password \
                  path accepts) cannot be sent"
             ),
-            format!(
-                "set `KbdInteractiveAuthentication yes` in {}, {reload}",
-                file.display()
-            ),
+            kbd_fix(file, reload),
         )
     });
     out.push(methods_check(
@@ -131,6 +136,122 @@ pub fn checks(file: &Path, config: Option<&Config>) -> Vec<Check> {
         )
     });
     out
+}
+
+/// The fix for keyboard-interactive being off: the line sshd reads first wins, so name it.
+fn kbd_fix(file: &Path, reload: &str) -> String {
+    let keywords = [
+        "kbdinteractiveauthentication",
+        "challengeresponseauthentication",
+    ];
+    match first_setting(file, &keywords, 0) {
+        Some((at, line, key, value)) if !value.eq_ignore_ascii_case("yes") => format!(
+            "`{key} {value}` at {}:{line} is the first of its lines sshd reads, and sshd keeps \
+             the first value (a `yes` after it is ignored; ChallengeResponseAuthentication is \
+             the same option): change it to `KbdInteractiveAuthentication yes` there, or put \
+             `KbdInteractiveAuthentication yes` in a file sshd reads before it, such as \
+             {DROP_IN} where {} includes sshd_config.d/*.conf above its own settings (as \
+             Debian 12's and RHEL 9's do), {reload}",
+            at.display(),
+            file.display()
+        ),
+        Some((at, line, _, _)) => format!(
+            "the first setting, at {}:{line}, says yes: a `Match` block turns it off for this \
+             connection; set `KbdInteractiveAuthentication yes` there, {reload}",
+            at.display()
+        ),
+        None => format!(
+            "set `KbdInteractiveAuthentication yes` in {} (before any Match block), {reload}",
+            file.display()
+        ),
+    }
+}
+
+/// The first line setting one of `keywords` (lowercase) that sshd reads outside a Match
+/// block, as (file, line number, keyword as written, value): the main file in order, each
+/// `Include` expanded where it stands (relative paths under /etc/ssh, matches in glob
+/// order), as servconf.c reads them.
+fn first_setting(
+    file: &Path,
+    keywords: &[&str],
+    depth: usize,
+) -> Option<(PathBuf, usize, String, String)> {
+    if depth > 16 {
+        return None;
+    }
+    let text = std::fs::read_to_string(file).ok()?;
+    for (i, line) in text.lines().enumerate() {
+        let mut words = line
+            .trim()
+            .split(|c: char| c.is_whitespace() || c == '=')
+            .filter(|w| !w.is_empty());
+        let Some(key) = words.next().filter(|k| !k.starts_with('#')) else {
+            continue;
+        };
+        let lower = key.to_ascii_lowercase();
+        if lower == "match" {
+            break;
+        }
+        if lower == "include" {
+            for pattern in words {
+                for included in expand_include(pattern) {
+                    if let Some(found) = first_setting(&included, keywords, depth.saturating_add(1))
+                    {
+                        return Some(found);
+                    }
+                }
+            }
+            continue;
+        }
+        if keywords.contains(&lower.as_str()) {
+            let value = words.next().unwrap_or_default().to_string();
+            return Some((file.to_path_buf(), i.saturating_add(1), key.to_string(), value));
+        }
+    }
+    None
+}
+
+/// The files an `Include` pattern names, sorted as glob(3) returns them; wildcards (`*`,
+/// `?`) in the last component only, which is how sshd configs use them.
+fn expand_include(pattern: &str) -> Vec<PathBuf> {
+    let path = if pattern.starts_with('/') {
+        PathBuf::from(pattern)
+    } else {
+        Path::new(SSHDIR).join(pattern)
+    };
+    let Some(name) = path.file_name().and_then(OsStr::to_str) else {
+        return Vec::new();
+    };
+    if !name.contains(['*', '?']) {
+        return vec![path.clone()];
+    }
+    let Some(dir) = path.parent() else {
+        return Vec::new();
+    };
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut found: Vec<PathBuf> = entries
+        .filter_map(Result::ok)
+        .filter_map(|e| e.file_name().to_str().map(str::to_string))
+        .filter(|n| !n.starts_with('.') && wildcard(name.as_bytes(), n.as_bytes()))
+        .map(|n| dir.join(n))
+        .collect();
+    found.sort();
+    found
+}
+
+/// `*` and `?` matching of a file name.
+fn wildcard(pattern: &[u8], name: &[u8]) -> bool {
+    match (pattern.split_first(), name.split_first()) {
+        (None, None) => true,
+        (Some((b'*', rest)), _) => {
+            wildcard(rest, name) || name.split_first().is_some_and(|(_, n)| wildcard(pattern, n))
+        }
+        (Some((b'?', rest)), Some((_, n))) => wildcard(rest, n),
+        (Some((p, rest)), Some((c, n))) => p == c && wildcard(rest, n),
+        _ => false,
+    }
 }
 
 /// `any`, or a space-separated list of comma-separated method lists: keyboard-interactive
@@ -306,4 +427,17 @@ fn use_dns_check(
             file.display()
         ),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn include_patterns_match_as_glob_does() {
+        assert!(wildcard(b"*.conf", b"50-redhat.conf"));
+        assert!(wildcard(b"?0-*.conf", b"10-idtoken.conf"));
+        assert!(!wildcard(b"*.conf", b"50-redhat.conf.rpmnew"));
+        assert!(!wildcard(b"*.conf", b"conf"));
+    }
 }
