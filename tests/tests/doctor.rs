@@ -200,6 +200,13 @@ fn a_complete_setup_is_all_ok_and_each_fault_is_reported_with_its_fix() {
         "fail",
         "pam-auth-update --enable idtoken",
     );
+    // What pam-auth-update does on hand-edited files (Debian 12's prints this and exits 0).
+    assert_fault(
+        &s,
+        "pam_stack.module",
+        "fail",
+        "\"Local modifications to /etc/pam.d/common-*, not updating\"",
+    );
 
     let s = Setup::new("after-unix");
     let swapped = {

@@ -541,8 +541,12 @@ pub fn checks(dir: &Path, service: &str, config: &Path) -> Vec<Check> {
             "pam_stack.module",
             format!("pam_idtoken.so is not in the auth stack of {service:?} (read from {top}, includes followed)"),
             format!(
-                "Debian: `pam-auth-update --enable idtoken`; or, for this service only, add \
-                 `{line}` before `@include common-auth` in {top}"
+                "Debian: `pam-auth-update --enable idtoken` (on common-* files edited by hand it \
+                 prints \"Local modifications to /etc/pam.d/common-*, not updating\" and exits 0 \
+                 without adding the module: move the hand edits into a profile of \
+                 /usr/share/pam-configs, then `pam-auth-update --force --enable idtoken`, which \
+                 rewrites the common-* files from the profiles; or add the module's line by hand); \
+                 or, for this service only, add `{line}` before `@include common-auth` in {top}"
             ),
         ));
         return out;
