@@ -103,3 +103,60 @@ fn the_extraction_counts_its_finds() {
     assert_eq!(docs::marks(spans, "span"), vec![("a".to_string(), 2)]);
     assert_eq!(docs::marks(spans, "config"), vec![("c".to_string(), 1)]);
 }
+
+/// GitHub's anchor for a heading: lowercased, punctuation other than `-` and `_` dropped,
+/// spaces made `-`.
+fn slug(heading: &str) -> String {
+    heading
+        .trim()
+        .to_lowercase()
+        .chars()
+        .filter(|c| c.is_alphanumeric() || *c == ' ' || *c == '-' || *c == '_')
+        .map(|c| if c == ' ' { '-' } else { c })
+        .collect()
+}
+
+/// Every relative link of the Markdown docs leads to a file that exists and, with
+/// `#anchor`, to a heading of it: a section that moved to another page leaves no link behind.
+#[test]
+fn every_relative_link_resolves() {
+    let root = workspace_root();
+    let mut bad = Vec::new();
+    let mut seen = 0;
+    for file in MARKDOWN {
+        let text = docs::read(file);
+        let dir = std::path::Path::new(file)
+            .parent()
+            .unwrap_or(std::path::Path::new(""));
+        for (_, rest) in text.match_indices("](").map(|(i, _)| ((), &text[i + 2..])) {
+            let Some(target) = rest.split(')').next() else {
+                continue;
+            };
+            if target.contains("://") || target.contains(' ') || target.is_empty() {
+                continue;
+            }
+            seen += 1;
+            let (path, anchor) = target.split_once('#').unwrap_or((target, ""));
+            let linked = if path.is_empty() {
+                root.join(file)
+            } else {
+                root.join(dir).join(path)
+            };
+            let Ok(linked_text) = std::fs::read_to_string(&linked) else {
+                bad.push(format!("{file}: ({target}): no file {}", linked.display()));
+                continue;
+            };
+            if !anchor.is_empty()
+                && !linked_text
+                    .lines()
+                    .filter_map(|l| l.strip_prefix('#'))
+                    .map(|h| slug(h.trim_start_matches('#')))
+                    .any(|s| s == anchor)
+            {
+                bad.push(format!("{file}: ({target}): no heading #{anchor}"));
+            }
+        }
+    }
+    assert!(seen >= 20, "only {seen} relative links found: the scan is broken");
+    assert!(bad.is_empty(), "broken links:\n{}", bad.join("\n"));
+}
