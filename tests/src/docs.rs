@@ -51,15 +51,19 @@ pub const STACKS: &[(&str, &str, usize)] = &[
     ("packaging/man/pam_idtoken.8", "debian-sshd", 1),
     ("packaging/man/pam_idtoken.8", "rhel-sshd", 1),
     ("packaging/rpm/pam-idtoken.spec", "rhel-sshd", 1),
-    ("packaging/rpm/pam-idtoken.spec", "authselect-module-line", 1),
+    (
+        "packaging/rpm/pam-idtoken.spec",
+        "authselect-module-line",
+        1,
+    ),
 ];
 
 /// Every `<!-- NAME:start -->`..`<!-- NAME:end -->` span of the Markdown docs, as (file,
 /// name): each is read by exactly one test, through `span(file, name)`.
 pub const SPANS: &[(&str, &str)] = &[
-    ("docs/ci.md", "job-example"),       // ci_template.rs
-    ("docs/ci.md", "askpass-sh"),        // ci_template.rs
-    ("docs/ci.md", "sshpass-example"),   // ssh_login.rs
+    ("docs/ci.md", "job-example"),            // ci_template.rs
+    ("docs/ci.md", "askpass-sh"),             // ci_template.rs
+    ("docs/ci.md", "sshpass-example"),        // ssh_login.rs
     ("docs/operations.md", "metrics-enable"), // tests/packaging/run
 ];
 
@@ -77,7 +81,10 @@ pub const CONFIGS: &[(&str, &str)] = &[
 /// each mark exactly once (a span that moved, or was copied, fails here).
 pub fn span(file: &str, name: &str) -> String {
     let text = read(file);
-    let (start, end) = (format!("<!-- {name}:start -->"), format!("<!-- {name}:end -->"));
+    let (start, end) = (
+        format!("<!-- {name}:start -->"),
+        format!("<!-- {name}:end -->"),
+    );
     for m in [&start, &end] {
         assert_eq!(
             text.matches(m.as_str()).count(),
@@ -138,18 +145,27 @@ pub fn marks(text: &str, kind: &str) -> Vec<(String, usize)> {
         match kind {
             "stack" => {
                 for w in l.split(|c: char| c.is_whitespace() || c == '(' || c == ')' || c == ',') {
-                    if let Some(n) = w.strip_prefix("stack:").filter(|n| !n.is_empty() && *n != "NAME") {
+                    if let Some(n) = w
+                        .strip_prefix("stack:")
+                        .filter(|n| !n.is_empty() && *n != "NAME")
+                    {
                         add(n);
                     }
                 }
             }
             "span" => {
-                if let Some(n) = l.strip_prefix("<!-- ").and_then(|r| r.strip_suffix(":start -->")) {
+                if let Some(n) = l
+                    .strip_prefix("<!-- ")
+                    .and_then(|r| r.strip_suffix(":start -->"))
+                {
                     add(n);
                 }
             }
             _ => {
-                if let Some(n) = l.strip_prefix("<!-- config:").and_then(|r| r.strip_suffix(" -->")) {
+                if let Some(n) = l
+                    .strip_prefix("<!-- config:")
+                    .and_then(|r| r.strip_suffix(" -->"))
+                {
                     add(n);
                 }
             }
@@ -249,9 +265,7 @@ pub fn block(name: &str) -> Vec<String> {
 /// must hold that comment exactly once), with roff's escapes undone: the text a reader copies.
 pub fn man_example(page: &str, mark: &str) -> String {
     let text = read(page);
-    let is_mark = |l: &&str| {
-        l.starts_with(".\\\"") && l.split_whitespace().nth(1) == Some(mark)
-    };
+    let is_mark = |l: &&str| l.starts_with(".\\\"") && l.split_whitespace().nth(1) == Some(mark);
     let lines: Vec<&str> = text.lines().collect();
     let marks: Vec<usize> = lines
         .iter()
@@ -259,7 +273,11 @@ pub fn man_example(page: &str, mark: &str) -> String {
         .filter(|(_, l)| is_mark(l))
         .map(|(i, _)| i)
         .collect();
-    assert_eq!(marks.len(), 1, "{page} must hold `.\\\" {mark}` exactly once");
+    assert_eq!(
+        marks.len(),
+        1,
+        "{page} must hold `.\\\" {mark}` exactly once"
+    );
     let after = &lines[marks[0] + 1..];
     assert_eq!(
         after.first().map(|l| l.trim()),

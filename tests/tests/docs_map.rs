@@ -23,7 +23,9 @@ fn every_markdown_doc_is_read_by_the_tests() {
         assert!(DOCS.contains(f), "{f} is not searched for stack: blocks");
     }
     assert!(
-        !workspace_root().join("packaging/README-install.md").exists(),
+        !workspace_root()
+            .join("packaging/README-install.md")
+            .exists(),
         "README-install.md came back: docs/install.md is the one install guide"
     );
 }
@@ -68,7 +70,10 @@ fn every_span_and_config_is_where_the_map_says() {
                 .map(|(_, n)| (n.to_string(), 1))
                 .collect(),
         );
-        assert_eq!(spans, listed, "{file}: <!-- X:start --> spans against docs::SPANS");
+        assert_eq!(
+            spans, listed,
+            "{file}: <!-- X:start --> spans against docs::SPANS"
+        );
         let configs = sorted(docs::marks_in(file, "config"));
         let listed = sorted(
             CONFIGS
@@ -77,7 +82,10 @@ fn every_span_and_config_is_where_the_map_says() {
                 .map(|(_, n)| (n.to_string(), 1))
                 .collect(),
         );
-        assert_eq!(configs, listed, "{file}: config: marks against docs::CONFIGS");
+        assert_eq!(
+            configs, listed,
+            "{file}: config: marks against docs::CONFIGS"
+        );
     }
     for (file, name) in SPANS {
         docs::span(file, name);
@@ -86,7 +94,11 @@ fn every_span_and_config_is_where_the_map_says() {
     for (file, name) in CONFIGS {
         let text = docs::config(file, name);
         for (other, _) in CONFIGS.iter().filter(|(f, n)| n == name && f != file) {
-            assert_eq!(text, docs::config(other, name), "config:{name}: {file} and {other}");
+            assert_eq!(
+                text,
+                docs::config(other, name),
+                "config:{name}: {file} and {other}"
+            );
         }
     }
 }
@@ -157,6 +169,9 @@ fn every_relative_link_resolves() {
             }
         }
     }
-    assert!(seen >= 20, "only {seen} relative links found: the scan is broken");
+    assert!(
+        seen >= 20,
+        "only {seen} relative links found: the scan is broken"
+    );
     assert!(bad.is_empty(), "broken links:\n{}", bad.join("\n"));
 }

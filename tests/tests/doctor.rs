@@ -735,7 +735,12 @@ fn kbd_interactive_fix_names_the_line_that_wins() {
     );
     let redhat = format!("{}/50-redhat.conf:2", dir.display());
     assert_fault(&s, "sshd.kbd_interactive", "fail", &redhat);
-    assert_fault(&s, "sshd.kbd_interactive", "fail", "`ChallengeResponseAuthentication no`");
+    assert_fault(
+        &s,
+        "sshd.kbd_interactive",
+        "fail",
+        "`ChallengeResponseAuthentication no`",
+    );
     // The documented drop-in, 10-idtoken.conf, is read first and wins.
     s.sb.write(
         "sshd_config.d/10-idtoken.conf",

@@ -23,7 +23,6 @@ use idtoken_e2e::sandbox::set_mode;
 use idtoken_e2e::workspace_root;
 use serde_json::json;
 
-
 /// The files that may hold marked blocks.
 /// The auth lines of a PAM file (comments and other phases dropped), normalised.
 fn auth_lines(text: &str) -> Vec<String> {

@@ -711,10 +711,7 @@ fn the_helpers_answer_the_prompt_as_ssh_builds_it() {
         "[[rule]]\nname = \"own-account\"\nissuer = \"gitlab\"\n",
     );
     let info = pam.support_module("pam_info_first");
-    let s = Sshd::start(
-        pam,
-        &format!("auth optional {}\n{STACK}", info.display()),
-    );
+    let s = Sshd::start(pam, &format!("auth optional {}\n{STACK}", info.display()));
     // idtoken askpass, the packed token in one answer to the glued prompt; a wrapper keeps
     // the prompt ssh gave it, to show the glue is there (OpenSSH <= 10.2, as here).
     let seen = s.pam.sandbox.path("prompts");
@@ -766,12 +763,16 @@ fn the_helpers_answer_the_prompt_as_ssh_builds_it() {
     for (helper, tag) in [(&askpass, "alias-bin"), (&sh, "alias-sh")] {
         let t = mint_exact_len(&claims("alice", tag), 2100);
         let o = sshd::run_bounded(
-            s.ssh_to(&["HostKeyAlias=Login1.Example.ORG"], "alice@127.0.0.1", REMOTE)
-                .env("SSH_ASKPASS", helper)
-                .env("SSH_ASKPASS_REQUIRE", "force")
-                .env("IDTOKEN_PACK", "no")
-                .env("IDTOKEN_HOST", "LOGIN1.example.org")
-                .env("IDTOKEN", &t),
+            s.ssh_to(
+                &["HostKeyAlias=Login1.Example.ORG"],
+                "alice@127.0.0.1",
+                REMOTE,
+            )
+            .env("SSH_ASKPASS", helper)
+            .env("SSH_ASKPASS_REQUIRE", "force")
+            .env("IDTOKEN_PACK", "no")
+            .env("IDTOKEN_HOST", "LOGIN1.example.org")
+            .env("IDTOKEN", &t),
         );
         assert_logged_in(&o, &s, "alice");
     }

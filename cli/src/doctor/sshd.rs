@@ -205,7 +205,12 @@ fn first_setting(
         }
         if keywords.contains(&lower.as_str()) {
             let value = words.next().unwrap_or_default().to_string();
-            return Some((file.to_path_buf(), i.saturating_add(1), key.to_string(), value));
+            return Some((
+                file.to_path_buf(),
+                i.saturating_add(1),
+                key.to_string(),
+                value,
+            ));
         }
     }
     None
@@ -246,7 +251,10 @@ fn wildcard(pattern: &[u8], name: &[u8]) -> bool {
     match (pattern.split_first(), name.split_first()) {
         (None, None) => true,
         (Some((b'*', rest)), _) => {
-            wildcard(rest, name) || name.split_first().is_some_and(|(_, n)| wildcard(pattern, n))
+            wildcard(rest, name)
+                || name
+                    .split_first()
+                    .is_some_and(|(_, n)| wildcard(pattern, n))
         }
         (Some((b'?', rest)), Some((_, n))) => wildcard(rest, n),
         (Some((p, rest)), Some((c, n))) => p == c && wildcard(rest, n),
