@@ -37,6 +37,7 @@ pub mod keystore;
 pub mod net;
 pub mod policy;
 pub mod reason;
+pub mod revocations;
 pub mod sanitize;
 pub mod timefmt;
 pub mod usermap;

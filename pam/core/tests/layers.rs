@@ -14,7 +14,8 @@ const LAYERS: &[&[&str]] = &[
         "usermap", "net",
     ],
     // The use ledger opens state_dir through the trusted-directory walk of files.
-    &["uses"],
+    // The revocation list's format and matching (keystore reads it).
+    &["uses", "revocations"],
     &["config"],
     &["keystore"],
     &["policy"],
