@@ -17,6 +17,7 @@ mod doctor;
 mod http;
 mod inspect;
 mod refresh;
+mod revoke;
 mod rotation;
 mod status;
 mod token_input;
@@ -56,6 +57,9 @@ enum Command {
     Askpass(askpass::Args),
     /// Check everything a token login needs on this host, each with its fix.
     Doctor(doctor::Args),
+    /// Withdraw tokens before they expire (by jti, pipeline, project, user or rule);
+    /// --list, --remove ID.
+    Revoke(revoke::Args),
 }
 
 #[derive(Subcommand)]
@@ -128,6 +132,7 @@ fn main() -> ExitCode {
         } => config_check::run(&config),
         Command::Askpass(args) => askpass::run(&args),
         Command::Doctor(args) => doctor::run(&args),
+        Command::Revoke(args) => revoke::run(&args),
     };
     ExitCode::from(code)
 }
