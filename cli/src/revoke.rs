@@ -119,7 +119,9 @@ fn target(args: &Args, config: &Config) -> Result<(Target, Option<String>), Stri
         (_, _, _, Some(v), _) => Target::User(v.clone()),
         (.., Some(v)) => Target::Rule(v.clone()),
         _ => {
-            return Err("say what to revoke: --jti, --pipeline, --project, --user or --rule".into());
+            return Err(
+                "say what to revoke: --jti, --pipeline, --project, --user or --rule".into(),
+            );
         }
     };
     if let Some(name) = &args.issuer
