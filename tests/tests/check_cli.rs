@@ -579,6 +579,29 @@ fn every_reason_code_through_the_cli() {
     );
     assert_eq!(ledger.count(&id, 1).unwrap(), 1, "check recorded nothing");
     seen.insert("replayed".into());
+    // revoked: an entry of the revocation list names the token's pipeline.
+    let s4 = Sandbox::new("revoked");
+    s4.key_cache(&[Key::A]);
+    let list = s4.write(
+        "revocations",
+        format!(
+            "{{\"version\": 1, \"entries\": [{{\"id\": \"r1\", \"match\": {{\"pipeline_id\": \"5001\"}}, \
+             \"reason\": \"\", \"created\": {NOW}, \"lapses_at\": {}}}]}}",
+            NOW + 86_520
+        )
+        .as_bytes(),
+    );
+    let c4 = s4.config(
+        &format!("revocations = \"{}\"", list.display()),
+        "[[rule]]\nname = \"own\"\n",
+    );
+    let (code, json, _) = check(&s4, &c4, &mint(&gitlab_claims("alice")), "alice", NOW, &[]);
+    assert_eq!(
+        (code, json["reason"].as_str()),
+        (1, Some("revoked")),
+        "{json}"
+    );
+    seen.insert("revoked".into());
     let all: Vec<&str> = idtoken_core::reason::Reason::ALL
         .iter()
         .map(|r| r.code())
