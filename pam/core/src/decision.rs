@@ -599,11 +599,8 @@ fn check_revocations(
     for e in list.in_force(req.now, leeway, defaults.max_lifetime) {
         in_force = in_force.saturating_add(1);
         match &e.target {
-            Target::Rule(rule) => {
-                if e.matches(&facts, Some(rule), leeway) {
-                    by_rule.push(e.clone());
-                }
-            }
+            Target::Rule(rule) if e.matches(&facts, Some(rule), leeway) => by_rule.push(e.clone()),
+            Target::Rule(_) => {}
             _ if e.matches(&facts, None, leeway) => {
                 let why = format!("{} withdraws this token", e.describe());
                 return deny(StepName::Revocation, Reason::Revoked, why);
