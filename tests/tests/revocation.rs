@@ -419,3 +419,54 @@ fn through_sshd_a_revoked_pipeline_is_refused_and_an_unsafe_list_is_unavailable(
     assert!(!text(&o).contains("LOGIN-OK"), "{}", text(&o));
     assert!(audit(3).contains("reason=unavailable"));
 }
+
+/// The README's example, extracted from the README itself and run line by line against a
+/// sandbox config (each `idtoken SUBCOMMAND` gets `--config`): every line exits 0, and the
+/// token of the pipeline it revokes is then refused.
+#[test]
+fn the_readme_revoke_example_runs() {
+    let readme = idtoken_e2e::docs::read("README.md");
+    let lines: Vec<&str> = readme
+        .lines()
+        .skip_while(|l| l.trim() != "<!-- revoke:example -->")
+        .skip(2)
+        .take_while(|l| !l.starts_with("```"))
+        .filter(|l| !l.trim().is_empty())
+        .collect();
+    assert!(
+        lines.len() >= 3,
+        "no revoke:example block in README.md: {lines:?}"
+    );
+    let sb = Sandbox::new("revoke-readme");
+    let (config, _) = config(&sb);
+    let wrapper = "idtoken() { sub=$1; shift; \"$IDTOKEN_BIN\" \"$sub\" --config \"$IDTOKEN_CONFIG\" \"$@\"; }";
+    let mut revoked_pipeline = None;
+    for line in &lines {
+        assert!(line.starts_with("idtoken revoke"), "{line}");
+        let o = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(format!("{wrapper}\n{line}"))
+            .env("IDTOKEN_BIN", idtoken_e2e::idtoken_bin())
+            .env("IDTOKEN_CONFIG", &config)
+            .output()
+            .unwrap();
+        assert_eq!(o.status.code(), Some(0), "{line}: {}", text(&o));
+        if line.contains("--json") {
+            let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+            assert!(v["in_force"].as_u64().unwrap() >= 1, "{v}");
+        }
+        if let Some(rest) = line.strip_prefix("idtoken revoke --pipeline ") {
+            revoked_pipeline = rest.split_whitespace().next().map(str::to_string);
+        }
+    }
+    let pipeline = revoked_pipeline.expect("the example revokes a pipeline");
+    let (code, j, _) = check(
+        &sb,
+        &config,
+        &token("carol", &pipeline),
+        "carol",
+        now(),
+        &[],
+    );
+    assert_eq!((code, j["reason"].clone()), (1, json!("revoked")), "{j}");
+}
