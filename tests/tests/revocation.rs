@@ -470,3 +470,51 @@ fn the_readme_revoke_example_runs() {
     );
     assert_eq!((code, j["reason"].clone()), (1, json!("revoked")), "{j}");
 }
+
+/// `status` reports the list: the gauges count the entries in force, and an unsafe list
+/// reads as unusable (exit 1), as the module would treat it.
+#[test]
+fn status_reports_the_revocations_in_force_and_an_unusable_list() {
+    let sb = Sandbox::new("revoke-status");
+    let (config, list) = config(&sb);
+    let status = |extra: &str| {
+        idtoken(&sb)
+            .args(["status", extra, "--config"])
+            .arg(&config)
+            .output()
+            .unwrap()
+    };
+    let o = status("--prometheus");
+    assert!(
+        text(&o)
+            .lines()
+            .any(|l| l == "idtoken_revocations_in_force 0"),
+        "{}",
+        text(&o)
+    );
+    assert_eq!(
+        revoke(&sb, &config, &["--user", "mallory"]).status.code(),
+        Some(0)
+    );
+    let o = status("--prometheus");
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    for line in [
+        "idtoken_revocations_in_force 1",
+        "idtoken_revocation_list_usable 1",
+    ] {
+        assert!(text(&o).lines().any(|l| l == line), "{line}: {}", text(&o));
+    }
+    set_mode(&list, 0o664);
+    let o = status("--json");
+    set_mode(&list, 0o644);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["revocations"]["usable"], json!(false), "{v}");
+    assert!(
+        v["revocations"]["problem"]
+            .as_str()
+            .unwrap()
+            .contains("chmod go-w"),
+        "{v}"
+    );
+}
