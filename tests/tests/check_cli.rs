@@ -579,6 +579,96 @@ fn every_reason_code_through_the_cli() {
     );
     assert_eq!(ledger.count(&id, 1).unwrap(), 1, "check recorded nothing");
     seen.insert("replayed".into());
+    // too_many_sessions: the rule's cap over the session records of the host, which are in
+    // /run: so `check` runs in a namespace of its own with a private /run holding one live
+    // session (this process stands for its sshd).
+    if idtoken_e2e::pam::can_isolate() {
+        let h = idtoken_e2e::pam::PamHarness::new("reasons-sessions");
+        h.sandbox.key_cache(&[Key::A]);
+        let cfg = h.sandbox.config(
+            "",
+            "[[rule]]\nname = \"capped\"\nissuer = \"gitlab\"\nmax_sessions = 1\n",
+        );
+        let run = h.run.clone().expect("the harness's /run");
+        let records = idtoken_core::session_record::SessionDir {
+            dir: run.join("idtoken/sessions"),
+        };
+        std::fs::create_dir_all(run.join("idtoken")).unwrap();
+        set_mode(&run.join("idtoken"), 0o700);
+        let live = idtoken_e2e::keys::live_claims("alice", "reasons-sessions");
+        let record = idtoken_core::session_record::SessionRecord {
+            account: "alice".into(),
+            issuer: "gitlab".into(),
+            rule: "capped".into(),
+            user: "alice".into(),
+            project_path: None,
+            pipeline_id: None,
+            job_id: None,
+            jti: None,
+            rhost: None,
+            created: idtoken_e2e::keys::now(),
+            exp: idtoken_e2e::keys::now() + 300,
+            ends_at_exp: false,
+            memory_max: None,
+            tasks_max: None,
+            cpu_weight: None,
+            io_weight: None,
+            runtime_max: None,
+            leader: Some(std::process::id()),
+            opened: Some(idtoken_e2e::keys::now()),
+        };
+        let name = records.create_pending(&record).unwrap();
+        records.open_session(&name, &record).unwrap();
+        let token = h.sandbox.token_file("t", &mint(&live));
+        let out = idtoken_e2e::directory::idtoken_in(
+            &h,
+            &[
+                "check",
+                "--json",
+                "--service",
+                "sshd",
+                "--config",
+                &cfg.display().to_string(),
+                "--user",
+                "alice",
+                "--token-file",
+                &token.display().to_string(),
+            ],
+        );
+        let json = idtoken_e2e::sandbox::last_json_line(&out.stdout);
+        assert_eq!(
+            (out.status.code(), json["reason"].as_str()),
+            (Some(1), Some("too_many_sessions")),
+            "{json} {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        // check counted, and removed nothing.
+        assert_eq!(std::fs::read_dir(&records.dir).unwrap().count(), 1);
+        seen.insert("too_many_sessions".into());
+    }
+    // revoked: an entry of the revocation list names the token's pipeline.
+    let s4 = Sandbox::new("revoked");
+    s4.key_cache(&[Key::A]);
+    let list = s4.write(
+        "revocations",
+        format!(
+            "{{\"version\": 1, \"entries\": [{{\"id\": \"r1\", \"match\": {{\"pipeline_id\": \"5001\"}}, \
+             \"reason\": \"\", \"created\": {NOW}, \"lapses_at\": {}}}]}}",
+            NOW + 86_520
+        )
+        .as_bytes(),
+    );
+    let c4 = s4.config(
+        &format!("revocations = \"{}\"", list.display()),
+        "[[rule]]\nname = \"own\"\n",
+    );
+    let (code, json, _) = check(&s4, &c4, &mint(&gitlab_claims("alice")), "alice", NOW, &[]);
+    assert_eq!(
+        (code, json["reason"].as_str()),
+        (1, Some("revoked")),
+        "{json}"
+    );
+    seen.insert("revoked".into());
     let all: Vec<&str> = idtoken_core::reason::Reason::ALL
         .iter()
         .map(|r| r.code())

@@ -26,8 +26,9 @@ const LAYERS: &[&[&str]] = &[
         "packed",
     ],
     // The use ledger and the session records open their directories through the
-    // trusted-directory walk of files.
-    &["uses", "session_record"],
+    // trusted-directory walk of files; the revocation list's format and matching (keystore
+    // reads it).
+    &["uses", "session_record", "revocations"],
     &["config"],
     &["keystore"],
     &["policy"],
