@@ -20,6 +20,7 @@ use idtoken_core::revocations::{
     self, Entry, RevocationList, Target, check_entry, lapse_time, valid_id,
 };
 use idtoken_core::sanitize::clean;
+use idtoken_core::session_record::{SessionDir, SessionRecord, process_alive};
 use idtoken_core::timefmt::utc;
 use rustix::fs::FlockOperation;
 use serde_json::{Value, json};
@@ -57,7 +58,8 @@ pub struct Args {
     /// Why, for the audit trail (`idtoken check`, `--list`); never shown to the client.
     #[arg(long, value_name = "TEXT", conflicts_with_all = ["list", "remove"])]
     reason: Option<String>,
-    /// End the matching live sessions too (not available yet).
+    /// End the matching live token sessions too (through logind, or by ending their
+    /// sshd/su process), and list them.
     #[arg(long, conflicts_with_all = ["list", "remove"])]
     end_sessions: bool,
     /// List the entries, lapsed ones marked.
@@ -90,18 +92,94 @@ fn run_inner(args: &Args) -> Result<(), String> {
     if let Some(id) = &args.remove {
         return remove(&config, now, id);
     }
+    let entry = add(args, &config, now)?;
     if args.end_sessions {
-        // Checked before anything is written: the command does all it was asked, or nothing.
-        return Err(
-            "--end-sessions is not available yet: it needs the registry of live token \
-             sessions (/run/idtoken/sessions, SPEC v3), which this pam_idtoken does not keep; \
-             logind does not know which token opened a session, and a session's environment \
-             (IDTOKEN_PIPELINE_ID...) is its user's to change. Nothing was revoked: run again \
-             without --end-sessions, then end the sessions with `loginctl terminate-session`"
-                .to_string(),
-        );
+        end_sessions(&entry, now)?;
     }
-    add(args, &config, now)
+    Ok(())
+}
+
+/// Ends the live token sessions on this host that `entry` matches (their records, kept by
+/// the module under /run/idtoken/sessions): `loginctl terminate-session` for a session
+/// logind knows, SIGTERM to the process that opened it otherwise; prints each.
+fn end_sessions(entry: &Entry, now: i64) -> Result<(), String> {
+    let dir = SessionDir::default();
+    let live = dir.current_read_only(now, &process_alive)?;
+    let matching: Vec<&(String, SessionRecord)> = live
+        .iter()
+        .filter(|(_, r)| session_matches(entry, r))
+        .collect();
+    if matching.is_empty() {
+        println!("no live token session matches it on this host");
+        return Ok(());
+    }
+    let mut failed = Vec::new();
+    for (name, r) in matching {
+        let short = name.get(..8).unwrap_or(name);
+        let what = format!(
+            "session {short} account={} rule={} pipeline_id={}",
+            clean(&r.account),
+            clean(&r.rule),
+            r.pipeline_id
+                .as_deref()
+                .map(clean)
+                .unwrap_or_else(|| "-".into())
+        );
+        match end_one(r) {
+            Ok(how) => println!("ended {what} ({how})"),
+            Err(why) => {
+                eprintln!("idtoken revoke: could not end {what}: {why}");
+                failed.push(short.to_string());
+            }
+        }
+    }
+    if failed.is_empty() {
+        Ok(())
+    } else {
+        Err(format!(
+            "the entry is written, but {} session(s) could not be ended: {}",
+            failed.len(),
+            failed.join(", ")
+        ))
+    }
+}
+
+/// Whether a live session was opened with a token the entry withdraws.
+fn session_matches(entry: &Entry, r: &SessionRecord) -> bool {
+    if entry.issuer.as_deref().is_some_and(|i| i != r.issuer) {
+        return false;
+    }
+    match &entry.target {
+        Target::Jti(j) => r.jti.as_deref() == Some(j.as_str()),
+        Target::Pipeline(p) => r.pipeline_id.as_deref() == Some(p.as_str()),
+        Target::Project(p) => r.project_path.as_deref() == Some(p.as_str()),
+        Target::User(u) => r.user == *u,
+        Target::Rule(rule) => r.rule == *rule,
+    }
+}
+
+/// Ends one session: through logind when its process is in a logind session, else by
+/// SIGTERM to that process (sshd's, whose end closes the connection and the session).
+fn end_one(r: &SessionRecord) -> Result<String, String> {
+    let Some(pid) = r.leader else {
+        return Err("it has not opened yet; it will be refused at its next login".into());
+    };
+    if let Some(session) = crate::sessions::logind_session(Some(pid)) {
+        let out = std::process::Command::new("loginctl")
+            .args(["terminate-session", &session])
+            .output()
+            .map_err(|e| format!("loginctl: {e}"))?;
+        if out.status.success() {
+            return Ok(format!("logind session {session} terminated"));
+        }
+    }
+    let target = i32::try_from(pid)
+        .ok()
+        .and_then(rustix::process::Pid::from_raw)
+        .ok_or_else(|| format!("pid {pid} is not a process"))?;
+    rustix::process::kill_process(target, rustix::process::Signal::TERM)
+        .map_err(|e| format!("kill {pid}: {e}"))?;
+    Ok(format!("process {pid} sent SIGTERM"))
 }
 
 /// What the arguments ask to withdraw, checked against the config.
@@ -156,7 +234,7 @@ fn target(args: &Args, config: &Config) -> Result<(Target, Option<String>), Stri
     Ok((target, args.issuer.clone()))
 }
 
-fn add(args: &Args, config: &Config, now: i64) -> Result<(), String> {
+fn add(args: &Args, config: &Config, now: i64) -> Result<Entry, String> {
     let (target, issuer) = target(args, config)?;
     let defaults = &config.defaults;
     let mut entry = Entry {
@@ -195,7 +273,7 @@ fn add(args: &Args, config: &Config, now: i64) -> Result<(), String> {
     } else {
         println!("tokens issued later are not refused; to keep them out, add a deny rule");
     }
-    Ok(())
+    Ok(entry)
 }
 
 fn remove(config: &Config, now: i64, id: &str) -> Result<(), String> {

@@ -166,3 +166,79 @@ fn max_sessions_per_pipeline_holds_over_live_sessions_and_idtoken_sessions_lists
     drop((second, third, fourth));
     assert!(wait_for_sessions(&s, 0).is_empty());
 }
+
+/// `idtoken revoke --pipeline N --end-sessions`, run on the node as an admin would: the
+/// pipeline's live session ends within seconds, another pipeline's stays, and the
+/// pipeline's next login is refused `revoked`.
+#[test]
+fn revoke_end_sessions_ends_the_pipelines_live_sessions_only() {
+    require!(sshd::available().is_ok(), "{:?}", sshd::available().err());
+    let pam = PamHarness::new("sessions-revoke");
+    pam.sandbox.key_cache(&[keys::Key::A]);
+    let list = pam.sandbox.path("revocations");
+    let config = pam.sandbox.config(
+        &format!("revocations = \"{}\"", list.display()),
+        "[[rule]]\nname = \"ci\"\nissuer = \"gitlab\"\n",
+    );
+    let s = Sshd::start_with_stack(pam, &stack(), &[]);
+    let mut doomed = open(&s, "7001", "r1");
+    let spared = open(&s, "7002", "r2");
+    assert_eq!(wait_for_sessions(&s, 2).len(), 2);
+
+    let config = config.display().to_string();
+    let o = s.run_inside(
+        &idtoken_e2e::idtoken_bin(),
+        &[
+            "revoke",
+            "--config",
+            &config,
+            "--pipeline",
+            "7001",
+            "--reason",
+            "test",
+            "--end-sessions",
+        ],
+    );
+    let said = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        o.status.success(),
+        "{said}{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(
+        said.contains("ended session ") && said.contains("pipeline_id=7001"),
+        "{said}"
+    );
+    assert!(!said.contains("pipeline_id=7002"), "{said}");
+
+    // The revoked pipeline's ssh ends; the other's runs on.
+    let start = Instant::now();
+    while doomed.0.try_wait().ok().flatten().is_none() && start.elapsed() < Duration::from_secs(10)
+    {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(
+        doomed.0.try_wait().ok().flatten().is_some(),
+        "the session of pipeline 7001 still runs"
+    );
+    let left = wait_for_sessions(&s, 1);
+    assert_eq!(
+        left.iter()
+            .map(|v| v["pipeline_id"].as_str())
+            .collect::<Vec<_>>(),
+        vec![Some("7002")],
+        "{left:#?}"
+    );
+    // Its next login is refused.
+    let o = s.login_with_askpass("alice", &token("7001", "r3"), "echo LOGIN-OK");
+    assert!(!String::from_utf8_lossy(&o.stdout).contains("LOGIN-OK"));
+    let refused = s
+        .pam
+        .syslog
+        .wait_for("reason=revoked", 1, Duration::from_secs(5));
+    assert!(
+        refused.iter().any(|l| l.contains(" pipeline_id=7001 ")),
+        "{refused:?}"
+    );
+    drop(spared);
+}
