@@ -399,7 +399,9 @@ fn answer(
 /// An allowed token's session: the granting rule's limits as pam_systemd's data items (for
 /// callers that run every phase in this process), and the record the session phase finds
 /// through `IDTOKEN_SESSION` (for sshd, which does not). A record that cannot be written
-/// refuses the login: its limits could not be applied.
+/// refuses the login when the session needs it (limits, `max_sessions`,
+/// `session_ends_at_exp`: they could not be applied or counted); otherwise the login goes
+/// on unrecorded, and says so (a caller that is not root cannot write /run/idtoken).
 fn prepare_session(
     ctx: &mut dyn PamContext,
     config: &Config,
@@ -408,13 +410,14 @@ fn prepare_session(
     sessions: &SessionDir,
     rhost: Option<&str>,
 ) -> PamError {
-    let limits = config
+    let rule = config
         .rules
         .iter()
-        .find(|r| d.rule.as_deref() == Some(r.name.as_str()))
-        .map(|r| r.limits.clone())
-        .unwrap_or_default();
+        .find(|r| d.rule.as_deref() == Some(r.name.as_str()));
+    let limits = rule.map(|r| r.limits.clone()).unwrap_or_default();
     let ends_at_exp = config.defaults.session_ends_at_exp;
+    let needs_record =
+        ends_at_exp || !limits.is_empty() || rule.is_some_and(|r| r.max_sessions.is_some());
     // An allowed token always has exp.
     let exp = d.audit_claims.exp.unwrap_or(now);
     for (item, value) in limits.items(ends_at_exp, exp, now) {
@@ -447,15 +450,27 @@ fn prepare_session(
             ctx.putenv(SESSION_ENV, &name);
             PamError::SUCCESS
         }
-        Err(why) => {
+        Err(why) if needs_record => {
             ctx.log(
                 Level::Error,
                 &format!(
-                    "token allowed, but its session cannot be recorded: {}; refusing the login",
+                    "token allowed, but its session cannot be recorded: {}; refusing the login \
+                     (its session limits, max_sessions or session_ends_at_exp need the record)",
                     clean(&why)
                 ),
             );
             PamError::AUTHINFO_UNAVAIL
+        }
+        Err(why) => {
+            ctx.log(
+                Level::Notice,
+                &format!(
+                    "token allowed; its session is not recorded ({}), so `idtoken sessions` \
+                     will not list it",
+                    clean(&why)
+                ),
+            );
+            PamError::SUCCESS
         }
     }
 }
