@@ -125,6 +125,12 @@ fn end_sessions(entry: &Entry, now: i64) -> Result<(), String> {
                 .map(clean)
                 .unwrap_or_else(|| "-".into())
         );
+        // The module's closing audit line then says why the session ended.
+        if r.leader.is_some() {
+            let mut marked = r.clone();
+            marked.ended_by = Some("revoked".to_string());
+            let _ = dir.update_live(name, &marked);
+        }
         match end_one(r) {
             Ok(how) => println!("ended {what} ({how})"),
             Err(why) => {

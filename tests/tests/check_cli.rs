@@ -616,6 +616,7 @@ fn every_reason_code_through_the_cli() {
             runtime_max: None,
             leader: Some(std::process::id()),
             opened: Some(idtoken_e2e::keys::now()),
+            ended_by: None,
         };
         let name = records.create_pending(&record).unwrap();
         records.open_session(&name, &record).unwrap();

@@ -137,9 +137,34 @@ fn max_sessions_per_pipeline_holds_over_live_sessions_and_idtoken_sessions_lists
         s.sshd_log()
     );
 
-    // A session that ends frees its slot.
+    // One audit line when a session opens, with its facts.
+    let opened = s
+        .pam
+        .syslog
+        .wait_for("session=open", 2, Duration::from_secs(5));
+    assert!(
+        opened
+            .iter()
+            .filter(|l| l.contains(" account=alice issuer=gitlab rule=ci ")
+                && l.contains(" pipeline_id=5001 "))
+            .count()
+            >= 2,
+        "{opened:?}"
+    );
+
+    // A session that ends frees its slot, and says so, with its duration.
     drop(first);
     assert_eq!(wait_for_sessions(&s, 1).len(), 1);
+    let closed = s
+        .pam
+        .syslog
+        .wait_for("session=close", 1, Duration::from_secs(5));
+    assert!(
+        closed.iter().any(|l| l.contains(" pipeline_id=5001 ")
+            && l.contains(" how=logout")
+            && l.contains(" duration=")),
+        "{closed:?}"
+    );
     let third = open(&s, "5001", "a4");
     assert_eq!(wait_for_sessions(&s, 2).len(), 2);
 
@@ -228,6 +253,16 @@ fn revoke_end_sessions_ends_the_pipelines_live_sessions_only() {
             .collect::<Vec<_>>(),
         vec![Some("7002")],
         "{left:#?}"
+    );
+    let closed = s
+        .pam
+        .syslog
+        .wait_for("how=revoked", 1, Duration::from_secs(5));
+    assert!(
+        closed
+            .iter()
+            .any(|l| l.contains("session=close ") && l.contains(" pipeline_id=7001 ")),
+        "{closed:?}"
     );
     // Its next login is refused.
     let o = s.login_with_askpass("alice", &token("7001", "r3"), "echo LOGIN-OK");

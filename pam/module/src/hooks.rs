@@ -89,7 +89,7 @@ pub fn open_session(pamh: &Pam, _args: &[String]) -> PamError {
 
 pub fn close_session(pamh: &Pam, _args: &[String]) -> PamError {
     let mut ctx = PamHandleContext { pamh };
-    close_session_with(&mut ctx, &SessionDir::default())
+    close_session_with(&mut ctx, &SessionDir::default(), now())
 }
 
 /// The session phase of a token login: hands pam_systemd the session's limits (the
@@ -140,14 +140,25 @@ pub fn open_session_with(
         );
         return PamError::SESSION_ERR;
     }
+    ctx.log(
+        Level::Notice,
+        &audit::session_line("open", &name, &record, now),
+    );
     PamError::IGNORE
 }
 
-/// The end of a token login's session: its record goes (it no longer counts).
-pub fn close_session_with(ctx: &mut dyn PamContext, sessions: &SessionDir) -> PamError {
+/// The end of a token login's session: one audit line (its facts, duration and how it
+/// ended), and its record goes (it no longer counts).
+pub fn close_session_with(ctx: &mut dyn PamContext, sessions: &SessionDir, now: i64) -> PamError {
     let Some(name) = ctx.getenv(SESSION_ENV) else {
         return PamError::IGNORE;
     };
+    if let Ok(record) = sessions.live(&name) {
+        ctx.log(
+            Level::Notice,
+            &audit::session_line("close", &name, &record, now),
+        );
+    }
     if let Err(why) = sessions.close_session(&name) {
         ctx.log(
             Level::Error,
@@ -443,6 +454,7 @@ fn prepare_session(
         runtime_max: None,
         leader: None,
         opened: None,
+        ended_by: None,
     };
     record.set_limits(&limits);
     match sessions.create_pending(&record) {

@@ -653,6 +653,7 @@ fn the_session_phase_applies_the_record_and_closing_removes_it() {
         runtime_max: Some(7200),
         leader: None,
         opened: None,
+        ended_by: None,
     };
     let name = sessions.create_pending(&record).unwrap();
     let mut s = script(vec![vec![
@@ -660,6 +661,7 @@ fn the_session_phase_applies_the_record_and_closing_removes_it() {
         set_data("systemd.memory_max", "4G"),
         set_data("systemd.tasks_max", "64"),
         set_data("systemd.runtime_max_sec", "290"),
+        log(Level::Notice, "session=open id="),
     ]]);
     assert_eq!(
         open_session_with(&mut s, sessions, NOW + 10, 4242),
@@ -676,8 +678,14 @@ fn the_session_phase_applies_the_record_and_closing_removes_it() {
         (live[0].1.leader, live[0].1.opened),
         (Some(4242), Some(NOW + 10))
     );
-    let mut s = script(vec![vec![getenv("IDTOKEN_SESSION", Some(&name))]]);
-    assert_eq!(close_session_with(&mut s, sessions), PamError::IGNORE);
+    let mut s = script(vec![vec![
+        getenv("IDTOKEN_SESSION", Some(&name)),
+        log(Level::Notice, "session=close id="),
+    ]]);
+    assert_eq!(
+        close_session_with(&mut s, sessions, NOW + 70),
+        PamError::IGNORE
+    );
     assert!(
         sessions
             .current(NOW + 10, &|_| true)
