@@ -15,6 +15,7 @@ use idtoken_core::files::{self, FileProblem, FileProblemKind};
 use idtoken_core::jwks::{self, KeySet, MAX_JWKS_BYTES};
 use idtoken_core::keystore::load_revocations;
 use idtoken_core::sanitize::clean;
+use idtoken_core::session_record::{SessionDir, process_alive};
 use idtoken_core::timefmt;
 use serde_json::{Value, json};
 
@@ -44,9 +45,9 @@ pub fn run(args: &Args) -> u8 {
             eprintln!("idtoken status: {e}");
             if args.prometheus {
                 if let Some(out) = &args.output {
-                    return write_metrics(out, &prometheus(false, &[], None));
+                    return write_metrics(out, &prometheus(false, &[], None, &[]));
                 }
-                print!("{}", prometheus(false, &[], None));
+                print!("{}", prometheus(false, &[], None, &[]));
             } else if args.json {
                 println!(
                     "{}",
@@ -66,9 +67,15 @@ pub fn run(args: &Args) -> u8 {
     let ok = all.iter().all(|s| s.problems.is_empty()) && revocations.in_force.is_ok();
     if args.prometheus {
         if let Some(out) = &args.output {
-            return write_metrics(out, &prometheus(true, &all, Some(&revocations)));
+            return write_metrics(
+                out,
+                &prometheus(true, &all, Some(&revocations), &live_sessions(&config, now)),
+            );
         }
-        print!("{}", prometheus(true, &all, Some(&revocations)));
+        print!(
+            "{}",
+            prometheus(true, &all, Some(&revocations), &live_sessions(&config, now))
+        );
     } else if args.json {
         let issuers: Vec<Value> = all.iter().map(CacheStatus::to_json).collect();
         println!(
@@ -426,6 +433,7 @@ fn prometheus(
     config_valid: bool,
     all: &[CacheStatus],
     revocations: Option<&Revocations>,
+    sessions: &[(String, i64)],
 ) -> String {
     let mut out = String::new();
     family(
@@ -479,7 +487,36 @@ fn prometheus(
         "Entries of the revocation list (idtoken revoke) that have not lapsed.",
         &Vec::from_iter(in_force),
     );
+    let name = "idtoken_sessions_live";
+    out.push_str(&format!(
+        "# HELP {name} Live token sessions on this host, per granting rule (idtoken sessions).\n# TYPE {name} gauge\n"
+    ));
+    for (rule, n) in sessions {
+        out.push_str(&format!("{name}{{rule=\"{}\"}} {n}\n", label(rule)));
+    }
     out
+}
+
+/// Live token sessions per granting rule of the config, from the module's records (every
+/// granting rule listed, 0 when it has none; a record of a rule no longer configured under
+/// its own name). Records that cannot be read give no samples.
+fn live_sessions(config: &Config, now: i64) -> Vec<(String, i64)> {
+    let Ok(records) = SessionDir::default().current_read_only(now, &process_alive) else {
+        return Vec::new();
+    };
+    let mut counts: Vec<(String, i64)> = config
+        .rules
+        .iter()
+        .filter(|r| !r.deny)
+        .map(|r| (r.name.clone(), 0))
+        .collect();
+    for (_, r) in records {
+        match counts.iter_mut().find(|(name, _)| *name == r.rule) {
+            Some((_, n)) => *n = n.saturating_add(1),
+            None => counts.push((r.rule.clone(), 1)),
+        }
+    }
+    counts
 }
 
 /// One gauge family: HELP, TYPE, then a sample per (issuer label, value).

@@ -111,6 +111,18 @@ fn max_sessions_per_pipeline_holds_over_live_sessions_and_idtoken_sessions_lists
         assert!(v["leader"].as_u64().is_some(), "{v}");
     }
 
+    // The metrics count them per rule.
+    let cfg = s.pam.sandbox.path("idtoken.toml").display().to_string();
+    let m = s.run_inside(
+        &idtoken_e2e::idtoken_bin(),
+        &["status", "--prometheus", "--config", &cfg],
+    );
+    let metrics = String::from_utf8_lossy(&m.stdout);
+    assert!(
+        metrics.contains("\nidtoken_sessions_live{rule=\"ci\"} 2\n"),
+        "{metrics}"
+    );
+
     // A third session of pipeline 5001 is refused before it opens, and says why.
     let o = s.login_with_askpass("alice", &token("5001", "a3"), "echo LOGIN-OK");
     assert!(
