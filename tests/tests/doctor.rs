@@ -330,6 +330,59 @@ fn a_complete_setup_is_all_ok_and_each_fault_is_reported_with_its_fix() {
     );
     assert_fault(&s, "config.service", "fail", "\"sshd\"");
 
+    // SPEC v3: session limits need the module's session line above pam_systemd's.
+    let s = Setup::new("session-none");
+    s.rewrite(
+        "idtoken.toml",
+        "max_uses = 1",
+        "max_uses = 1\nsession_ends_at_exp = true",
+    );
+    assert_fault(
+        &s,
+        "pam_stack.session",
+        "fail",
+        "pam-auth-update --enable idtoken",
+    );
+    let s = Setup::new("session-order");
+    s.rewrite(
+        "idtoken.toml",
+        "max_uses = 1",
+        "max_uses = 1\nsession_ends_at_exp = true",
+    );
+    s.rewrite(
+        "pam.d/sshd",
+        "account required pam_permit.so\n",
+        "account required pam_permit.so\nsession optional pam_systemd.so\nsession optional pam_idtoken.so\n",
+    );
+    assert_fault(
+        &s,
+        "pam_stack.session",
+        "fail",
+        "move `session optional pam_idtoken.so` above pam_systemd.so",
+    );
+    let s = Setup::new("session-ok");
+    s.rewrite(
+        "idtoken.toml",
+        "name = \"own-account\"",
+        "name = \"own-account\"\ntasks_max = 64",
+    );
+    s.rewrite(
+        "pam.d/sshd",
+        "account required pam_permit.so\n",
+        "account required pam_permit.so\nsession optional pam_idtoken.so\nsession optional pam_systemd.so\n",
+    );
+    let (code, checks) = s.doctor();
+    let c = find(&checks, "pam_stack.session");
+    assert_eq!(c["status"], "ok", "{c}");
+    assert!(
+        c["detail"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("session limits"),
+        "{c}"
+    );
+    assert_clean(code, &checks);
+
     // Issue 19.3: UseDNS yes with a rule that has `from`.
     let s = Setup::new("use-dns");
     s.rewrite("sshd_config", "UsePAM yes", "UsePAM yes\nUseDNS yes");

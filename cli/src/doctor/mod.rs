@@ -152,6 +152,9 @@ fn collect(args: &Args) -> Vec<Check> {
         &args.service,
         &args.config,
     ));
+    if let Some(c) = &config {
+        checks.push(pam_stack::session_check(&args.pam_dir, &args.service, c));
+    }
     checks.extend(sshd::checks(&args.sshd_config, config.as_ref()));
     if let Some(c) = &config {
         checks.extend(accounts::checks(c));
