@@ -552,32 +552,43 @@ fn every_reason_code_through_the_cli() {
     let trace = json["rules"][0]["failed"].as_str().unwrap_or_default();
     assert!(trace.contains("claims.ref"), "{json}");
     seen.insert("policy_denied".into());
-    // replayed: max_uses = 1 and one use already recorded on this host.
+    // replayed: max_uses = 2 and two uses already recorded on this host. `check` never
+    // records a use: three checks under max_uses = 2 all allow, and leave the ledger empty.
     let s3 = Sandbox::new("replay");
     s3.key_cache(&[Key::A]);
-    let c3 = s3.config("max_uses = 1", "[[rule]]\nname = \"own\"\n");
+    let c3 = s3.config("max_uses = 2", "[[rule]]\nname = \"own\"\n");
     let claims = gitlab_claims("alice");
     let token = mint(&claims);
-    let (code, _, _) = check(&s3, &c3, &token, "alice", NOW, &[]);
-    assert_eq!(code, 0, "not yet used");
     let ledger = DiskLedger {
         dir: s3.path("uses"),
         keep_after_exp: 60,
     };
     let id = TokenId::new(ISSUER, claims["jti"].as_str().unwrap(), NOW + 300);
-    assert!(ledger.record(&id, 1, NOW).unwrap());
+    let all_uses = idtoken_core::uses::MAX_USES_LIMIT;
+    for n in 1..=3 {
+        let (code, json, _) = check(&s3, &c3, &token, "alice", NOW, &[]);
+        assert_eq!(code, 0, "check {n} of a token never used: {json}");
+        assert_eq!(
+            ledger.count(&id, all_uses).unwrap(),
+            0,
+            "check {n} recorded a use"
+        );
+    }
+    assert!(ledger.record(&id, 2, NOW).unwrap());
+    let (code, _, _) = check(&s3, &c3, &token, "alice", NOW, &[]);
+    assert_eq!(code, 0, "one use of two recorded");
+    assert!(ledger.record(&id, 2, NOW).unwrap());
     let (code, json, _) = check(&s3, &c3, &token, "alice", NOW, &[]);
     assert_eq!(
         (code, json["reason"].as_str()),
         (1, Some("replayed")),
         "{json}"
     );
-    let (code, _, _) = check(&s3, &c3, &token, "alice", NOW, &[]);
     assert_eq!(
-        code, 1,
-        "check never records a use, but still sees the recorded one"
+        ledger.count(&id, all_uses).unwrap(),
+        2,
+        "check sees the recorded uses and records none"
     );
-    assert_eq!(ledger.count(&id, 1).unwrap(), 1, "check recorded nothing");
     seen.insert("replayed".into());
     // too_many_sessions: the rule's cap over the session records of the host, which are in
     // /run: so `check` runs in a namespace of its own with a private /run holding one live
@@ -1376,17 +1387,21 @@ fn the_readme_configs_for_other_issuers_and_v2_rules_decide_as_documented() {
         let c = with(c, "ref_protected", json!("true"));
         mint(&with(c, "project_path", json!(project)))
     };
+    // Each case's exit code, decision and rule or reason: an `unavailable` (exit 2, no
+    // reason, no rule) is neither an allow nor a deny.
+    const GRANT: (i32, &str, Option<&str>) = (0, "allow", Some("hpc-from-runners"));
+    const DENY: (i32, &str, Option<&str>) = (1, "deny", Some("policy_denied"));
     for (project, rhost, want) in [
-        ("hpc/app", "10.20.4.5", None),
-        ("hpc/app", "2001:db8:20::5", None),
+        ("hpc/app", "10.20.4.5", GRANT),
+        ("hpc/app", "2001:db8:20::5", GRANT),
         // An IPv6 zone (sshd writes link-local clients so) is dropped before parsing.
-        ("hpc/app", "2001:db8:20::5%eth0", None),
-        ("hpc/app", "192.0.2.9", Some("policy_denied")),
+        ("hpc/app", "2001:db8:20::5%eth0", GRANT),
+        ("hpc/app", "192.0.2.9", DENY),
         // A host name (sshd with UseDNS yes) is not an address: a grant's from fails.
-        ("hpc/app", "runner-7.example.org", Some("policy_denied")),
-        ("hpc/sandbox/try", "10.20.4.5", Some("policy_denied")),
+        ("hpc/app", "runner-7.example.org", DENY),
+        ("hpc/sandbox/try", "10.20.4.5", DENY),
     ] {
-        let (_, json, _) = check(
+        let (code, json, _) = check(
             &s,
             &runners,
             &gitlab(project),
@@ -1394,11 +1409,16 @@ fn the_readme_configs_for_other_issuers_and_v2_rules_decide_as_documented() {
             NOW,
             &["--rhost", rhost],
         );
-        assert_eq!(
-            json["reason"].as_str(),
-            want,
-            "{project} from {rhost}: {json}"
+        let got = (
+            code,
+            json["decision"].as_str().unwrap_or("(none)"),
+            if code == 0 {
+                json["rule"].as_str()
+            } else {
+                json["reason"].as_str()
+            },
         );
+        assert_eq!(got, want, "{project} from {rhost}: {json}");
     }
     let (_, json, out) = check(
         &s,
