@@ -5,7 +5,8 @@
 //! directory outages (SPEC v2), through the real libpam and module, with their audit lines:
 //! (a) sssd down, no memory cache: unavailable, the lookup named; (b) sssd up, LDAP down,
 //! nothing cached: "no such user" (sssd answers exactly that, indistinguishable from an
-//! account that does not exist); (c) LDAP down, cache warm: logs in.
+//! account that does not exist); (c) LDAP down, cache warm: logs in from sssd's own cache
+//! (libnss_sss's memory cache dropped first). And doctor names a lookup NSS could not answer.
 
 use std::process::Output;
 use std::time::Duration;
