@@ -18,6 +18,7 @@ mod http;
 mod inspect;
 mod pack;
 mod refresh;
+mod revoke;
 mod rotation;
 mod sessions;
 mod status;
@@ -62,6 +63,9 @@ enum Command {
     Doctor(doctor::Args),
     /// List the live token sessions on this host.
     Sessions(sessions::Args),
+    /// Withdraw tokens before they expire (by jti, pipeline, project, user or rule);
+    /// --list, --remove ID.
+    Revoke(revoke::Args),
 }
 
 #[derive(Subcommand)]
@@ -136,6 +140,7 @@ fn main() -> ExitCode {
         Command::Askpass(args) => askpass::run(&args),
         Command::Doctor(args) => doctor::run(&args),
         Command::Sessions(args) => sessions::run(&args),
+        Command::Revoke(args) => revoke::run(&args),
     };
     ExitCode::from(code)
 }

@@ -48,7 +48,7 @@ pub fn run(args: &Args) -> u8 {
 }
 
 /// The logind session the record's process is in: its cgroup path's `session-N.scope`.
-fn logind_session(pid: Option<u32>) -> Option<String> {
+pub fn logind_session(pid: Option<u32>) -> Option<String> {
     let text = std::fs::read_to_string(format!("/proc/{}/cgroup", pid?)).ok()?;
     text.split(['/', '\n'])
         .find_map(|part| part.strip_prefix("session-")?.strip_suffix(".scope"))

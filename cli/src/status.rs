@@ -3,7 +3,9 @@
 //! core's (`files::read_trusted`), so status and the PAM module never disagree about a
 //! cache. Exit 0 when every issuer's cache is usable and fresh, 1 otherwise, 2 when the
 //! config cannot be used. `--prometheus` prints the same facts as node_exporter textfile
-//! metrics; `idtoken doctor` reuses [`CacheStatus`] for its key cache checks.
+//! metrics; `idtoken doctor` reuses [`CacheStatus`] for its key cache checks. The
+//! revocation list is reported too: one the module cannot use makes every login that
+//! reaches it unavailable.
 
 use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
@@ -11,7 +13,9 @@ use std::path::PathBuf;
 use idtoken_core::config::{Config, DEFAULT_PATH, Defaults, Issuer};
 use idtoken_core::files::{self, FileProblem, FileProblemKind};
 use idtoken_core::jwks::{self, KeySet, MAX_JWKS_BYTES};
+use idtoken_core::keystore::load_revocations;
 use idtoken_core::sanitize::clean;
+use idtoken_core::session_record::{SessionDir, process_alive};
 use idtoken_core::timefmt;
 use serde_json::{Value, json};
 
@@ -41,9 +45,9 @@ pub fn run(args: &Args) -> u8 {
             eprintln!("idtoken status: {e}");
             if args.prometheus {
                 if let Some(out) = &args.output {
-                    return write_metrics(out, &prometheus(false, &[]));
+                    return write_metrics(out, &prometheus(false, &[], None, &[]));
                 }
-                print!("{}", prometheus(false, &[]));
+                print!("{}", prometheus(false, &[], None, &[]));
             } else if args.json {
                 println!(
                     "{}",
@@ -59,17 +63,25 @@ pub fn run(args: &Args) -> u8 {
         .iter()
         .map(|i| CacheStatus::of(i, &config.defaults, now))
         .collect();
-    let ok = all.iter().all(|s| s.problems.is_empty());
+    let revocations = Revocations::of(&config.defaults, now);
+    let ok = all.iter().all(|s| s.problems.is_empty()) && revocations.in_force.is_ok();
     if args.prometheus {
         if let Some(out) = &args.output {
-            return write_metrics(out, &prometheus(true, &all));
+            return write_metrics(
+                out,
+                &prometheus(true, &all, Some(&revocations), &live_sessions(&config, now)),
+            );
         }
-        print!("{}", prometheus(true, &all));
+        print!(
+            "{}",
+            prometheus(true, &all, Some(&revocations), &live_sessions(&config, now))
+        );
     } else if args.json {
         let issuers: Vec<Value> = all.iter().map(CacheStatus::to_json).collect();
         println!(
             "{}",
-            json!({"ok": ok, "config": args.config.display().to_string(), "now": now, "issuers": issuers})
+            json!({"ok": ok, "config": args.config.display().to_string(), "now": now,
+                   "issuers": issuers, "revocations": revocations.to_json()})
         );
     } else if all.is_empty() {
         println!(
@@ -83,6 +95,9 @@ pub fn run(args: &Args) -> u8 {
             }
             s.print();
         }
+    }
+    if !args.prometheus && !args.json {
+        revocations.print();
     }
     u8::from(!ok)
 }
@@ -104,6 +119,44 @@ fn write_metrics(out: &std::path::Path, metrics: &str) -> u8 {
             eprintln!("idtoken status: metrics not written: {why}");
             2
         }
+    }
+}
+
+/// The revocation list as the login path reads it: the entries in force, or why the
+/// module cannot use it.
+struct Revocations {
+    path: PathBuf,
+    in_force: Result<usize, String>,
+}
+
+impl Revocations {
+    fn of(defaults: &Defaults, now: i64) -> Revocations {
+        let in_force = load_revocations(&defaults.revocations)
+            .map(|l| {
+                l.in_force(now, defaults.leeway, defaults.max_lifetime)
+                    .count()
+            })
+            .map_err(|p| format!("{p}; logins that reach the revocation step are unavailable"));
+        Revocations {
+            path: defaults.revocations.clone(),
+            in_force,
+        }
+    }
+
+    fn print(&self) {
+        match &self.in_force {
+            Ok(n) => println!("\nrevocations: {} in force  ({})", n, self.path.display()),
+            Err(why) => println!("\nrevocations: PROBLEM  {why}"),
+        }
+    }
+
+    fn to_json(&self) -> Value {
+        json!({
+            "path": self.path.display().to_string(),
+            "usable": self.in_force.is_ok(),
+            "in_force": self.in_force.as_ref().ok(),
+            "problem": self.in_force.as_ref().err(),
+        })
     }
 }
 
@@ -376,7 +429,12 @@ fn code_of(p: &FileProblem) -> &'static str {
 /// node_exporter textfile format (Prometheus text exposition 0.0.4): one HELP and TYPE
 /// per family, then its samples, so `promtool check metrics` accepts it. A cache that
 /// does not exist has no age sample rather than a made-up one.
-fn prometheus(config_valid: bool, all: &[CacheStatus]) -> String {
+fn prometheus(
+    config_valid: bool,
+    all: &[CacheStatus],
+    revocations: Option<&Revocations>,
+    sessions: &[(String, i64)],
+) -> String {
     let mut out = String::new();
     family(
         &mut out,
@@ -413,7 +471,52 @@ fn prometheus(config_valid: bool, all: &[CacheStatus]) -> String {
         "Whether the issuer's key cache is older than stale_after (1): refresh is failing or not running.",
         &per(&|s| Some(i64::from(s.stale()))),
     );
+    let usable = revocations.map(|r| (None, i64::from(r.in_force.is_ok())));
+    family(
+        &mut out,
+        "idtoken_revocation_list_usable",
+        "Whether the login path can read the revocation list (1) or every login that reaches it is unavailable (0).",
+        &Vec::from_iter(usable),
+    );
+    let in_force = revocations
+        .and_then(|r| r.in_force.as_ref().ok())
+        .map(|n| (None, i64::try_from(*n).unwrap_or(i64::MAX)));
+    family(
+        &mut out,
+        "idtoken_revocations_in_force",
+        "Entries of the revocation list (idtoken revoke) that have not lapsed.",
+        &Vec::from_iter(in_force),
+    );
+    let name = "idtoken_sessions_live";
+    out.push_str(&format!(
+        "# HELP {name} Live token sessions on this host, per granting rule (idtoken sessions).\n# TYPE {name} gauge\n"
+    ));
+    for (rule, n) in sessions {
+        out.push_str(&format!("{name}{{rule=\"{}\"}} {n}\n", label(rule)));
+    }
     out
+}
+
+/// Live token sessions per granting rule of the config, from the module's records (every
+/// granting rule listed, 0 when it has none; a record of a rule no longer configured under
+/// its own name). Records that cannot be read give no samples.
+fn live_sessions(config: &Config, now: i64) -> Vec<(String, i64)> {
+    let Ok(records) = SessionDir::default().current_read_only(now, &process_alive) else {
+        return Vec::new();
+    };
+    let mut counts: Vec<(String, i64)> = config
+        .rules
+        .iter()
+        .filter(|r| !r.deny)
+        .map(|r| (r.name.clone(), 0))
+        .collect();
+    for (_, r) in records {
+        match counts.iter_mut().find(|(name, _)| *name == r.rule) {
+            Some((_, n)) => *n = n.saturating_add(1),
+            None => counts.push((r.rule.clone(), 1)),
+        }
+    }
+    counts
 }
 
 /// One gauge family: HELP, TYPE, then a sample per (issuer label, value).

@@ -396,9 +396,23 @@ impl Sssd {
     }
 
     /// sssd stops (killed, as a crash or an OOM kill would). Its socket file stays, so
-    /// clients get ECONNREFUSED; its memory cache stays too, unless dropped.
+    /// clients get ECONNREFUSED; its memory cache stays too, unless dropped. Returns once
+    /// nothing listens on the socket: the daemons die with their PID namespace a little
+    /// after `isolate` does, and until then the NSS responder may still answer, or write
+    /// its memory cache again after a test dropped it.
     pub fn stop(&mut self) {
+        if self.child.is_none() {
+            return;
+        }
         kill(&mut self.child);
+        let socket = self.dir.join("lib/pipes/nss");
+        let start = Instant::now();
+        while std::os::unix::net::UnixStream::connect(&socket).is_ok() {
+            if start.elapsed() > Duration::from_secs(10) {
+                panic!("sssd's NSS socket still answers 10 s after sssd was killed");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     /// Removes the memory cache (/var/lib/sss/mc), which libnss_sss reads without asking

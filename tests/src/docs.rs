@@ -65,6 +65,7 @@ pub const SPANS: &[(&str, &str)] = &[
     ("docs/ci.md", "askpass-sh"),             // ci_template.rs
     ("docs/ci.md", "sshpass-example"),        // ssh_login.rs
     ("docs/operations.md", "metrics-enable"), // tests/packaging/run
+    ("docs/operations.md", "revoke-example"), // revocation.rs
 ];
 
 /// Every `<!-- config:NAME -->` config of the Markdown docs, as (file, name). Copies of one

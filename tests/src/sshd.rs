@@ -219,15 +219,54 @@ impl Sshd {
     /// Logs in as `user` the way a CI job does: `SSH_ASKPASS` answering the prompts from
     /// `$IDTOKEN` (its packed form in one answer when that fits, else in parts).
     pub fn login_with_askpass(&self, user: &str, token: &str, remote_command: &str) -> Output {
-        let askpass = self.askpass_script();
-        run_bounded(
-            self.ssh(user, remote_command)
-                .env("SSH_ASKPASS", askpass)
-                .env_remove("IDTOKEN_PACK")
-                .env("SSH_ASKPASS_REQUIRE", "force")
-                .env("IDTOKEN_HOST", "127.0.0.1")
-                .env("IDTOKEN", token),
-        )
+        run_bounded(&mut self.askpass_login(user, token, remote_command))
+    }
+
+    /// The `ssh` command of [`login_with_askpass`](Self::login_with_askpass), not yet run (to
+    /// keep a session open while the test goes on).
+    pub fn askpass_login(&self, user: &str, token: &str, remote_command: &str) -> Command {
+        let mut c = self.ssh(user, remote_command);
+        c.env("SSH_ASKPASS", self.askpass_script())
+            .env_remove("IDTOKEN_PACK")
+            .env("SSH_ASKPASS_REQUIRE", "force")
+            .env("IDTOKEN_HOST", "127.0.0.1")
+            .env("IDTOKEN", token);
+        c
+    }
+
+    /// `program args` inside sshd's mount and PID namespaces (its private /run, its
+    /// processes): what an admin on the login node runs, `idtoken sessions` say.
+    pub fn run_inside(&self, program: &Path, args: &[&str]) -> Output {
+        let pid = self
+            .listener_pid()
+            .unwrap_or_else(|| panic!("no sshd listener found; its log:\n{}", self.sshd_log()));
+        Command::new("nsenter")
+            .args(["-t", &pid.to_string(), "-m", "-p", "--"])
+            .arg(program)
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap_or_else(|e| panic!("nsenter: {e}"))
+    }
+
+    /// The host pid of this harness's listening sshd: the process whose command line names
+    /// this sandbox's sshd_config.
+    fn listener_pid(&self) -> Option<u32> {
+        let config = self.pam.sandbox.path("sshd_config");
+        let config = config.to_string_lossy();
+        std::fs::read_dir("/proc").ok()?.flatten().find_map(|e| {
+            let pid: u32 = e.file_name().to_str()?.parse().ok()?;
+            // sshd rewrites its title ("sshd: /usr/sbin/sshd -D -e -f CONFIG ... [listener]"),
+            // so the command line is read as one text.
+            let cmdline = std::fs::read(e.path().join("cmdline")).ok()?;
+            let text = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+            // The process itself, not the isolate/unshare wrapper whose arguments name it.
+            let exe = std::fs::read_link(e.path().join("exe")).ok()?;
+            let is_listener = exe.file_name().is_some_and(|n| n == "sshd")
+                && text.contains(" -D ")
+                && text.contains(&format!(" {config} "));
+            is_listener.then_some(pid)
+        })
     }
 
     /// [`Sshd::login_with_askpass`] with `IDTOKEN_PACK=no`: the token as it is, in

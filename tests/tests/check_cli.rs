@@ -552,33 +552,135 @@ fn every_reason_code_through_the_cli() {
     let trace = json["rules"][0]["failed"].as_str().unwrap_or_default();
     assert!(trace.contains("claims.ref"), "{json}");
     seen.insert("policy_denied".into());
-    // replayed: max_uses = 1 and one use already recorded on this host.
+    // replayed: max_uses = 2 and two uses already recorded on this host. `check` never
+    // records a use: three checks under max_uses = 2 all allow, and leave the ledger empty.
     let s3 = Sandbox::new("replay");
     s3.key_cache(&[Key::A]);
-    let c3 = s3.config("max_uses = 1", "[[rule]]\nname = \"own\"\n");
+    let c3 = s3.config("max_uses = 2", "[[rule]]\nname = \"own\"\n");
     let claims = gitlab_claims("alice");
     let token = mint(&claims);
-    let (code, _, _) = check(&s3, &c3, &token, "alice", NOW, &[]);
-    assert_eq!(code, 0, "not yet used");
     let ledger = DiskLedger {
         dir: s3.path("uses"),
         keep_after_exp: 60,
     };
     let id = TokenId::new(ISSUER, claims["jti"].as_str().unwrap(), NOW + 300);
-    assert!(ledger.record(&id, 1, NOW).unwrap());
+    let all_uses = idtoken_core::uses::MAX_USES_LIMIT;
+    for n in 1..=3 {
+        let (code, json, _) = check(&s3, &c3, &token, "alice", NOW, &[]);
+        assert_eq!(code, 0, "check {n} of a token never used: {json}");
+        assert_eq!(
+            ledger.count(&id, all_uses).unwrap(),
+            0,
+            "check {n} recorded a use"
+        );
+    }
+    assert!(ledger.record(&id, 2, NOW).unwrap());
+    let (code, _, _) = check(&s3, &c3, &token, "alice", NOW, &[]);
+    assert_eq!(code, 0, "one use of two recorded");
+    assert!(ledger.record(&id, 2, NOW).unwrap());
     let (code, json, _) = check(&s3, &c3, &token, "alice", NOW, &[]);
     assert_eq!(
         (code, json["reason"].as_str()),
         (1, Some("replayed")),
         "{json}"
     );
-    let (code, _, _) = check(&s3, &c3, &token, "alice", NOW, &[]);
     assert_eq!(
-        code, 1,
-        "check never records a use, but still sees the recorded one"
+        ledger.count(&id, all_uses).unwrap(),
+        2,
+        "check sees the recorded uses and records none"
     );
-    assert_eq!(ledger.count(&id, 1).unwrap(), 1, "check recorded nothing");
     seen.insert("replayed".into());
+    // too_many_sessions: the rule's cap over the session records of the host, which are in
+    // /run: so `check` runs in a namespace of its own with a private /run holding one live
+    // session (this process stands for its sshd).
+    if idtoken_e2e::pam::can_isolate() {
+        let h = idtoken_e2e::pam::PamHarness::new("reasons-sessions");
+        h.sandbox.key_cache(&[Key::A]);
+        let cfg = h.sandbox.config(
+            "",
+            "[[rule]]\nname = \"capped\"\nissuer = \"gitlab\"\nmax_sessions = 1\n",
+        );
+        let run = h.run.clone().expect("the harness's /run");
+        let records = idtoken_core::session_record::SessionDir {
+            dir: run.join("idtoken/sessions"),
+        };
+        std::fs::create_dir_all(run.join("idtoken")).unwrap();
+        set_mode(&run.join("idtoken"), 0o700);
+        let live = idtoken_e2e::keys::live_claims("alice", "reasons-sessions");
+        let record = idtoken_core::session_record::SessionRecord {
+            account: "alice".into(),
+            issuer: "gitlab".into(),
+            rule: "capped".into(),
+            user: "alice".into(),
+            project_path: None,
+            pipeline_id: None,
+            job_id: None,
+            jti: None,
+            rhost: None,
+            created: idtoken_e2e::keys::now(),
+            exp: idtoken_e2e::keys::now() + 300,
+            ends_at_exp: false,
+            memory_max: None,
+            tasks_max: None,
+            cpu_weight: None,
+            io_weight: None,
+            runtime_max: None,
+            leader: Some(std::process::id()),
+            opened: Some(idtoken_e2e::keys::now()),
+            ended_by: None,
+        };
+        let name = records.create_pending(&record).unwrap();
+        records.open_session(&name, &record).unwrap();
+        let token = h.sandbox.token_file("t", &mint(&live));
+        let out = idtoken_e2e::directory::idtoken_in(
+            &h,
+            &[
+                "check",
+                "--json",
+                "--service",
+                "sshd",
+                "--config",
+                &cfg.display().to_string(),
+                "--user",
+                "alice",
+                "--token-file",
+                &token.display().to_string(),
+            ],
+        );
+        let json = idtoken_e2e::sandbox::last_json_line(&out.stdout);
+        assert_eq!(
+            (out.status.code(), json["reason"].as_str()),
+            (Some(1), Some("too_many_sessions")),
+            "{json} {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        // check counted, and removed nothing.
+        assert_eq!(std::fs::read_dir(&records.dir).unwrap().count(), 1);
+        seen.insert("too_many_sessions".into());
+    }
+    // revoked: an entry of the revocation list names the token's pipeline.
+    let s4 = Sandbox::new("revoked");
+    s4.key_cache(&[Key::A]);
+    let list = s4.write(
+        "revocations",
+        format!(
+            "{{\"version\": 1, \"entries\": [{{\"id\": \"r1\", \"match\": {{\"pipeline_id\": \"5001\"}}, \
+             \"reason\": \"\", \"created\": {NOW}, \"lapses_at\": {}}}]}}",
+            NOW + 86_520
+        )
+        .as_bytes(),
+    );
+    let c4 = s4.config(
+        &format!("revocations = \"{}\"", list.display()),
+        "[[rule]]\nname = \"own\"\n",
+    );
+    let (code, json, _) = check(&s4, &c4, &mint(&gitlab_claims("alice")), "alice", NOW, &[]);
+    assert_eq!(
+        (code, json["reason"].as_str()),
+        (1, Some("revoked")),
+        "{json}"
+    );
+    seen.insert("revoked".into());
     let all: Vec<&str> = idtoken_core::reason::Reason::ALL
         .iter()
         .map(|r| r.code())
@@ -1276,17 +1378,21 @@ fn the_readme_configs_for_other_issuers_and_v2_rules_decide_as_documented() {
         let c = with(c, "ref_protected", json!("true"));
         mint(&with(c, "project_path", json!(project)))
     };
+    // Each case's exit code, decision and rule or reason: an `unavailable` (exit 2, no
+    // reason, no rule) is neither an allow nor a deny.
+    const GRANT: (i32, &str, Option<&str>) = (0, "allow", Some("hpc-from-runners"));
+    const DENY: (i32, &str, Option<&str>) = (1, "deny", Some("policy_denied"));
     for (project, rhost, want) in [
-        ("hpc/app", "10.20.4.5", None),
-        ("hpc/app", "2001:db8:20::5", None),
+        ("hpc/app", "10.20.4.5", GRANT),
+        ("hpc/app", "2001:db8:20::5", GRANT),
         // An IPv6 zone (sshd writes link-local clients so) is dropped before parsing.
-        ("hpc/app", "2001:db8:20::5%eth0", None),
-        ("hpc/app", "192.0.2.9", Some("policy_denied")),
+        ("hpc/app", "2001:db8:20::5%eth0", GRANT),
+        ("hpc/app", "192.0.2.9", DENY),
         // A host name (sshd with UseDNS yes) is not an address: a grant's from fails.
-        ("hpc/app", "runner-7.example.org", Some("policy_denied")),
-        ("hpc/sandbox/try", "10.20.4.5", Some("policy_denied")),
+        ("hpc/app", "runner-7.example.org", DENY),
+        ("hpc/sandbox/try", "10.20.4.5", DENY),
     ] {
-        let (_, json, _) = check(
+        let (code, json, _) = check(
             &s,
             &runners,
             &gitlab(project),
@@ -1294,11 +1400,16 @@ fn the_readme_configs_for_other_issuers_and_v2_rules_decide_as_documented() {
             NOW,
             &["--rhost", rhost],
         );
-        assert_eq!(
-            json["reason"].as_str(),
-            want,
-            "{project} from {rhost}: {json}"
+        let got = (
+            code,
+            json["decision"].as_str().unwrap_or("(none)"),
+            if code == 0 {
+                json["rule"].as_str()
+            } else {
+                json["reason"].as_str()
+            },
         );
+        assert_eq!(got, want, "{project} from {rhost}: {json}");
     }
     let (_, json, out) = check(
         &s,

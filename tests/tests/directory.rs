@@ -5,7 +5,8 @@
 //! directory outages (SPEC v2), through the real libpam and module, with their audit lines:
 //! (a) sssd down, no memory cache: unavailable, the lookup named; (b) sssd up, LDAP down,
 //! nothing cached: "no such user" (sssd answers exactly that, indistinguishable from an
-//! account that does not exist); (c) LDAP down, cache warm: logs in.
+//! account that does not exist); (c) LDAP down, cache warm: logs in from sssd's own cache
+//! (libnss_sss's memory cache dropped first). And doctor names a lookup NSS could not answer.
 
 use std::process::Output;
 use std::time::Duration;
@@ -324,9 +325,11 @@ fn outage_b_ldap_down_with_empty_cache_is_no_such_user() {
     assert_eq!(field(&last, "detail"), "no account \"ldap-alice\" in NSS");
 }
 
-/// (c) LDAP goes down after the accounts were looked up: sssd serves them from its cache
-/// (offline), group memberships included, so logins go on; also with the memory cache
-/// gone, from sssd's own cache.
+/// (c) LDAP goes down after the accounts were looked up: sssd serves them from its own
+/// cache (offline), group memberships included, so logins go on. libnss_sss would answer
+/// from the memory cache (/var/lib/sss/mc) without asking sssd at all, so the memory cache
+/// is dropped first; and to show that nothing else answered, the same login with sssd
+/// stopped too (and the memory cache dropped again) is unavailable.
 #[test]
 fn outage_c_ldap_down_with_warm_cache_still_logs_in() {
     require!(
@@ -338,21 +341,99 @@ fn outage_c_ldap_down_with_warm_cache_still_logs_in() {
     assert_eq!(login(&site.pam, "ldap-bob", "c1").0, PAM_SUCCESS);
     site.slapd.stop();
     assert!(!site.slapd.answers());
+    site.sssd.drop_memory_cache();
 
     let (rc, name) = login(&site.pam, "ldap-bob", "c2");
-    assert_eq!(rc, PAM_SUCCESS, "{name}");
+    assert_eq!(rc, PAM_SUCCESS, "{name}: sssd's own cache answers");
     let line = audit(&site.pam, "ldap-bob", 2);
     eprintln!("(c) audit line: {line}");
     assert!(
         line.contains("decision=allow ") && line.contains(" rule=ldap-all "),
         "{line}"
     );
-
-    site.sssd.drop_memory_cache();
-    let (rc, name) = login(&site.pam, "ldap-bob", "c3");
-    assert_eq!(rc, PAM_SUCCESS, "{name}: sssd's own cache answers");
-    let (code, v) = check(&site.pam, "ldap-bob", &token("ldap-bob", "c4"));
+    let (code, v) = check(&site.pam, "ldap-bob", &token("ldap-bob", "c3"));
     assert_eq!((code, field(&v, "rule")), (0, "ldap-all"), "{v}");
+
+    // What answered was sssd: without it (and without a memory cache) NSS cannot answer.
+    site.sssd.stop();
+    site.sssd.drop_memory_cache();
+    let (rc, name) = login(&site.pam, "ldap-bob", "c4");
+    assert_eq!(
+        rc, PAM_AUTHINFO_UNAVAIL,
+        "{name}: with sssd stopped and no memory cache something still answered"
+    );
+}
+
+/// `idtoken doctor` where NSS cannot answer (sssd stopped, no memory cache): a `login_as`
+/// account and a `local_groups` group that live in the directory are reported as lookups
+/// that failed (not as typos), with the directory client to start; an account in files is
+/// still found. With sssd up, the same checks are ok.
+#[test]
+fn doctor_says_when_the_directory_cannot_be_asked() {
+    require!(
+        available().is_ok(),
+        "{}",
+        available().err().unwrap_or_default()
+    );
+    let mut site = site("dir-doctor");
+    let config = site.pam.sandbox.config(
+        DEFAULTS,
+        "[[rule]]\nname = \"deploy\"\nissuer = \"gitlab\"\nlogin_as = \"ldap-bob\"\n\
+         local_groups = [\"ldap-ci\"]\n\n\
+         [[rule]]\nname = \"local\"\nissuer = \"gitlab\"\nlogin_as = \"alice\"\n",
+    );
+    let doctor = |site: &Site| -> Vec<Value> {
+        let out = site.idtoken(&[
+            "doctor",
+            "--json",
+            "--config",
+            &config.display().to_string(),
+        ]);
+        let v: Value = serde_json::from_str(String::from_utf8_lossy(&out.stdout).trim())
+            .unwrap_or_else(|e| panic!("doctor --json: {e}: {}", text(&out)));
+        v["checks"].as_array().cloned().unwrap_or_default()
+    };
+    let status = |checks: &[Value], name: &str| -> Value {
+        checks
+            .iter()
+            .find(|c| c["name"] == name)
+            .cloned()
+            .unwrap_or_else(|| panic!("no check {name}: {checks:#?}"))
+    };
+    let checks = doctor(&site);
+    for name in ["login_as.ldap-bob", "local_group.ldap-ci", "login_as.alice"] {
+        let c = status(&checks, name);
+        assert_eq!(c["status"], "ok", "sssd up: {c}");
+    }
+
+    site.sssd.stop();
+    site.sssd.drop_memory_cache();
+    let checks = doctor(&site);
+    for (name, what) in [
+        (
+            "login_as.ldap-bob",
+            "login_as account \"ldap-bob\" cannot be looked up",
+        ),
+        (
+            "local_group.ldap-ci",
+            "local_groups group \"ldap-ci\" cannot be looked up",
+        ),
+    ] {
+        let c = status(&checks, name);
+        eprintln!("{c}");
+        assert_eq!(c["status"], "fail", "{c}");
+        let detail = field(&c, "detail");
+        assert!(
+            detail.contains(what) && detail.contains("Connection refused"),
+            "{c}"
+        );
+        assert!(
+            field(&c, "fix").contains("start the directory client"),
+            "{c}"
+        );
+    }
+    let c = status(&checks, "login_as.alice");
+    assert_eq!(c["status"], "ok", "an account in files needs no sssd: {c}");
 }
 
 /// Rules for a case-insensitive directory: a deny rule written with the directory's own

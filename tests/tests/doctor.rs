@@ -140,13 +140,43 @@ fn assert_clean(code: i32, checks: &[Value]) {
 }
 
 /// `name` has `status` with a fix containing `fix`; every other check (host facts aside)
-/// is ok; the exit code is the fault's.
+/// is ok, with no fix; the exit code is the fault's.
 fn assert_fault(setup: &Setup, name: &str, status: &str, fix: &str) {
+    assert_fault_and(setup, name, status, fix, &[]);
+}
+
+/// As `assert_fault`, where the one fault also changes the checks `others` (name and
+/// status, exactly these): every check not named is ok.
+fn assert_fault_and(setup: &Setup, name: &str, status: &str, fix: &str, others: &[(&str, &str)]) {
     let (code, checks) = setup.doctor();
     let c = find(&checks, name);
     assert_eq!(c["status"], status, "{c}");
     let f = c["fix"].as_str().unwrap_or_default();
     assert!(f.contains(fix), "fix of {name} {f:?} lacks {fix:?}");
+    let mut unexpected = Vec::new();
+    for c in &checks {
+        let n = c["name"].as_str().unwrap_or_default();
+        if n == name || n == "refresh_timer" || n == "clock" {
+            continue;
+        }
+        let want = others
+            .iter()
+            .find(|(o, _)| *o == n)
+            .map_or("ok", |(_, st)| *st);
+        if c["status"] != want || (want == "ok" && !c["fix"].is_null()) {
+            unexpected.push(format!("{n}: {} (expected {want}): {c}", c["status"]));
+        }
+    }
+    for (o, _) in others {
+        if !checks.iter().any(|c| c["name"] == *o) {
+            unexpected.push(format!("{o}: missing"));
+        }
+    }
+    assert!(
+        unexpected.is_empty(),
+        "the fault {name} changed other checks:\n{}",
+        unexpected.join("\n")
+    );
     let want = if status == "fail" { 2 } else { 1 };
     assert_eq!(code, want.max(host_code(&checks)), "{checks:#?}");
 }
@@ -220,7 +250,19 @@ fn a_complete_setup_is_all_ok_and_each_fault_is_reported_with_its_fix() {
             .replace("CONFIG", &s.config.display().to_string())
             .as_bytes(),
     );
-    assert_fault(&s, "pam_stack.order", "fail", "above the pam_unix.so line");
+    // Below pam_unix, a token is a wrong password: every verdict's path is wrong too.
+    assert_fault_and(
+        &s,
+        "pam_stack.order",
+        "fail",
+        "above the pam_unix.so line",
+        &[
+            ("pam_stack.valid_token", "fail"),
+            ("pam_stack.refused_token", "fail"),
+            ("pam_stack.password", "fail"),
+            ("pam_stack.unavailable", "warn"),
+        ],
+    );
 
     let s = Setup::new("no-die");
     s.rewrite(
@@ -236,9 +278,18 @@ fn a_complete_setup_is_all_ok_and_each_fault_is_reported_with_its_fix() {
         "[success=2 auth_err=die default=ignore]",
         "required",
     );
-    assert_fault(&s, "pam_stack.valid_token", "fail", "success=done");
-    let (_, checks) = s.doctor();
-    assert_eq!(find(&checks, "pam_stack.unavailable")["status"], "warn");
+    // `required` also lets a refused token fall through and locks passwords out when the
+    // module cannot decide.
+    assert_fault_and(
+        &s,
+        "pam_stack.valid_token",
+        "fail",
+        "success=done",
+        &[
+            ("pam_stack.refused_token", "fail"),
+            ("pam_stack.unavailable", "warn"),
+        ],
+    );
 
     let s = Setup::new("other-config");
     s.rewrite(
@@ -338,6 +389,59 @@ fn a_complete_setup_is_all_ok_and_each_fault_is_reported_with_its_fix() {
         "services = [\"su\"]\n\n[[rule]]\nname = \"no-sandbox\"\nissuer = \"gitlab\"\ndeny = true\nservices = [\"sshd\"]\n[rule.claims]\nproject_path = \"hpc/sandbox/*\"\n",
     );
     assert_fault(&s, "config.service", "fail", "\"sshd\"");
+
+    // SPEC v3: session limits need the module's session line above pam_systemd's.
+    let s = Setup::new("session-none");
+    s.rewrite(
+        "idtoken.toml",
+        "max_uses = 1",
+        "max_uses = 1\nsession_ends_at_exp = true",
+    );
+    assert_fault(
+        &s,
+        "pam_stack.session",
+        "fail",
+        "pam-auth-update --enable idtoken",
+    );
+    let s = Setup::new("session-order");
+    s.rewrite(
+        "idtoken.toml",
+        "max_uses = 1",
+        "max_uses = 1\nsession_ends_at_exp = true",
+    );
+    s.rewrite(
+        "pam.d/sshd",
+        "account required pam_permit.so\n",
+        "account required pam_permit.so\nsession optional pam_systemd.so\nsession optional pam_idtoken.so\n",
+    );
+    assert_fault(
+        &s,
+        "pam_stack.session",
+        "fail",
+        "move `session optional pam_idtoken.so` above pam_systemd.so",
+    );
+    let s = Setup::new("session-ok");
+    s.rewrite(
+        "idtoken.toml",
+        "name = \"own-account\"",
+        "name = \"own-account\"\ntasks_max = 64",
+    );
+    s.rewrite(
+        "pam.d/sshd",
+        "account required pam_permit.so\n",
+        "account required pam_permit.so\nsession optional pam_idtoken.so\nsession optional pam_systemd.so\n",
+    );
+    let (code, checks) = s.doctor();
+    let c = find(&checks, "pam_stack.session");
+    assert_eq!(c["status"], "ok", "{c}");
+    assert!(
+        c["detail"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("session limits"),
+        "{c}"
+    );
+    assert_clean(code, &checks);
 
     // Issue 19.3: UseDNS yes with a rule that has `from`.
     let s = Setup::new("use-dns");

@@ -66,11 +66,15 @@ fn host_state() -> HostState {
         }
     }
     HostState {
-        // Other tests' sandboxes come and go in /tmp: the markers and systemd's names matter.
+        // Other tests' sandboxes come and go in /tmp, and so do a compiler's temporary files
+        // while something builds beside the tests: the markers and systemd's names matter.
         tmp: listing("/tmp")
             .into_iter()
             .filter(|n| {
-                !n.starts_with("idtoken-") && !n.starts_with(".tmp") && !n.starts_with("rustc")
+                !n.starts_with("idtoken-")
+                    && !n.starts_with(".tmp")
+                    && !n.starts_with("rustc")
+                    && !(n.starts_with("cc") && (n.ends_with(".s") || n.ends_with(".o")))
             })
             .collect(),
         run: listing("/run"),

@@ -1,7 +1,9 @@
 //! No secret left in freed memory: a process drives the real libpam with the built module,
 //! ends the handle, and scans its own writable memory (`pam-memscan`) for the token's
 //! signature, the token itself and a password handed on to the next module. What the
-//! module got from the client must be wiped before it is freed, as pam_unix's is.
+//! module got from the client must be wiped before it is freed, as pam_unix's is. A freed
+//! buffer can be reused before the scan, so pam-memscan also checks each response buffer at
+//! the moment the module frees it (its own `free`).
 
 use std::path::Path;
 
@@ -52,6 +54,22 @@ fn scan(h: &PamHarness, user: &str, answers: &[String], extra: &[&str]) -> Value
     v
 }
 
+/// Every response the client gave the module was freed by it, each wiped first.
+fn assert_responses_wiped(v: &Value, answers: usize) {
+    let n = |k: &str| v[k].as_i64().unwrap_or(-1);
+    assert_eq!(n("responses"), answers as i64, "responses handed out: {v}");
+    assert_eq!(
+        n("responses_freed"),
+        n("responses"),
+        "responses the module freed: {v}"
+    );
+    assert_eq!(
+        n("responses_unwiped"),
+        0,
+        "responses freed with the answer still in them: {v}"
+    );
+}
+
 fn count(v: &Value, needle: &str) -> i64 {
     v["counts"][needle]
         .as_i64()
@@ -87,7 +105,8 @@ fn no_copy_of_a_token_sent_in_parts_is_left_after_pam_end() {
     root_or_skip!();
     let h = harness("secrets-token");
     let token = long_token("alice");
-    let v = scan(&h, "alice", &parts(&token), &[]);
+    let answers = parts(&token);
+    let v = scan(&h, "alice", &answers, &[]);
     assert_eq!(
         v["rc"].as_i64(),
         Some(PAM_SUCCESS),
@@ -102,7 +121,13 @@ fn no_copy_of_a_token_sent_in_parts_is_left_after_pam_end() {
         "memory read: {v}"
     );
     assert_eq!(count(&v, "signature"), 0, "signature copies left: {v}");
+    assert_eq!(
+        count(&v, "signature_decoded"),
+        0,
+        "decoded signature copies left: {v}"
+    );
     assert_eq!(count(&v, "token_head"), 0, "token copies left: {v}");
+    assert_responses_wiped(&v, answers.len());
 }
 
 #[test]
@@ -117,6 +142,7 @@ fn no_copy_of_a_password_passed_on_is_left_after_pam_end() {
         "pam_permit accepts: {v}"
     );
     assert_eq!(count(&v, "password"), 0, "password copies left: {v}");
+    assert_responses_wiped(&v, 1);
 }
 
 /// The scan itself: a copy kept alive on purpose is found, exactly once (the module left
@@ -128,4 +154,6 @@ fn the_scan_finds_a_copy_that_is_there() {
     let password = password("Kept");
     let v = scan(&h, "alice", &[password], &["--leak-copy"]);
     assert_eq!(count(&v, "password"), 1, "{v}");
+    // The copy kept is the scanner's own: the module's response was still wiped.
+    assert_responses_wiped(&v, 1);
 }

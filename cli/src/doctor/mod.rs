@@ -5,6 +5,7 @@
 //! prints them, and maps them to the exit code (0 all ok, 1 warnings only, 2 a failure).
 
 mod accounts;
+mod cgroups;
 mod clock;
 mod config;
 mod key_cache;
@@ -152,6 +153,10 @@ fn collect(args: &Args) -> Vec<Check> {
         &args.service,
         &args.config,
     ));
+    if let Some(c) = &config {
+        checks.push(pam_stack::session_check(&args.pam_dir, &args.service, c));
+        checks.push(cgroups::check(c));
+    }
     checks.extend(sshd::checks(&args.sshd_config, config.as_ref()));
     if let Some(c) = &config {
         checks.extend(accounts::checks(c));

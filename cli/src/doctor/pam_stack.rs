@@ -752,6 +752,94 @@ fn account_stack(dir: &Path, service: &str) -> Vec<Check> {
     out
 }
 
+/// What in the config needs the module's session line: session limits, `max_sessions`,
+/// `session_ends_at_exp` (SPEC v3). None when nothing does.
+fn session_needs(config: &idtoken_core::config::Config) -> Option<String> {
+    let mut needs = Vec::new();
+    if config.defaults.session_ends_at_exp {
+        needs.push("session_ends_at_exp".to_string());
+    }
+    for r in config.rules.iter().filter(|r| !r.deny) {
+        if !r.limits.is_empty() {
+            needs.push(format!("rule {:?}'s session limits", r.name));
+        }
+        if r.max_sessions.is_some() {
+            needs.push(format!("rule {:?}'s max_sessions", r.name));
+        }
+    }
+    (!needs.is_empty()).then(|| needs.join(", "))
+}
+
+/// Where the config limits token sessions, the service's session stack must run the
+/// module's session line (it hands pam_systemd the limits sshd's process split would lose,
+/// and records the session for max_sessions) and pam_systemd after it (which applies them).
+pub fn session_check(dir: &Path, service: &str, config: &idtoken_core::config::Config) -> Check {
+    const NAME: &str = "pam_stack.session";
+    let Some(needs) = session_needs(config) else {
+        return Check::ok(
+            NAME,
+            "no session limit, max_sessions or session_ends_at_exp is configured",
+        );
+    };
+    let Ok(stack) = load_phase(dir, service, "session") else {
+        return Check::fail(
+            NAME,
+            format!("PAM service {service:?} has no session stack, and the config sets {needs}"),
+            "add the session lines of your distribution's stack",
+        );
+    };
+    let modules: Vec<&Entry> = stack
+        .entries
+        .iter()
+        .filter(|e| matches!(e.kind, Kind::Module { .. }))
+        .collect();
+    let ours = modules.iter().position(|e| e.is_idtoken());
+    let systemd = modules
+        .iter()
+        .position(|e| e.module_name() == Some("pam_systemd.so"));
+    let line = "session optional pam_idtoken.so";
+    match (ours, systemd) {
+        (None, _) => Check::fail(
+            NAME,
+            format!(
+                "the config sets {needs}, but the session stack of {service:?} has no pam_idtoken.so \
+                 line: through sshd the limits never reach pam_systemd, and sessions are not counted"
+            ),
+            format!(
+                "Debian: `pam-auth-update --enable idtoken` adds `{line}` to common-session; \
+                 elsewhere put `{line}` in {} before the line that includes the session stack",
+                dir.join(service).display()
+            ),
+        ),
+        (Some(_), None) => Check::fail(
+            NAME,
+            format!(
+                "the config sets {needs}, but the session stack of {service:?} has no \
+                 pam_systemd.so: nothing applies the limits"
+            ),
+            "install and enable pam_systemd (Debian: apt-get install libpam-systemd; RHEL: it is \
+             in password-auth and system-auth as `-session optional pam_systemd.so`)",
+        ),
+        (Some(a), Some(b)) if a > b => Check::fail(
+            NAME,
+            format!(
+                "pam_idtoken.so at {} comes after pam_systemd.so at {}: pam_systemd has read its \
+                 items before the module sets them",
+                modules.get(a).map(|e| e.at.as_str()).unwrap_or_default(),
+                modules.get(b).map(|e| e.at.as_str()).unwrap_or_default()
+            ),
+            format!("move `{line}` above pam_systemd.so"),
+        ),
+        (Some(a), Some(_)) => Check::ok(
+            NAME,
+            format!(
+                "pam_idtoken.so at {} hands pam_systemd {needs}",
+                modules.get(a).map(|e| e.at.as_str()).unwrap_or_default()
+            ),
+        ),
+    }
+}
+
 /// The module's `config=` argument must name the config being checked (none: the default).
 fn config_argument(module: &Entry, config: &Path) -> Check {
     let Kind::Module { args, .. } = &module.kind else {

@@ -72,6 +72,8 @@ pub struct Defaults {
     /// On allow, the module asks pam_systemd to end the session when the token expires.
     pub session_ends_at_exp: bool,
     pub state_dir: PathBuf,
+    /// The revocation list `idtoken revoke` writes (SPEC v3).
+    pub revocations: PathBuf,
     /// How long a key that vanished from the issuer's endpoint stays trusted (refresh).
     pub key_grace: i64,
     /// Age after which `idtoken status` calls a key cache stale.
@@ -90,6 +92,7 @@ impl Default for Defaults {
             explain: DEFAULT_EXPLAIN,
             session_ends_at_exp: DEFAULT_SESSION_ENDS_AT_EXP,
             state_dir: PathBuf::from(DEFAULT_STATE_DIR),
+            revocations: PathBuf::from(crate::revocations::DEFAULT_PATH),
             key_grace: DEFAULT_KEY_GRACE,
             stale_after: DEFAULT_STALE_AFTER,
         }
@@ -323,6 +326,7 @@ struct RawDefaults {
     explain: Option<bool>,
     session_ends_at_exp: Option<bool>,
     state_dir: Option<Spanned<String>>,
+    revocations: Option<Spanned<String>>,
     key_grace: Option<Spanned<i64>>,
     stale_after: Option<Spanned<i64>>,
 }
@@ -549,6 +553,9 @@ impl Validator<'_> {
         }
         if let Some(s) = raw.state_dir {
             d.state_dir = self.absolute_path(&s, "state_dir");
+        }
+        if let Some(s) = raw.revocations {
+            d.revocations = self.absolute_path(&s, "revocations");
         }
         if let Some((key_grace, _)) = self.non_negative(raw.key_grace, "key_grace") {
             d.key_grace = key_grace;
@@ -1217,6 +1224,7 @@ runner_id = 42
         assert_eq!(d.max_uses, 0);
         assert!(!d.explain);
         assert_eq!(d.state_dir, PathBuf::from("/var/lib/idtoken/uses"));
+        assert_eq!(d.revocations, PathBuf::from("/var/lib/idtoken/revocations"));
         assert_eq!(d.key_grace, 86400);
         assert_eq!(d.stale_after, 86400);
         let i = &c.issuers[0];
@@ -1572,10 +1580,15 @@ runner_id = 42
 
     #[test]
     fn negative_numbers_and_relative_paths() {
-        let p = problems("[defaults]\nleeway = -1\nstate_dir = \"rel\"\n");
-        assert_eq!(p.len(), 2);
+        let p = problems("[defaults]\nleeway = -1\nstate_dir = \"rel\"\nrevocations = \"r\"\n");
+        assert_eq!(p.len(), 3);
         assert_eq!(p[0].line, Some(2));
         assert_eq!(p[1].line, Some(3));
+        assert_eq!(p[2].line, Some(4));
+        assert!(
+            p[2].message
+                .contains("revocations must be an absolute path")
+        );
     }
 
     #[test]

@@ -19,12 +19,14 @@ use crate::keystore::IssuerData;
 use crate::packed;
 use crate::policy::{self, TokenFacts};
 use crate::reason::Reason;
+use crate::revocations::{self, Target};
 use crate::sanitize::clean;
 use crate::session_record::{LiveSessions, SessionRecord};
 use crate::timefmt::utc;
 use crate::uses::{TokenId, UseLedger};
 
-/// What the decision reads from outside: config, issuer files, accounts and the use ledger.
+/// What the decision reads from outside: config, issuer files (and the revocation list),
+/// accounts and the use ledger.
 #[derive(Clone, Copy)]
 pub struct Env<'a> {
     pub config: &'a Config,
@@ -79,6 +81,7 @@ pub enum StepName {
     NotBefore,
     Audience,
     Lifetime,
+    Revocation,
     Rules,
     Grant,
     Account,
@@ -99,6 +102,7 @@ impl StepName {
             StepName::NotBefore => "not-before",
             StepName::Audience => "audience",
             StepName::Lifetime => "lifetime",
+            StepName::Revocation => "revocation",
             StepName::Rules => "rules",
             StepName::Grant => "grant",
             StepName::Account => "account",
@@ -273,12 +277,16 @@ fn run_steps(env: &Env, req: &Request, d: &mut Decision) -> Result<(), Stop> {
     check_audience(issuer, &token, d)?;
     // 10. lifetime_too_long
     check_lifetime(env.config, &claims, d)?;
+    // 10a. revoked (an entry naming a granting rule waits for the grant: 13a)
+    let rule_revocations = check_revocations(env, req, issuer, &token, &claims, d)?;
     // 11. policy_denied (a deny rule's `users` also sees NSS's name, so NSS may be asked here)
     let looked_up = match_rules(env, req, issuer, &token, claims.user, d)?;
     // 12. user_mismatch and 13. account_invalid: the account is NSS's; a rule must grant it
     let account = grant_and_account(env, req, looked_up, d)?;
     // 12, continued: local_groups, which needs the account NSS knows
     grant_through_local_groups(env, &account, d)?;
+    // 13a. revoked, by an entry naming the granting rule (known only now)
+    check_rule_revocations(&rule_revocations, d)?;
     // too_many_sessions (SPEC v3: after the grant, before a use is recorded)
     check_session_cap(env, req, issuer, claims.user, d)?;
     // 14. replayed
@@ -568,6 +576,80 @@ fn check_lifetime(config: &Config, claims: &RequiredClaims, d: &mut Decision) ->
         return deny(StepName::Lifetime, Reason::LifetimeTooLong, why);
     }
     d.pass(StepName::Lifetime, format!("{lifetime} s"));
+    Ok(())
+}
+
+/// Step 10a: no revocation entry in force withdraws the token. The list is read here, at
+/// every decision that gets this far, so its facts are the issuer's word and the audit
+/// line carries them. An entry naming a rule withdraws what that rule grants, which is
+/// known only at step 12 (the grant depends on NSS's account and its groups): those that
+/// hold for this token's issuer and iat are handed on to [`check_rule_revocations`].
+fn check_revocations(
+    env: &Env,
+    req: &Request,
+    issuer: &Issuer,
+    token: &UnverifiedToken,
+    claims: &RequiredClaims,
+    d: &mut Decision,
+) -> Result<Vec<revocations::Entry>, Stop> {
+    let defaults = &env.config.defaults;
+    let list = env
+        .issuer_data
+        .revocations(&defaults.revocations)
+        .map_err(|p| Stop::Unavailable(StepName::Revocation, p.to_string()))?;
+    let facts = revocations::TokenFacts {
+        issuer: &issuer.name,
+        claims: &token.claims,
+        user: claims.user,
+        iat: claims.iat,
+    };
+    let leeway = defaults.leeway;
+    let mut in_force = 0usize;
+    let mut by_rule = Vec::new();
+    for e in list.in_force(req.now, leeway, defaults.max_lifetime) {
+        in_force = in_force.saturating_add(1);
+        match &e.target {
+            Target::Rule(rule) if e.matches(&facts, Some(rule), leeway) => by_rule.push(e.clone()),
+            Target::Rule(_) => {}
+            _ if e.matches(&facts, None, leeway) => {
+                let why = format!("{} withdraws this token", e.describe());
+                return deny(StepName::Revocation, Reason::Revoked, why);
+            }
+            _ => {}
+        }
+    }
+    let later = if by_rule.is_empty() {
+        String::new()
+    } else {
+        format!("; {} naming rules apply at the grant", by_rule.len())
+    };
+    d.pass(
+        StepName::Revocation,
+        format!("no revocation withdraws this token ({in_force} in force{later})"),
+    );
+    Ok(by_rule)
+}
+
+/// Step 13a: no revocation entry names the granting rule. A refusal here comes after the
+/// account checks: which rule grants is decided only with them.
+fn check_rule_revocations(entries: &[revocations::Entry], d: &mut Decision) -> Result<(), Stop> {
+    let Some(rule) = d.rule.clone() else {
+        return Ok(());
+    };
+    if entries.is_empty() {
+        return Ok(());
+    }
+    if let Some(e) = entries
+        .iter()
+        .find(|e| matches!(&e.target, Target::Rule(r) if *r == rule))
+    {
+        let why = format!("{} withdraws what rule {rule:?} grants", e.describe());
+        return deny(StepName::Revocation, Reason::Revoked, why);
+    }
+    d.pass(
+        StepName::Revocation,
+        format!("the granting rule {rule:?} is not revoked"),
+    );
     Ok(())
 }
 

@@ -1,11 +1,13 @@
-//! Where the decision gets an issuer's keys and user map. The trait lets tests hand in
+//! Where the decision gets an issuer's keys and user map, and the revocation list. The trait lets tests hand in
 //! keys directly; [`DiskIssuerData`] reads the files the SPEC names, with its safety rules.
 
 use std::fmt;
+use std::path::Path;
 
 use crate::config::Issuer;
-use crate::files::{self, FileProblem};
+use crate::files::{self, FileProblem, FileProblemKind};
 use crate::jwks::{self, KeySet};
+use crate::revocations::{self, RevocationList};
 use crate::usermap::{self, UserMap};
 
 /// The issuer data the decision needs, loaded on demand: only the token's issuer's files
@@ -13,6 +15,9 @@ use crate::usermap::{self, UserMap};
 pub trait IssuerData {
     fn keys(&self, issuer: &Issuer) -> Result<KeySet, DataProblem>;
     fn user_map(&self, issuer: &Issuer) -> Result<Option<UserMap>, DataProblem>;
+    /// The revocation list at `path` (`[defaults] revocations`), read at every decision
+    /// that reaches the revocation step; an absent list is an empty one.
+    fn revocations(&self, path: &Path) -> Result<RevocationList, DataProblem>;
 }
 
 /// Why a key cache or user map could not be used: the decision cannot be made
@@ -32,7 +37,7 @@ impl fmt::Display for DataProblem {
     }
 }
 
-/// Reads `jwks_cache` and `user_map` from disk.
+/// Reads `jwks_cache`, `user_map` and the revocation list from disk.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct DiskIssuerData;
 
@@ -55,6 +60,10 @@ impl IssuerData for DiskIssuerData {
                 path: path.display().to_string(),
                 why,
             })
+    }
+
+    fn revocations(&self, path: &Path) -> Result<RevocationList, DataProblem> {
+        load_revocations(path)
     }
 }
 
@@ -91,4 +100,36 @@ pub fn load_key_cache(issuer: &Issuer) -> Result<KeySet, DataProblem> {
         )));
     }
     Ok(set)
+}
+
+/// Reads the list at `path` with the config's file rules (the directories above it
+/// included). No file is an empty list (nothing was revoked yet). Its directory must
+/// exist, unless the path is [`revocations::DEFAULT_PATH`] (a host that never revoked anything need not
+/// have one): a list on a shared filesystem that failed to mount must not read as "nothing
+/// revoked". Every other problem is one.
+pub fn load_revocations(path: &Path) -> Result<RevocationList, DataProblem> {
+    let bytes = match files::read_trusted_in_safe_dir(path, revocations::MAX_REVOCATIONS_BYTES) {
+        Ok(b) => b,
+        Err(p)
+            if p.kind == FileProblemKind::Missing
+                && (p.path == path || path == Path::new(revocations::DEFAULT_PATH)) =>
+        {
+            return Ok(RevocationList::empty());
+        }
+        Err(p) if p.kind == FileProblemKind::Missing => {
+            return Err(DataProblem::Invalid {
+                path: p.path.display().to_string(),
+                why: format!(
+                    "the directory of the revocation list {} does not exist (a shared \
+                     filesystem not mounted?); create it, or fix `revocations`",
+                    path.display()
+                ),
+            });
+        }
+        Err(p) => return Err(DataProblem::File(p)),
+    };
+    revocations::parse(&bytes).map_err(|why| DataProblem::Invalid {
+        path: path.display().to_string(),
+        why,
+    })
 }

@@ -38,6 +38,7 @@ pub mod net;
 pub mod packed;
 pub mod policy;
 pub mod reason;
+pub mod revocations;
 pub mod sanitize;
 pub mod session_limits;
 pub mod session_record;

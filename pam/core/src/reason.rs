@@ -16,6 +16,7 @@ pub enum Reason {
     NotYetValid,
     WrongAudience,
     LifetimeTooLong,
+    Revoked,
     PolicyDenied,
     UserMismatch,
     AccountInvalid,
@@ -25,7 +26,7 @@ pub enum Reason {
 
 impl Reason {
     /// Every reason, in decision order.
-    pub const ALL: [Reason; 15] = [
+    pub const ALL: [Reason; 16] = [
         Reason::Malformed,
         Reason::UnknownIssuer,
         Reason::AlgNotAllowed,
@@ -36,6 +37,7 @@ impl Reason {
         Reason::NotYetValid,
         Reason::WrongAudience,
         Reason::LifetimeTooLong,
+        Reason::Revoked,
         Reason::PolicyDenied,
         Reason::UserMismatch,
         Reason::AccountInvalid,
@@ -56,6 +58,7 @@ impl Reason {
             Reason::NotYetValid => "not_yet_valid",
             Reason::WrongAudience => "wrong_audience",
             Reason::LifetimeTooLong => "lifetime_too_long",
+            Reason::Revoked => "revoked",
             Reason::PolicyDenied => "policy_denied",
             Reason::UserMismatch => "user_mismatch",
             Reason::AccountInvalid => "account_invalid",
@@ -84,6 +87,7 @@ impl Reason {
             Reason::LifetimeTooLong => {
                 "the token lives longer than this host allows; shorten the job timeout"
             }
+            Reason::Revoked => "this host's administrators have withdrawn this token",
             Reason::PolicyDenied => "no rule of this host admits this project, ref or user",
             Reason::UserMismatch => "the token may not log in as this account",
             Reason::AccountInvalid => "this account may not log in with a token",

@@ -56,6 +56,9 @@ pub struct SessionRecord {
     pub leader: Option<u32>,
     /// When the session opened.
     pub opened: Option<i64>,
+    /// Who ended the session early (`idtoken revoke --end-sessions`: "revoked").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ended_by: Option<String>,
 }
 
 impl SessionRecord {
@@ -75,6 +78,23 @@ impl SessionRecord {
         self.cpu_weight = l.cpu_weight;
         self.io_weight = l.io_weight;
         self.runtime_max = l.runtime_max;
+    }
+
+    /// Why a session that closes at `now` ended: what ended it early, or the runtime cap
+    /// or the token's exp when the session reached it (with a second of slack), else the
+    /// user's logout.
+    pub fn how_ended(&self, now: i64) -> &str {
+        if let Some(by) = &self.ended_by {
+            return by;
+        }
+        let start = self.opened.unwrap_or(self.created);
+        let cap = self.runtime_max.map(|r| start.saturating_add(r));
+        let at_exp = self.ends_at_exp.then_some(self.exp);
+        match (cap, at_exp) {
+            (Some(c), e) if now.saturating_add(1) >= c && e.is_none_or(|e| c <= e) => "runtime_max",
+            (_, Some(e)) if now.saturating_add(1) >= e => "exp",
+            _ => "logout",
+        }
     }
 
     /// When the session is ended (the earlier of exp, with `session_ends_at_exp`, and the
@@ -153,6 +173,20 @@ impl SessionDir {
         self.write(&dir, &format!("{name}.live"), record)?;
         let _ = rustix::fs::unlinkat(&dir, format!("{name}.pending"), AtFlags::empty());
         Ok(())
+    }
+
+    /// Rewrites live record `name` (what ended it, before it is ended).
+    pub fn update_live(&self, name: &str, record: &SessionRecord) -> Result<(), String> {
+        if !valid_name(name) {
+            return Err(format!("{name:?} is not a session record name"));
+        }
+        let dir = self.open(false)?;
+        self.write(&dir, &format!("{name}.live"), record)
+    }
+
+    /// The live record `name`.
+    pub fn live(&self, name: &str) -> Result<SessionRecord, String> {
+        self.read(name, "live")
     }
 
     /// Removes the records of `name` (the session closed).
@@ -355,6 +389,7 @@ mod tests {
             runtime_max: Some(60),
             leader: None,
             opened: None,
+            ended_by: None,
         }
     }
 

@@ -89,7 +89,7 @@ pub fn open_session(pamh: &Pam, _args: &[String]) -> PamError {
 
 pub fn close_session(pamh: &Pam, _args: &[String]) -> PamError {
     let mut ctx = PamHandleContext { pamh };
-    close_session_with(&mut ctx, &SessionDir::default())
+    close_session_with(&mut ctx, &SessionDir::default(), now())
 }
 
 /// The session phase of a token login: hands pam_systemd the session's limits (the
@@ -140,14 +140,25 @@ pub fn open_session_with(
         );
         return PamError::SESSION_ERR;
     }
+    ctx.log(
+        Level::Notice,
+        &audit::session_line("open", &name, &record, now),
+    );
     PamError::IGNORE
 }
 
-/// The end of a token login's session: its record goes (it no longer counts).
-pub fn close_session_with(ctx: &mut dyn PamContext, sessions: &SessionDir) -> PamError {
+/// The end of a token login's session: one audit line (its facts, duration and how it
+/// ended), and its record goes (it no longer counts).
+pub fn close_session_with(ctx: &mut dyn PamContext, sessions: &SessionDir, now: i64) -> PamError {
     let Some(name) = ctx.getenv(SESSION_ENV) else {
         return PamError::IGNORE;
     };
+    if let Ok(record) = sessions.live(&name) {
+        ctx.log(
+            Level::Notice,
+            &audit::session_line("close", &name, &record, now),
+        );
+    }
     if let Err(why) = sessions.close_session(&name) {
         ctx.log(
             Level::Error,
@@ -399,7 +410,9 @@ fn answer(
 /// An allowed token's session: the granting rule's limits as pam_systemd's data items (for
 /// callers that run every phase in this process), and the record the session phase finds
 /// through `IDTOKEN_SESSION` (for sshd, which does not). A record that cannot be written
-/// refuses the login: its limits could not be applied.
+/// refuses the login when the session needs it (limits, `max_sessions`,
+/// `session_ends_at_exp`: they could not be applied or counted); otherwise the login goes
+/// on unrecorded, and says so (a caller that is not root cannot write /run/idtoken).
 fn prepare_session(
     ctx: &mut dyn PamContext,
     config: &Config,
@@ -408,13 +421,14 @@ fn prepare_session(
     sessions: &SessionDir,
     rhost: Option<&str>,
 ) -> PamError {
-    let limits = config
+    let rule = config
         .rules
         .iter()
-        .find(|r| d.rule.as_deref() == Some(r.name.as_str()))
-        .map(|r| r.limits.clone())
-        .unwrap_or_default();
+        .find(|r| d.rule.as_deref() == Some(r.name.as_str()));
+    let limits = rule.map(|r| r.limits.clone()).unwrap_or_default();
     let ends_at_exp = config.defaults.session_ends_at_exp;
+    let needs_record =
+        ends_at_exp || !limits.is_empty() || rule.is_some_and(|r| r.max_sessions.is_some());
     // An allowed token always has exp.
     let exp = d.audit_claims.exp.unwrap_or(now);
     for (item, value) in limits.items(ends_at_exp, exp, now) {
@@ -440,6 +454,7 @@ fn prepare_session(
         runtime_max: None,
         leader: None,
         opened: None,
+        ended_by: None,
     };
     record.set_limits(&limits);
     match sessions.create_pending(&record) {
@@ -447,15 +462,27 @@ fn prepare_session(
             ctx.putenv(SESSION_ENV, &name);
             PamError::SUCCESS
         }
-        Err(why) => {
+        Err(why) if needs_record => {
             ctx.log(
                 Level::Error,
                 &format!(
-                    "token allowed, but its session cannot be recorded: {}; refusing the login",
+                    "token allowed, but its session cannot be recorded: {}; refusing the login \
+                     (its session limits, max_sessions or session_ends_at_exp need the record)",
                     clean(&why)
                 ),
             );
             PamError::AUTHINFO_UNAVAIL
+        }
+        Err(why) => {
+            ctx.log(
+                Level::Notice,
+                &format!(
+                    "token allowed; its session is not recorded ({}), so `idtoken sessions` \
+                     will not list it",
+                    clean(&why)
+                ),
+            );
+            PamError::SUCCESS
         }
     }
 }

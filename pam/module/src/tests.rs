@@ -653,6 +653,7 @@ fn the_session_phase_applies_the_record_and_closing_removes_it() {
         runtime_max: Some(7200),
         leader: None,
         opened: None,
+        ended_by: None,
     };
     let name = sessions.create_pending(&record).unwrap();
     let mut s = script(vec![vec![
@@ -660,6 +661,7 @@ fn the_session_phase_applies_the_record_and_closing_removes_it() {
         set_data("systemd.memory_max", "4G"),
         set_data("systemd.tasks_max", "64"),
         set_data("systemd.runtime_max_sec", "290"),
+        log(Level::Notice, "session=open id="),
     ]]);
     assert_eq!(
         open_session_with(&mut s, sessions, NOW + 10, 4242),
@@ -676,8 +678,14 @@ fn the_session_phase_applies_the_record_and_closing_removes_it() {
         (live[0].1.leader, live[0].1.opened),
         (Some(4242), Some(NOW + 10))
     );
-    let mut s = script(vec![vec![getenv("IDTOKEN_SESSION", Some(&name))]]);
-    assert_eq!(close_session_with(&mut s, sessions), PamError::IGNORE);
+    let mut s = script(vec![vec![
+        getenv("IDTOKEN_SESSION", Some(&name)),
+        log(Level::Notice, "session=close id="),
+    ]]);
+    assert_eq!(
+        close_session_with(&mut s, sessions, NOW + 70),
+        PamError::IGNORE
+    );
     assert!(
         sessions
             .current(NOW + 10, &|_| true)
@@ -702,6 +710,48 @@ fn the_session_phase_applies_the_record_and_closing_removes_it() {
             PamError::SESSION_ERR
         );
     }
+}
+
+/// A session record that cannot be written (a caller that is not root cannot write
+/// /run/idtoken) refuses the login only when the session needs it: with
+/// session_ends_at_exp the limit could not reach the session; without anything that needs
+/// the record, the login goes on unrecorded and says so.
+#[test]
+fn an_unwritable_session_record_refuses_only_where_the_session_needs_it() {
+    let nowhere = SessionDir {
+        dir: std::path::PathBuf::from("/dev/null/sessions"),
+    };
+    let run_with = |script: &mut Script, args: &[String]| {
+        let world = World {
+            accounts: &AccountTable::new(ACCOUNTS),
+            issuer_data: &key_a(),
+            uses: Uses::Ledger(&Ledger::default()),
+            sessions: Sessions::Dir(&nowhere),
+        };
+        authenticate_with(script, args, NOW, &world)
+    };
+    let t = token(&claims());
+    let plain = Site::new("unrecorded", "");
+    let mut s = script(vec![
+        start(),
+        vec![prompt("ID token: ", t.as_bytes())],
+        decided("decision=allow"),
+        environment(NOW + 300),
+        vec![log(Level::Notice, "its session is not recorded")],
+    ]);
+    assert_eq!(run_with(&mut s, &plain.args), PamError::SUCCESS);
+    let ends = Site::new("unrecorded-ends", "session_ends_at_exp = true");
+    let mut s = script(vec![
+        start(),
+        vec![prompt("ID token: ", t.as_bytes())],
+        decided("decision=allow"),
+        environment(NOW + 300),
+        vec![
+            set_data("systemd.runtime_max_sec", "300"),
+            log(Level::Error, "cannot be recorded"),
+        ],
+    ]);
+    assert_eq!(run_with(&mut s, &ends.args), PamError::AUTHINFO_UNAVAIL);
 }
 
 #[test]

@@ -1,15 +1,17 @@
 //! In-memory stand-ins for what `idtoken_core::decision::evaluate` reads from outside: the
-//! key caches and user maps ([`MemoryKeys`]), NSS ([`AccountTable`], and [`Recording`] to
+//! key caches, user maps and revocation list ([`MemoryKeys`]), NSS ([`AccountTable`], and [`Recording`] to
 //! see what was asked of it) and the use ledger ([`Ledger`]).
 
 use std::borrow::Cow;
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
+use std::path::Path;
 
 use idtoken_core::accounts::{Account, AccountSource, LookupError};
 use idtoken_core::config::Issuer;
 use idtoken_core::jwks::{self, KeySet};
 use idtoken_core::keystore::{DataProblem, IssuerData};
+use idtoken_core::revocations::RevocationList;
 use idtoken_core::usermap::UserMap;
 use idtoken_core::uses::{TokenId, UseLedger};
 
@@ -18,8 +20,9 @@ use crate::keys::{Key, jwks as jwks_of};
 /// Why [`MemoryKeys`] has no key set for an issuer (a test or fuzzed config may name any).
 pub const NO_KEYS: &str = "no key set in memory for this issuer";
 
-/// Key sets already in memory (no file read), and the user map handed to every issuer
-/// whose config names a `user_map` (its path is never read).
+/// Key sets already in memory (no file read), the user map handed to every issuer
+/// whose config names a `user_map` (its path is never read), and the revocation list
+/// (none unless a test gives one: [`MemoryKeys::with_revocations`]).
 #[derive(Debug, Clone)]
 pub struct MemoryKeys {
     /// Key sets by issuer url.
@@ -27,6 +30,7 @@ pub struct MemoryKeys {
     /// What every other issuer gets; `None`: an unavailable key cache ([`NO_KEYS`]).
     others: Option<Result<KeySet, DataProblem>>,
     user_map: Option<UserMap>,
+    revocations: Result<RevocationList, DataProblem>,
 }
 
 impl MemoryKeys {
@@ -41,6 +45,7 @@ impl MemoryKeys {
             by_url: Vec::new(),
             others: Some(Ok(set)),
             user_map: None,
+            revocations: Ok(RevocationList::empty()),
         }
     }
 
@@ -50,6 +55,7 @@ impl MemoryKeys {
             by_url: Vec::new(),
             others: Some(Err(problem)),
             user_map: None,
+            revocations: Ok(RevocationList::empty()),
         }
     }
 
@@ -59,12 +65,19 @@ impl MemoryKeys {
             by_url,
             others: None,
             user_map: None,
+            revocations: Ok(RevocationList::empty()),
         }
     }
 
     /// The user map of every issuer that configures one.
     pub fn with_user_map(mut self, map: UserMap) -> MemoryKeys {
         self.user_map = Some(map);
+        self
+    }
+
+    /// This revocation list (or this problem with it), whatever path the config names.
+    pub fn with_revocations(mut self, list: Result<RevocationList, DataProblem>) -> MemoryKeys {
+        self.revocations = list;
         self
     }
 }
@@ -90,6 +103,10 @@ impl IssuerData for MemoryKeys {
 
     fn user_map(&self, issuer: &Issuer) -> Result<Option<UserMap>, DataProblem> {
         Ok(issuer.user_map.as_ref().and(self.user_map.clone()))
+    }
+
+    fn revocations(&self, _path: &Path) -> Result<RevocationList, DataProblem> {
+        self.revocations.clone()
     }
 }
 

@@ -91,6 +91,69 @@ pub fn askpass_login(s: &Sshd, answer: &str, mark: &Path, remote: &str) -> Outpu
     )
 }
 
+/// The module's syslog lines in `s` that contain `what` (`decision=allow`, `passing it on`,
+/// or "" for any), once there are at least `want` of them or after 5 s: syslog lines
+/// arrive a little after the login that wrote them.
+fn module_lines(s: &Sshd, what: &str, want: usize) -> usize {
+    let start = Instant::now();
+    loop {
+        let n = s
+            .pam
+            .syslog
+            .lines()
+            .iter()
+            .filter(|l| l.contains("pam_idtoken(") && l.contains(what))
+            .count();
+        if n >= want || start.elapsed() > Duration::from_secs(5) {
+            return n;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// What the module must have done in a benchmark's logins for its figure to be the module's.
+#[derive(Clone, Copy, PartialEq)]
+enum Module {
+    /// Not in the stack: nothing asked.
+    Absent,
+    /// Loaded by libpam but never called: nothing asked, no line of the module at all.
+    LoadedOnly,
+    /// Asked in each login, and one `decision=allow` audit line per login (a token).
+    AllowsEach,
+    /// Asked in each login, and no decision (a password, passed on with PAM_IGNORE).
+    PassesEachOn,
+}
+
+/// Refuses (panics) unless the module did in `s`'s `n` logins what `expect` says, `asked`
+/// of which reached the askpass helper: a stack that logs in without the module deciding
+/// (pam_permit after a module that stepped aside) would otherwise be reported as the
+/// module's cost.
+fn check_module(s: &Sshd, tag: &str, n: usize, asked: usize, expect: Module) {
+    let prompted = match expect {
+        Module::Absent | Module::LoadedOnly => 0,
+        Module::AllowsEach | Module::PassesEachOn => n,
+    };
+    let (what, want) = match expect {
+        Module::Absent => ("", None),
+        Module::LoadedOnly => ("", Some(0)),
+        Module::AllowsEach => ("decision=allow", Some(n)),
+        Module::PassesEachOn => ("decision=", Some(0)),
+    };
+    let got = want.map(|want| {
+        if want == 0 {
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        module_lines(s, what, want)
+    });
+    assert!(
+        asked == prompted && got == want,
+        "ssh-bench: {tag}: {n} logins, {asked} prompted (want {prompted}), {got:?} module lines \
+         with {what:?} (want {want:?}): the module did not do what this figure is about, so \
+         none is reported\nsshd log:\n{}",
+        s.sshd_log()
+    );
+}
+
 /// Whether the template would retry this attempt: ssh's own error (255), no prompt
 /// reached, and sshd closed the connection before authentication.
 fn retryable(out: &Output, asked: bool) -> bool {
@@ -185,7 +248,8 @@ fn burst_once(s: &Sshd, n: usize, answer: &str, retry: bool) -> Vec<JobResult> {
 /// `ssh-bench --burst N`: N logins at once against one sshd, for stock and recommended
 /// MaxStartups, the module and pam_permit, each without and with the template's retry.
 /// Prints a table and one JSON line per row; never fails on the figures, only when no
-/// login of a recommended-MaxStartups row got through (the bench itself is broken then).
+/// login of a recommended-MaxStartups row got through, or when logins through the module's
+/// stack were not the module's allows (the bench itself is broken then: no figure).
 pub fn burst(n: usize) {
     let now = bench::now();
     let token = token(now);
@@ -219,9 +283,32 @@ pub fn burst(n: usize) {
                 String::from_utf8_lossy(&warm.stderr),
                 s.sshd_log()
             );
+            // Every login that got through the module's stack must be the module's allow
+            // (pam_permit after it would let a module that never decides pass).
+            let mut allowed = if stack == "pam_idtoken" {
+                let got = module_lines(&s, "decision=allow", 1);
+                assert_eq!(
+                    got, 1,
+                    "ssh-bench --burst: the warm-up login was not the module's allow"
+                );
+                got
+            } else {
+                0
+            };
             for retry in [false, true] {
                 let results = burst_once(&s, n, &token, retry);
                 let ok = results.iter().filter(|r| r.ok).count();
+                if stack == "pam_idtoken" {
+                    let got = module_lines(&s, "decision=allow", allowed + ok);
+                    assert!(
+                        got >= allowed + ok,
+                        "ssh-bench --burst: {ok} logins through the module's stack (retry={retry}) \
+                         but {} decision=allow audit lines: the module did not decide them, so \
+                         no figure is reported for it",
+                        got - allowed
+                    );
+                    allowed = got;
+                }
                 let retries: u32 = results.iter().map(|r| r.attempts - 1).sum();
                 let mut ms: Vec<f64> = results.iter().filter(|r| r.ok).map(|r| r.ms).collect();
                 ms.sort_by(f64::total_cmp);
@@ -244,14 +331,6 @@ pub fn burst(n: usize) {
                 }
             }
             if stack == "pam_idtoken" {
-                std::thread::sleep(Duration::from_millis(200));
-                let allowed = s
-                    .pam
-                    .syslog
-                    .audit_lines()
-                    .iter()
-                    .filter(|l| l.contains("decision=allow"))
-                    .count();
                 println!("    audit lines with decision=allow: {allowed} (warm-up included)");
             }
         }
@@ -280,17 +359,23 @@ fn cpu_ms(u: &libc::rusage) -> f64 {
 }
 
 /// Starts an sshd with `auth`, makes `n` sequential logins answering with `answer` and
-/// running `remote`, stops it; the tree's CPU (ms) and the last login's output.
-fn tree_run(tag: &str, auth: &str, n: usize, answer: &str, remote: &str) -> (f64, Option<Output>) {
+/// running `remote`, checks the module did what `module` says in each, stops it; the
+/// tree's CPU (ms) and the last login's output.
+fn tree_run(
+    tag: &str,
+    auth: &str,
+    n: usize,
+    answer: &str,
+    remote: &str,
+    module: Module,
+) -> (f64, Option<Output>) {
     let s = site_sshd(tag, auth, &[]);
     let mut last = None;
+    let mut asked = 0;
     for i in 0..n {
-        let out = askpass_login(
-            &s,
-            answer,
-            &s.pam.sandbox.path(&format!("asked-{i}")),
-            remote,
-        );
+        let mark = s.pam.sandbox.path(&format!("asked-{i}"));
+        let out = askpass_login(&s, answer, &mark, remote);
+        asked += usize::from(mark.exists());
         assert!(
             out.status.success(),
             "{tag}: login {i} failed:\n{}\nsshd log:\n{}",
@@ -299,6 +384,7 @@ fn tree_run(tag: &str, auth: &str, n: usize, answer: &str, remote: &str) -> (f64
         );
         last = Some(out);
     }
+    check_module(&s, tag, n, asked, module);
     let usage = s.stop().unwrap_or_else(|e| panic!("{tag}: {e}"));
     (cpu_ms(&usage), last)
 }
@@ -323,8 +409,15 @@ pub fn tree_cpu(n: usize, rounds: usize) {
     // shell burns CPU and reports it with `times`, against one running `true`: the tree must
     // grow by what the shell reports.
     let burn = "i=0; while [ $i -lt 300000 ]; do i=$((i+1)); done; times";
-    let (with_burn, out) = tree_run("tree-check", PERMIT_STACK, 1, &token, burn);
-    let (plain, _) = tree_run("tree-check", PERMIT_STACK, 1, &token, "true");
+    let (with_burn, out) = tree_run("tree-check", PERMIT_STACK, 1, &token, burn, Module::Absent);
+    let (plain, _) = tree_run(
+        "tree-check",
+        PERMIT_STACK,
+        1,
+        &token,
+        "true",
+        Module::Absent,
+    );
     let shell = out
         .and_then(|o| shell_times_ms(&String::from_utf8_lossy(&o.stdout)))
         .unwrap_or(f64::NAN);
@@ -346,23 +439,33 @@ pub fn tree_cpu(n: usize, rounds: usize) {
         with_burn - plain
     );
 
-    let cases: [(&str, &str, &str); 4] = [
-        ("pam_permit", PERMIT_STACK, &token),
-        ("module loaded only", LOADED_STACK, &token),
-        ("module, password", MODULE_STACK, PASSWORD),
-        ("module, token", MODULE_STACK, &token),
+    let cases: [(&str, &str, &str, Module); 4] = [
+        ("pam_permit", PERMIT_STACK, &token, Module::Absent),
+        (
+            "module loaded only",
+            LOADED_STACK,
+            &token,
+            Module::LoadedOnly,
+        ),
+        (
+            "module, password",
+            MODULE_STACK,
+            PASSWORD,
+            Module::PassesEachOn,
+        ),
+        ("module, token", MODULE_STACK, &token, Module::AllowsEach),
     ];
     let mut idle = Vec::new();
     let mut per_login: Vec<Vec<f64>> = vec![Vec::new(); cases.len()];
     for round in 0..rounds {
         // The idle sshd (started and stopped, no login) is isolate's and sshd's fixed cost.
-        let (i, _) = tree_run("tree-idle", PERMIT_STACK, 0, "", "true");
+        let (i, _) = tree_run("tree-idle", PERMIT_STACK, 0, "", "true", Module::Absent);
         idle.push(i);
         // Rotate the order each round, so no case always runs after the same one.
         for k in 0..cases.len() {
             let c = (k + round) % cases.len();
-            let (name, auth, answer) = cases[c];
-            let (ms, _) = tree_run(&format!("tree-{c}"), auth, n, answer, "true");
+            let (name, auth, answer, module) = cases[c];
+            let (ms, _) = tree_run(&format!("tree-{c}"), auth, n, answer, "true", module);
             per_login[c].push((ms - i) / n as f64);
             eprintln!(
                 "round {round}: {name}: {:.3} ms per login",
@@ -396,7 +499,7 @@ pub fn tree_cpu(n: usize, rounds: usize) {
     );
     let base = median(&per_login[0]);
     let mut rows = Vec::new();
-    for (c, (name, _, _)) in cases.iter().enumerate() {
+    for (c, (name, _, _, _)) in cases.iter().enumerate() {
         let m = median(&per_login[c]);
         let (lo, hi) = spread(&per_login[c]);
         println!(

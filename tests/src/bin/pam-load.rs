@@ -1,6 +1,9 @@
 //! pam-load: many threads authenticating through the real libpam and the module at once,
 //! while another thread replaces the key cache atomically in a loop. Prints one JSON line:
-//! counts of right and wrong answers, file descriptors and RSS before and after.
+//! counts of right and wrong answers, file descriptors before and after, and after each
+//! round the process's RSS and the bytes malloc has handed out and not had back (glibc's
+//! mallinfo2: `uordblks + hblkhd`, every arena), which a leak grows by its size exactly
+//! while RSS moves with the arenas' fragmentation.
 //!
 //!   pam-load --confdir DIR --service NAME --user ACCOUNT --threads N --iterations M
 //!            --valid FILE --invalid FILE --cache PATH --key-sets FILE,FILE
@@ -38,6 +41,28 @@ fn rss_kb() -> u64 {
         .find_map(|l| l.strip_prefix("VmRSS:"))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         .unwrap_or(0)
+}
+
+/// Bytes allocated with malloc and not freed, over all arenas and mmapped chunks.
+fn heap_in_use() -> u64 {
+    // SAFETY: mallinfo2 only reads the allocator's statistics.
+    let m = unsafe { libc::mallinfo2() };
+    (m.uordblks + m.hblkhd) as u64
+}
+
+/// Waits (up to 10 s) until only `n` threads are left: a scoped thread counts as joined
+/// when its closure returns, before its thread-local destructors (glibc's tcache, the
+/// crypto library's per-thread state) have given their memory back.
+fn wait_for_threads(n: usize) {
+    let count = || {
+        std::fs::read_dir("/proc/self/task")
+            .map(|d| d.count())
+            .unwrap_or(0)
+    };
+    let start = std::time::Instant::now();
+    while count() > n && start.elapsed() < std::time::Duration::from_secs(10) {
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
 }
 
 fn main() {
@@ -94,6 +119,7 @@ fn main() {
     // Three identical rounds: the first grows the allocator's arenas to their working size,
     // so growth through all three is what a leak would look like.
     let mut rss_after_round = Vec::new();
+    let mut heap_after_round = Vec::new();
     for _round in 0..3 {
         std::thread::scope(|s| {
             for t in 0..threads {
@@ -110,7 +136,10 @@ fn main() {
                 });
             }
         });
+        // This thread and the key writer.
+        wait_for_threads(2);
         rss_after_round.push(rss_kb());
+        heap_after_round.push(heap_in_use());
     }
     stop.store(true, Ordering::Relaxed);
     writer.join().unwrap();
@@ -121,6 +150,7 @@ fn main() {
             "rotations": rotations.load(Ordering::Relaxed),
             "fds_before": fds_before, "fds_after": open_fds(),
             "rss_kb_before": rss_before, "rss_kb_after_round": rss_after_round,
+            "heap_in_use_after_round": heap_after_round,
         })
     );
 }

@@ -19,13 +19,22 @@
 //! while comparing. The buffer the memory is read into is a mapping of its own that the
 //! scan skips.
 //!
-//! Output: {"rc":..,"rc_name":..,"prompts":..,"regions":..,"bytes":..,"counts":{NAME:N,..}}.
+//! A freed buffer can be reused (and overwritten) before the scan runs: libpam's strdup of
+//! PAM_AUTHTOK takes the very chunk an unwiped password response was freed into, so a scan
+//! alone misses that leak. So this program also defines `free` (exported to the module and
+//! libpam, see tests/build.rs) and looks at each response it handed out at the moment it is
+//! freed: `responses_freed` counts them, `responses_unwiped` those that still held a byte of
+//! the answer.
+//!
+//! Output: {"rc":..,"rc_name":..,"prompts":..,"regions":..,"bytes":..,"counts":{NAME:N,..},
+//! "responses":N,"responses_freed":N,"responses_unwiped":N}.
 
 use std::ffi::{CStr, c_int, c_void};
 use std::fs::File;
 use std::io::Read;
 use std::os::unix::fs::FileExt;
 use std::ptr;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -36,6 +45,63 @@ use idtoken_e2e::libpam::{
     PamMessage, PamResponse, pam_authenticate, pam_end, pam_setcred, pam_start_confdir,
     pam_strerror,
 };
+
+/// How many responses the free hook can follow.
+const TRACKED: usize = 64;
+/// Address and answer length of each response handed to the module (0: slot free).
+static RESPONSE_AT: [AtomicUsize; TRACKED] = [const { AtomicUsize::new(0) }; TRACKED];
+static RESPONSE_LEN: [AtomicUsize; TRACKED] = [const { AtomicUsize::new(0) }; TRACKED];
+static RESPONSES: AtomicUsize = AtomicUsize::new(0);
+static RESPONSES_FREED: AtomicUsize = AtomicUsize::new(0);
+static RESPONSES_UNWIPED: AtomicUsize = AtomicUsize::new(0);
+static TRACKING: AtomicBool = AtomicBool::new(false);
+
+unsafe extern "C" {
+    /// glibc's own free, which `free` below hands every pointer on to.
+    fn __libc_free(p: *mut c_void);
+}
+
+/// Every `free` of this process (its own, libpam's and the module's: tests/build.rs exports
+/// it): a response handed to the module is checked for answer bytes left in it, then freed.
+///
+/// # Safety
+/// As free(3).
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn free(p: *mut c_void) {
+    if !p.is_null() && TRACKING.load(Ordering::Relaxed) {
+        let at = p as usize;
+        for (slot, len) in RESPONSE_AT.iter().zip(&RESPONSE_LEN) {
+            if slot.load(Ordering::Relaxed) == at {
+                slot.store(0, Ordering::Relaxed);
+                let len = len.load(Ordering::Relaxed);
+                // SAFETY: the response was malloc'd with len + 1 bytes by `conversation`,
+                // and is not freed yet.
+                let bytes = unsafe { std::slice::from_raw_parts(p.cast::<u8>(), len) };
+                RESPONSES_FREED.fetch_add(1, Ordering::Relaxed);
+                // An answer has no NUL byte: a wiped one is all zeros.
+                if bytes.iter().any(|b| *b != 0) {
+                    RESPONSES_UNWIPED.fetch_add(1, Ordering::Relaxed);
+                }
+                break;
+            }
+        }
+    }
+    // SAFETY: as the caller's free.
+    unsafe { __libc_free(p) }
+}
+
+/// Remembers a response handed to the module, for the free hook.
+fn track(p: *mut u8, len: usize) {
+    RESPONSES.fetch_add(1, Ordering::Relaxed);
+    for (slot, l) in RESPONSE_AT.iter().zip(&RESPONSE_LEN) {
+        if slot.load(Ordering::Relaxed) == 0 {
+            l.store(len, Ordering::Relaxed);
+            slot.store(p as usize, Ordering::Relaxed);
+            return;
+        }
+    }
+    panic!("more than {TRACKED} responses outstanding");
+}
 
 /// Bytes wiped (explicit_bzero, not optimised away) before their memory is freed.
 struct Wiped(Vec<u8>);
@@ -94,13 +160,15 @@ unsafe extern "C" fn conversation(
         let len = answer.0.len();
         // SAFETY: len + 1 bytes allocated, the answer copied in and NUL-terminated; the
         // module owns the string from here.
-        unsafe {
+        let s = unsafe {
             let s = libc::malloc(len + 1).cast::<u8>();
             assert!(!s.is_null(), "malloc");
             ptr::copy_nonoverlapping(answer.0.as_ptr(), s, len);
             *s.add(len) = 0;
             (*out.add(i)).resp = s.cast();
-        }
+            s
+        };
+        track(s, len);
     }
     // SAFETY: resp is the module's out pointer.
     unsafe { *resp = out };
@@ -370,6 +438,7 @@ fn main() {
         cstr(need("--user")),
     );
     let mut pamh: *mut c_void = ptr::null_mut();
+    TRACKING.store(true, Ordering::Relaxed);
     // SAFETY: valid C strings and a conv struct that outlives the handle.
     let rc = unsafe { pam_start_confdir(s.as_ptr(), u.as_ptr(), &*conv, c.as_ptr(), &mut pamh) };
     assert_eq!(rc, PAM_SUCCESS, "pam_start_confdir failed: {rc}");
@@ -383,6 +452,7 @@ fn main() {
         pam_end(pamh, rc);
         (rc, name, setcred)
     };
+    TRACKING.store(false, Ordering::Relaxed);
     let prompts = std::mem::take(&mut client.prompts);
     drop(conv);
     drop(client); // wipes the answers
@@ -397,6 +467,9 @@ fn main() {
         "{}",
         json!({"rc": rc, "rc_name": rc_name, "setcred": setcred, "prompts": prompts,
                "regions": regions, "bytes": bytes, "counts": counts,
-               "leaked": leaked})
+               "leaked": leaked,
+               "responses": RESPONSES.load(Ordering::Relaxed),
+               "responses_freed": RESPONSES_FREED.load(Ordering::Relaxed),
+               "responses_unwiped": RESPONSES_UNWIPED.load(Ordering::Relaxed)})
     );
 }
