@@ -264,10 +264,12 @@ impl Runner {
             .collect()
     }
 
-    /// Fails if `secret` is in the play's output or in a file the runner kept.
-    fn assert_no_secret(&self, o: &Output, secret: &str) {
+    /// Fails if `secret` is in the plays' output or in a file the runner kept.
+    fn assert_no_secret(&self, outputs: &[Output], secret: &str) {
         let tail = &secret[secret.len() - 40..];
-        assert!(!text(o).contains(tail), "the token in Ansible's output");
+        for o in outputs {
+            assert!(!text(o).contains(tail), "the token in Ansible's output");
+        }
         let mut dirs = vec![self.sb.dir.clone()];
         while let Some(d) = dirs.pop() {
             for e in std::fs::read_dir(&d).unwrap().flatten() {
@@ -333,9 +335,11 @@ fn one_login_per_play(tag: &str, env: &[(&str, &str)]) {
     let runner = Runner::new(&format!("{tag}-runner"));
     let token = keys::mint_gitlab_shaped(&claims("alice", tag));
     assert!(token.len() > 1023, "ssh would cut it: {}", token.len());
+    let mut outputs = Vec::new();
     let o = runner.run(&s, &token, "", env);
     assert_play_ran(&o, &s);
     eprintln!("{}", String::from_utf8_lossy(&o.stdout));
+    outputs.push(o);
     let audit = settled_audit(&s);
     assert_eq!(audit.len(), 1, "one login for the play: {audit:#?}");
     assert!(
@@ -364,6 +368,7 @@ fn one_login_per_play(tag: &str, env: &[(&str, &str)]) {
     // max_uses = 1: the same token again is refused, once (one answer, no retry).
     let o = runner.run(&s, &token, "", env);
     assert_unreachable(&o);
+    outputs.push(o);
     let audit = settled_audit(&s);
     assert_eq!(audit.len(), 2, "one more login attempt: {audit:#?}");
     assert!(
@@ -379,6 +384,7 @@ fn one_login_per_play(tag: &str, env: &[(&str, &str)]) {
     env2.push(("ANSIBLE_SSH_RETRIES", "2"));
     let o = runner.run(&s, &token, "", &env2);
     assert_unreachable(&o);
+    outputs.push(o);
     let audit = settled_audit(&s);
     assert_eq!(audit.len(), 5, "three more attempts: {audit:#?}");
     assert!(
@@ -403,7 +409,7 @@ fn one_login_per_play(tag: &str, env: &[(&str, &str)]) {
     assert!(packed.starts_with("~1.") && packed.len() < 1000, "{packed}");
     for secret in [&token, &packed] {
         assert_no_token_logged(&s, secret);
-        runner.assert_no_secret(&o, secret);
+        runner.assert_no_secret(&outputs, secret);
     }
 }
 
@@ -424,10 +430,11 @@ fn the_readmes_ansible_play_logs_in_once_through_sshpass_too() {
     one_login_per_play("sshpass", &[("ANSIBLE_SSH_PASSWORD_MECHANISM", "sshpass")]);
 }
 
-/// The example pins the login node's host key: a server with another key gets no answer
-/// (no login attempt reaches the module), whichever way Ansible answers.
+/// The example pins the login node's host key: a server with another key, or one the
+/// job's known_hosts does not name, gets no answer (no login attempt reaches the module),
+/// whichever way Ansible answers.
 #[test]
-fn the_readmes_ansible_example_sends_nothing_to_a_host_with_another_key() {
+fn the_readmes_ansible_example_sends_nothing_to_a_host_it_does_not_know() {
     require_ansible!();
     let s = start("ansible-hostkey", "");
     let runner = Runner::new("ansible-hostkey-runner");
@@ -440,32 +447,31 @@ fn the_readmes_ansible_example_sends_nothing_to_a_host_with_another_key() {
     assert!(made.success());
     let public = std::fs::read_to_string(other.with_extension("pub")).unwrap();
     let mut key = public.split_whitespace();
-    let wrong = format!(
-        "[127.0.0.1]:{} {} {}",
-        s.port,
-        key.next().unwrap(),
-        key.next().unwrap()
-    );
+    let (kind, key) = (key.next().unwrap(), key.next().unwrap());
+    let another_key = format!("[127.0.0.1]:{} {kind} {key}", s.port);
+    let another_host = format!("login.hpc.example.org {kind} {key}");
     let token = keys::mint_gitlab_shaped(&claims("alice", "hostkey"));
-    for mechanism in ["ssh_askpass", "sshpass"] {
-        let o = runner.run(
-            &s,
-            &token,
-            "",
-            &[
-                ("IDTOKEN_KNOWN_HOSTS", &wrong),
-                ("ANSIBLE_SSH_PASSWORD_MECHANISM", mechanism),
-            ],
-        );
-        // Ansible reads ssh's "Host key verification failed" and says why.
-        let out = String::from_utf8_lossy(&o.stdout);
-        assert!(
-            !o.status.success()
-                && !out.contains("who.stdout")
-                && out.contains("Host Key checking is enabled"),
-            "{mechanism}: {}",
-            text(&o)
-        );
+    for known in [&another_key, &another_host] {
+        for mechanism in ["ssh_askpass", "sshpass"] {
+            let o = runner.run(
+                &s,
+                &token,
+                "",
+                &[
+                    ("IDTOKEN_KNOWN_HOSTS", known),
+                    ("ANSIBLE_SSH_PASSWORD_MECHANISM", mechanism),
+                ],
+            );
+            // ssh says "Host key verification failed" and Ansible says why.
+            let out = String::from_utf8_lossy(&o.stdout);
+            assert!(
+                !o.status.success()
+                    && !out.contains("who.stdout")
+                    && out.contains("Host Key checking is enabled"),
+                "{known} {mechanism}: {}",
+                text(&o)
+            );
+        }
     }
     let audit = settled_audit(&s);
     assert!(audit.is_empty(), "{audit:#?}");
