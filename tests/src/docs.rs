@@ -64,6 +64,7 @@ pub const SPANS: &[(&str, &str)] = &[
     ("docs/ci.md", "job-example"),            // ci_template.rs
     ("docs/ci.md", "askpass-sh"),             // ci_template.rs
     ("docs/ci.md", "sshpass-example"),        // ssh_login.rs
+    ("docs/ci.md", "ansible-example"),        // ansible.rs
     ("docs/operations.md", "metrics-enable"), // tests/packaging/run
     ("docs/operations.md", "revoke-example"), // revocation.rs
 ];

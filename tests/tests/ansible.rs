@@ -1,4 +1,4 @@
-//! Ansible, a one-prompt client, through the real sshd: the README's example (between
+//! Ansible, a one-prompt client, through the real sshd: docs/ci.md's example (between
 //! `<!-- ansible-example:start/end -->`: an inventory, a playbook and the job's commands)
 //! run as printed by ansible-core's ssh connection with the packed GitLab-sized token as
 //! `ansible_password`, both ways Ansible answers a prompt (its own SSH_ASKPASS helper, the
@@ -23,6 +23,8 @@ use idtoken_e2e::sshd::{self, Sshd};
 const STACK: &str = "auth [success=done ignore=ignore default=die] MODULE config=CONFIG\nauth required pam_unix.so try_first_pass";
 /// Where install-deps puts ansible-core.
 const VENV_PLAYBOOK: &str = "/opt/idtoken-test-venv/bin/ansible-playbook";
+/// The CI author's guide, which shows the example (`<!-- ansible-example:start/end -->`).
+const DOC: &str = "docs/ci.md";
 
 fn ansible_playbook() -> Option<PathBuf> {
     if let Some(p) = std::env::var_os("IDTOKEN_TEST_ANSIBLE") {
@@ -35,20 +37,16 @@ fn ansible_playbook() -> Option<PathBuf> {
     sshd::which("ansible-playbook")
 }
 
-/// The README's Ansible example: its files (a ```yaml block whose first line is
+/// docs/ci.md's Ansible example: its files (a ```yaml block whose first line is
 /// `# NAME`) and the job's commands (the ```sh block).
 struct Example {
     files: Vec<(String, String)>,
     script: String,
 }
 
-fn readme_example() -> Example {
-    let readme = std::fs::read_to_string(idtoken_e2e::workspace_root().join("README.md")).unwrap();
-    let block = readme
-        .split_once("<!-- ansible-example:start -->")
-        .and_then(|(_, rest)| rest.split_once("<!-- ansible-example:end -->"))
-        .map(|(b, _)| b)
-        .expect("README.md has the ansible-example markers");
+fn doc_example() -> Example {
+    let span = idtoken_e2e::docs::span(DOC, "ansible-example");
+    let block = span.as_str();
     let mut files = Vec::new();
     let mut script = None;
     let mut rest = block;
@@ -156,7 +154,7 @@ impl Runner {
         }
         set_mode(&sb.path("home"), 0o700);
         set_mode(&sb.path("tmp"), 0o1777);
-        let example = readme_example();
+        let example = doc_example();
         for (name, body) in &example.files {
             std::fs::write(sb.path("job").join(name), body).unwrap();
         }
@@ -239,7 +237,7 @@ macro_rules! require_ansible {
     };
 }
 
-/// How the README says a play without ControlPersist logs in: its four-task play takes this
+/// How docs/ci.md says a play without ControlPersist logs in: its four-task play takes this
 /// many logins with ansible-core 2.19 (and with `ansible_pipelining: true`).
 const LOGINS_WITHOUT_CONTROLPERSIST: usize = 19;
 const LOGINS_WITHOUT_CONTROLPERSIST_PIPELINING: usize = 10;
@@ -418,11 +416,11 @@ fn one_login_per_play(tag: &str, env: &[(&str, &str)], retried: usize) {
     }
 }
 
-/// The README's Ansible example as printed, with ansible-core's default way of answering
+/// docs/ci.md's Ansible example as printed, with ansible-core's default way of answering
 /// (its own SSH_ASKPASS helper): the play runs `id -un` and a copy on the login node over
 /// one login, so `max_uses = 1` holds; the token used up is refused once per connection.
 #[test]
-fn the_readmes_ansible_play_runs_on_the_login_node_with_one_login() {
+fn the_documented_ansible_play_runs_on_the_login_node_with_one_login() {
     require_ansible!();
     one_login_per_play("play", &[], 3);
 }
@@ -430,7 +428,7 @@ fn the_readmes_ansible_play_runs_on_the_login_node_with_one_login() {
 /// The same example with `ansible_ssh_password_mechanism=sshpass` (what ansible-core before
 /// 2.19 always does): sshpass answers the `ID token` prompt, one login per play.
 #[test]
-fn the_readmes_ansible_play_logs_in_once_through_sshpass_too() {
+fn the_documented_ansible_play_logs_in_once_through_sshpass_too() {
     require_ansible!();
     one_login_per_play(
         "sshpass",
@@ -443,7 +441,7 @@ fn the_readmes_ansible_play_logs_in_once_through_sshpass_too() {
 /// job's known_hosts does not name, gets no answer (no login attempt reaches the module),
 /// whichever way Ansible answers.
 #[test]
-fn the_readmes_ansible_example_sends_nothing_to_a_host_it_does_not_know() {
+fn the_documented_ansible_example_sends_nothing_to_a_host_it_does_not_know() {
     require_ansible!();
     let s = start("ansible-hostkey", "");
     let runner = Runner::new("ansible-hostkey-runner");
@@ -493,20 +491,17 @@ fn the_readmes_ansible_example_sends_nothing_to_a_host_it_does_not_know() {
     );
 }
 
-/// What the README says of a play without ControlPersist: every task logs in again, the
+/// What docs/ci.md says of a play without ControlPersist: every task logs in again, the
 /// four-task play takes LOGINS_WITHOUT_CONTROLPERSIST logins (fewer with pipelining), and
 /// under `max_uses = 1` it fails at the second.
 #[test]
 fn without_controlpersist_every_task_logs_in_again() {
     require_ansible!();
-    let readme = std::fs::read_to_string(idtoken_e2e::workspace_root().join("README.md")).unwrap();
+    let doc = idtoken_e2e::docs::read(DOC);
     let said = format!(
         "takes {LOGINS_WITHOUT_CONTROLPERSIST} logins ({LOGINS_WITHOUT_CONTROLPERSIST_PIPELINING} with `ansible_pipelining: true`)"
     );
-    assert!(
-        readme.replace('\n', " ").contains(&said),
-        "README.md says: {said}"
-    );
+    assert!(doc.replace('\n', " ").contains(&said), "{DOC} says: {said}");
     let s = start("ansible-nocp", "");
     let runner = Runner::new("ansible-nocp-runner");
     for (args, logins) in [
