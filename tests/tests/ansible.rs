@@ -243,10 +243,11 @@ const LOGINS_WITHOUT_CONTROLPERSIST: usize = 19;
 const LOGINS_WITHOUT_CONTROLPERSIST_PIPELINING: usize = 10;
 
 impl Runner {
-    /// Processes whose command line names this runner's TMPDIR (the per-job known_hosts
-    /// file is there): the play's ssh master connection, while it lives.
+    /// Processes whose command line names this runner's directory: the play's ssh master
+    /// connection while it lives (a backgrounded master retitles itself "ssh: CONTROL_PATH
+    /// [mux]", and its control socket is in the runner's ~/.ansible/cp).
     fn ssh_processes(&self) -> Vec<String> {
-        let tmp = self.sb.path("tmp").display().to_string();
+        let tmp = self.sb.dir.display().to_string();
         let me = std::process::id().to_string();
         std::fs::read_dir("/proc")
             .unwrap()
