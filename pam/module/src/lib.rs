@@ -82,37 +82,11 @@ unsafe fn module_args(argc: c_int, argv: *const *const c_char) -> Vec<String> {
         .collect()
 }
 
-/// # Safety
-/// Called by libpam with a valid handle and argument vector.
-#[unsafe(no_mangle)]
-pub unsafe extern "C" fn pam_sm_authenticate(
-    pamh: Pam,
-    _flags: c_int,
-    argc: c_int,
-    argv: *const *const c_char,
-) -> c_int {
-    // SAFETY: libpam's contract.
-    unsafe { guarded(&pamh, argc, argv, PamError::AUTH_ERR, hooks::authenticate) }
-}
-
-/// `PAM_SUCCESS` after a token login, `PAM_IGNORE` otherwise ([`account`]).
-///
-/// # Safety
-/// Called by libpam with a valid handle and argument vector.
-#[unsafe(no_mangle)]
-pub unsafe extern "C" fn pam_sm_acct_mgmt(
-    pamh: Pam,
-    _flags: c_int,
-    argc: c_int,
-    argv: *const *const c_char,
-) -> c_int {
-    // SAFETY: libpam's contract.
-    unsafe { guarded(&pamh, argc, argv, PamError::IGNORE, account::hook) }
-}
-
-macro_rules! ignored_hook {
-    ($name:ident) => {
-        /// Not this module's business: `PAM_IGNORE`.
+/// One PAM entry point: `$hook` under [`guarded`], which answers `$on_panic` if it
+/// panics (every entry point is guarded: a panic must never unwind into libpam).
+macro_rules! pam_hook {
+    ($(#[$doc:meta])* $name:ident, $on_panic:expr, $hook:path) => {
+        $(#[$doc])*
         ///
         /// # Safety
         /// Called by libpam with a valid handle and argument vector.
@@ -124,52 +98,32 @@ macro_rules! ignored_hook {
             argv: *const *const c_char,
         ) -> c_int {
             // SAFETY: libpam's contract.
-            unsafe { guarded(&pamh, argc, argv, PamError::SERVICE_ERR, hooks::ignore) }
+            unsafe { guarded(&pamh, argc, argv, $on_panic, $hook) }
         }
     };
 }
 
-// setcred too: see hooks::ignore for why it must not answer PAM_SUCCESS.
-ignored_hook!(pam_sm_setcred);
-/// # Safety
-/// Called by libpam with a valid handle and argument vector.
-#[unsafe(no_mangle)]
-pub unsafe extern "C" fn pam_sm_open_session(
-    pamh: Pam,
-    _flags: c_int,
-    argc: c_int,
-    argv: *const *const c_char,
-) -> c_int {
-    // SAFETY: libpam's contract.
-    unsafe {
-        guarded(
-            &pamh,
-            argc,
-            argv,
-            PamError::SESSION_ERR,
-            hooks::open_session,
-        )
-    }
-}
-
-/// # Safety
-/// Called by libpam with a valid handle and argument vector.
-#[unsafe(no_mangle)]
-pub unsafe extern "C" fn pam_sm_close_session(
-    pamh: Pam,
-    _flags: c_int,
-    argc: c_int,
-    argv: *const *const c_char,
-) -> c_int {
-    // SAFETY: libpam's contract.
-    unsafe {
-        guarded(
-            &pamh,
-            argc,
-            argv,
-            PamError::SESSION_ERR,
-            hooks::close_session,
-        )
-    }
-}
-ignored_hook!(pam_sm_chauthtok);
+pam_hook!(
+    /// The decision: a token in, a PAM answer out.
+    pam_sm_authenticate, PamError::AUTH_ERR, hooks::authenticate
+);
+pam_hook!(
+    /// `PAM_SUCCESS` after a token login, `PAM_IGNORE` otherwise ([`account`]).
+    pam_sm_acct_mgmt, PamError::IGNORE, account::hook
+);
+pam_hook!(
+    /// `PAM_IGNORE`: see hooks::ignore for why setcred must not answer PAM_SUCCESS.
+    pam_sm_setcred, PamError::SERVICE_ERR, hooks::ignore
+);
+pam_hook!(
+    /// A token login's session limits for pam_systemd, and its session record.
+    pam_sm_open_session, PamError::SESSION_ERR, hooks::open_session
+);
+pam_hook!(
+    /// The end of a token login's session: its audit line, its record removed.
+    pam_sm_close_session, PamError::SESSION_ERR, hooks::close_session
+);
+pam_hook!(
+    /// Not this module's business: `PAM_IGNORE`.
+    pam_sm_chauthtok, PamError::SERVICE_ERR, hooks::ignore
+);
