@@ -84,7 +84,8 @@ fn show(n: &Node, unit: &str, property: &str) -> String {
         .to_string()
 }
 
-/// A file of the session scope's cgroup in a v1 hierarchy (`memory`, `pids`, `cpu,cpuacct`).
+/// A file of the session scope's cgroup in a v1 hierarchy (`memory`, `pids`, `cpu`,
+/// `blkio`: the box's systemd mounts cpu and cpuacct apart, as the host has them).
 fn cgroup_file(n: &Node, hierarchy: &str, session: &str, file: &str) -> String {
     let cg = show(n, &format!("session-{session}.scope"), "ControlGroup");
     n.sh_lossy(&format!("cat /sys/fs/cgroup/{hierarchy}{cg}/{file}"))
@@ -103,10 +104,11 @@ fn on_every_debian_stack_setcred_and_pam_env_reach_every_session_and_limits_boun
     let start = Instant::now();
     let n = Node::boot("sessions", &["ssh.service"]);
     n.install_site(&config());
-    // The markers, where a site puts such variables, and a capability for alice.
+    // The markers, where a site puts such variables, and a capability for alice (above
+    // Debian's `none  *`: the first line naming the user wins).
     n.sh(&format!(
         "echo '{ETC_ENVIRONMENT}' >> /etc/environment; echo '{PAM_ENV_CONF}' >> /etc/security/pam_env.conf; \
-         echo 'cap_net_raw alice' >> /etc/security/capability.conf"
+         sed -i '1i cap_net_raw alice' /etc/security/capability.conf"
     ));
     assert!(
         n.sh("grep -E '^auth' /etc/pam.d/common-auth")
@@ -234,9 +236,11 @@ fn on_every_debian_stack_setcred_and_pam_env_reach_every_session_and_limits_boun
     // What the kernel enforces: the v1 controllers' files of the token session's scope.
     let memory = cgroup_file(&n, "memory", &st, "memory.limit_in_bytes");
     let pids = cgroup_file(&n, "pids", &st, "pids.max");
-    let shares = cgroup_file(&n, "cpu,cpuacct", &st, "cpu.shares");
+    let shares = cgroup_file(&n, "cpu", &st, "cpu.shares");
+    let bfq = cgroup_file(&n, "blkio", &st, "blkio.bfq.weight");
     eprintln!(
-        "token scope's cgroups: memory.limit_in_bytes={memory} pids.max={pids} cpu.shares={shares}"
+        "token scope's cgroups: memory.limit_in_bytes={memory} pids.max={pids} \
+         cpu.shares={shares} blkio.bfq.weight={bfq}"
     );
     assert_eq!(
         memory,
@@ -244,10 +248,12 @@ fn on_every_debian_stack_setcred_and_pam_env_reach_every_session_and_limits_boun
         "memory.limit_in_bytes"
     );
     assert_eq!(pids, TASKS_MAX.to_string(), "pids.max");
+    // systemd's v1 mapping: shares = weight * 1024 / 100.
+    assert_eq!(shares, (CPU_WEIGHT * 1024 / 100).to_string(), "cpu.shares");
 
     // A job forking past tasks_max: dash (in a subshell) stops at the first fork the pids
     // controller refuses; the scope holds tasks_max tasks then.
-    let fork = "(i=0; while [ $i -lt 100 ]; do sleep 60 & i=$((i+1)); echo STARTED=$i; done; \
+    let fork = "(i=0; while [ $i -lt 100 ]; do sleep 60 >/dev/null 2>&1 & i=$((i+1)); echo STARTED=$i; done; \
                 echo ALL-STARTED); echo LOOP-RC=$?";
     let mut f = Running::start(n.ssh_token(
         &token("fork"),
@@ -263,6 +269,8 @@ fn on_every_debian_stack_setcred_and_pam_env_reach_every_session_and_limits_boun
         .max()
         .unwrap_or(0);
     let current = show(&n, &format!("session-{sf}.scope"), "TasksCurrent");
+    // The pids controller counts the forks it refused.
+    let refused = cgroup_file(&n, "pids", &sf, "pids.events");
     let fork_error = f
         .seen
         .lines()
@@ -271,7 +279,7 @@ fn on_every_debian_stack_setcred_and_pam_env_reach_every_session_and_limits_boun
         .to_string();
     eprintln!(
         "fork past tasks_max={TASKS_MAX}: {last_started} sleeps started, then {fork_error:?} \
-         (rc {rc}); TasksCurrent={current}"
+         (rc {rc}); TasksCurrent={current}; pids.events: {refused}"
     );
     assert!(
         !f.seen.contains("ALL-STARTED"),
@@ -283,11 +291,19 @@ fn on_every_debian_stack_setcred_and_pam_env_reach_every_session_and_limits_boun
         "{last_started} started: {:?}",
         f.seen
     );
-    assert_eq!(current, TASKS_MAX.to_string(), "TasksCurrent at the cap");
-    // A password session may fork the 100.
-    let o = idtoken_e2e::sshd::run_bounded(
-        &mut n.ssh_password(&format!("{fork}; kill $(jobs -p) 2>/dev/null; true")),
+    assert!(
+        refused
+            .strip_prefix("max ")
+            .and_then(|v| v.parse::<u64>().ok())
+            .is_some_and(|v| v > 0),
+        "pids.events: {refused}"
     );
+    assert!(
+        current.parse::<u64>().is_ok_and(|c| c <= TASKS_MAX),
+        "TasksCurrent={current}"
+    );
+    // A password session may fork the 100.
+    let o = idtoken_e2e::sshd::run_bounded(&mut n.ssh_password(fork));
     let out = String::from_utf8_lossy(&o.stdout);
     assert!(out.contains("ALL-STARTED"), "a password session: {out}");
 
