@@ -592,6 +592,21 @@ impl Running {
         }
     }
 
+    /// Waits (30 s at most) until the output holds `needle` (a prompt: no line end needed).
+    pub fn wait_until(&mut self, needle: &str) {
+        let start = Instant::now();
+        while !self.seen.contains(needle) {
+            match self.chunks.recv_timeout(Duration::from_millis(100)) {
+                Ok(c) => self.seen.push_str(&c),
+                Err(_) if start.elapsed() > Duration::from_secs(30) => {
+                    let _ = self.child.kill();
+                    panic!("no {needle:?} after 30 s: {:?}", self.seen)
+                }
+                Err(_) => {}
+            }
+        }
+    }
+
     /// The logind session id the remote command printed (`SESSION=<id>`).
     pub fn session(&mut self) -> String {
         self.wait_for("SESSION=")

@@ -254,7 +254,7 @@ fn on_every_debian_stack_setcred_and_pam_env_reach_every_session_and_limits_boun
     // A job forking past tasks_max: dash (in a subshell) stops at the first fork the pids
     // controller refuses; the scope holds tasks_max tasks then.
     let fork = "(i=0; while [ $i -lt 100 ]; do sleep 60 >/dev/null 2>&1 & i=$((i+1)); echo STARTED=$i; done; \
-                echo ALL-STARTED); echo LOOP-RC=$?";
+                echo ALL-STARTED) 2>&1; echo LOOP-RC=$?";
     let mut f = Running::start(n.ssh_token(
         &token("fork"),
         &format!("echo SESSION=$XDG_SESSION_ID; {fork}"),
@@ -307,11 +307,40 @@ fn on_every_debian_stack_setcred_and_pam_env_reach_every_session_and_limits_boun
     let out = String::from_utf8_lossy(&o.stdout);
     assert!(out.contains("ALL-STARTED"), "a password session: {out}");
 
+    // su in the box. pam_systemd opens a logind session only for a process inside the
+    // box's cgroup tree (an su run from `nsenter` sits in the host's cgroups, outside the
+    // box's cgroup namespace), so the su runs in a unit, as cron's would: `systemd-run
+    // --pipe` as the unprivileged runner, in a pty (`script`); su's stack is Debian's own
+    // /etc/pam.d/su (@include common-auth, common-session) with the profile on.
+    n.sh("useradd -m -s /bin/sh runner");
+    let mut c = n.command(
+        "exec systemd-run --pipe --wait --quiet -p User=runner \
+         script -qefc \"su alice -c 'echo SESSION=\\$XDG_SESSION_ID; exec sleep 300'\" /dev/null",
+    );
+    c.stdin(std::process::Stdio::piped());
+    let mut su = Running::start(c);
+    let mut answer = su.child.stdin.take();
+    su.wait_until("ID token: ");
+    if let Some(a) = answer.as_mut() {
+        std::io::Write::write_all(a, format!("{}\n", token("su")).as_bytes())
+            .unwrap_or_else(|e| panic!("su's pty: {e}"));
+    }
+    let ss = su.session();
+    let su_scope = format!("session-{ss}.scope");
+    let seen_su: Vec<String> = props.iter().map(|p| show(&n, &su_scope, p)).collect();
+    eprintln!("su session {ss}: {props:?} = {seen_su:?}");
+    assert_eq!(seen_su, seen_t, "an su token session's limits");
+    let su_log =
+        n.sh_lossy("journalctl --no-pager -o cat SYSLOG_FACILITY=10 | grep 'pam_idtoken(su:auth)'");
+    assert!(su_log.contains("decision=allow"), "{su_log}");
+
     n.sh(&format!(
-        "loginctl terminate-session {st} {sp} {sf} || true"
+        "loginctl terminate-session {st} {sp} {sf} {ss} || true"
     ));
     assert!(t.ended_within(Duration::from_secs(10)).is_some());
     assert!(p.ended_within(Duration::from_secs(10)).is_some());
+    assert!(su.ended_within(Duration::from_secs(10)).is_some());
+    drop(answer);
     eprintln!(
         "box timings: boot {:.1} s; installed at {:.1} s; both stacks' logins done at {:.1} s; total {:.1} s",
         n.boot_time.as_secs_f64(),
