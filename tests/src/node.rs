@@ -10,12 +10,18 @@
 //! box gets SIGKILL when the test's thread dies (PR_SET_PDEATHSIG) and passes it to
 //! systemd (`--kill-child`).
 
+use std::io::Read;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
+use std::sync::{Mutex, mpsc};
 use std::time::{Duration, Instant};
 
+use crate::accounts::PASSWORD;
+use crate::https::{Server, TestCa};
 use crate::sandbox::{Sandbox, set_mode};
+use crate::{docs, keys, workspace_root};
 
 /// The box's systemd: the host's own.
 pub const SYSTEMD: &str = "/lib/systemd/systemd";
@@ -74,7 +80,7 @@ impl Node {
         std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
         set_mode(&dir, 0o755);
         let name = format!("idtoken-{tag}");
-        let script = crate::workspace_root().join("tests/support/box");
+        let script = workspace_root().join("tests/support/box");
         let mut command = Command::new("unshare");
         command
             .args(["--mount", "--propagation", "private", "--", "bash"])
@@ -352,4 +358,300 @@ impl Drop for Node {
             eprintln!("box {}: {e}", self.name);
         }
     }
+}
+
+// ---------------------------------------------------------------------------------------
+// A site install in a box, and logins to it
+
+/// The built .debs (idtoken, libpam-idtoken): `tests/packaging/build-debs`' output in
+/// target/packaging/deb (or `IDTOKEN_BOX_DEBS`), built now if missing (once per test
+/// process, whichever test asks first).
+pub fn debs() -> (PathBuf, PathBuf) {
+    static BUILD: Mutex<()> = Mutex::new(());
+    let _one_at_a_time = BUILD
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let dir = std::env::var_os("IDTOKEN_BOX_DEBS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join("target/packaging/deb"));
+    let find = |prefix: &str| {
+        std::fs::read_dir(&dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .find(|n| n.starts_with(prefix) && n.ends_with(".deb") && !n.contains("dbgsym"))
+            .map(|n| dir.join(n))
+    };
+    if find("idtoken_").is_none() || find("libpam-idtoken_").is_none() {
+        eprintln!(
+            "building the .debs (tests/packaging/build-debs {})",
+            dir.display()
+        );
+        let st = Command::new("bash")
+            .arg(workspace_root().join("tests/packaging/build-debs"))
+            .arg(&dir)
+            .status()
+            .unwrap_or_else(|e| panic!("build-debs: {e}"));
+        assert!(st.success(), "build-debs failed");
+    }
+    match (find("idtoken_"), find("libpam-idtoken_")) {
+        (Some(a), Some(b)) => (a, b),
+        _ => panic!("no .debs in {}", dir.display()),
+    }
+}
+
+impl Node {
+    /// Installs the site as an admin does, profile left off: `dpkg -i` of the built .debs,
+    /// the key cache of [`keys::ISSUER`] (key A) and `config` as /etc/security/idtoken.toml
+    /// (which `idtoken config check` must accept), the README's sshd lines
+    /// (`stack:sshd-config`) in a drop-in and ssh reloaded when ssh.service runs, and a user
+    /// alice (password [`PASSWORD`]).
+    pub fn install_site(&self, config: &str) {
+        let (cmd_deb, lib_deb) = debs();
+        self.sh(&format!(
+            "dpkg -i {} {}",
+            cmd_deb.display(),
+            lib_deb.display()
+        ));
+        self.write(
+            "/var/lib/idtoken/gitlab.jwks.json",
+            keys::jwks(&[keys::Key::A]).to_string().as_bytes(),
+            0o644,
+        );
+        self.write("/etc/security/idtoken.toml", config.as_bytes(), 0o644);
+        self.sh("idtoken config check");
+        let sshd_lines = docs::block("sshd-config").join("\n");
+        self.write(
+            "/etc/ssh/sshd_config.d/10-idtoken.conf",
+            format!("{sshd_lines}\n").as_bytes(),
+            0o644,
+        );
+        if self.sh_lossy("systemctl is-active ssh.service").trim() == "active" {
+            self.sh("systemctl reload ssh");
+        }
+        self.sh(&format!(
+            "useradd -m -s /bin/sh alice && echo 'alice:{PASSWORD}' | chpasswd"
+        ));
+    }
+
+    /// `ssh` in the box to its own sshd as alice, keyboard-interactive, as a CI job runs
+    /// it: the installed `idtoken-askpass` answering from `$IDTOKEN`.
+    pub fn ssh_token(&self, token: &str, remote: &str) -> Command {
+        let mut c = self.command(&format!(
+            "exec ssh -F /dev/null -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null \
+             -o PreferredAuthentications=keyboard-interactive -o PubkeyAuthentication=no \
+             -o NumberOfPasswordPrompts=1 -o ConnectTimeout=10 alice@127.0.0.1 '{remote}'"
+        ));
+        c.env("SSH_ASKPASS", "/usr/bin/idtoken-askpass")
+            .env("SSH_ASKPASS_REQUIRE", "force")
+            .env("IDTOKEN_HOST", "127.0.0.1")
+            .env("IDTOKEN", token);
+        c
+    }
+
+    /// `ssh` in the box as alice with her password, typed at `ID token: ` (or `Password: `)
+    /// by sshpass, keyboard-interactive.
+    pub fn ssh_password(&self, remote: &str) -> Command {
+        let mut c = self.command(&format!(
+            "exec sshpass -P 'ID token' -e ssh -F /dev/null -o StrictHostKeyChecking=no \
+             -o UserKnownHostsFile=/dev/null -o PreferredAuthentications=keyboard-interactive \
+             -o PubkeyAuthentication=no -o ConnectTimeout=10 alice@127.0.0.1 '{remote}'"
+        ));
+        c.env("SSHPASS", PASSWORD);
+        c
+    }
+
+    /// The kit's HTTPS server ([`Server::https`]) listening on the box's own loopback
+    /// (bound from a thread that joined the box's network namespace), for the box's units
+    /// to reach; `url()` is as the box sees it.
+    pub fn https_server(&self, ca: &TestCa) -> BoxServer {
+        let netns: OwnedFd = std::fs::File::open(format!("/proc/{}/ns/net", self.pid))
+            .unwrap_or_else(|e| panic!("the box's network namespace: {e}"))
+            .into();
+        let server = in_netns(&netns, || Server::https(ca));
+        BoxServer {
+            server: Some(server),
+            netns,
+        }
+    }
+}
+
+/// A [`Server`] in a box's network namespace. Dropping it stops it from that namespace
+/// too (its accept loop is woken by a connection to its own address), which the held
+/// namespace descriptor keeps alive even after the box is gone.
+pub struct BoxServer {
+    server: Option<Server>,
+    netns: OwnedFd,
+}
+
+impl std::ops::Deref for BoxServer {
+    type Target = Server;
+    fn deref(&self) -> &Server {
+        match &self.server {
+            Some(s) => s,
+            None => unreachable!("a BoxServer holds its server until dropped"),
+        }
+    }
+}
+
+impl Drop for BoxServer {
+    fn drop(&mut self) {
+        if let Some(s) = self.server.take() {
+            in_netns(&self.netns, move || drop(s));
+        }
+    }
+}
+
+/// Runs `f` on a thread that has joined the network namespace `netns` (setns applies to
+/// the calling thread only; sockets made there stay in that namespace).
+fn in_netns<T: Send>(netns: &OwnedFd, f: impl FnOnce() -> T + Send) -> T {
+    let fd = netns.as_raw_fd();
+    std::thread::scope(|s| {
+        let joined = s.spawn(move || {
+            // SAFETY: setns(2) on a namespace descriptor this process holds open.
+            let r = unsafe { libc::setns(fd, libc::CLONE_NEWNET) };
+            assert_eq!(r, 0, "setns: {}", std::io::Error::last_os_error());
+            f()
+        });
+        joined
+            .join()
+            .unwrap_or_else(|e| std::panic::resume_unwind(e))
+    })
+}
+
+/// A login left running (`exec sleep 300` at its end): the client, and what it printed so far.
+pub struct Running {
+    pub child: Child,
+    chunks: mpsc::Receiver<String>,
+    pub seen: String,
+}
+
+impl Running {
+    pub fn start(mut c: Command) -> Running {
+        let mut child = c
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("{e}"));
+        let (tx, rx) = mpsc::channel();
+        for r in [
+            child
+                .stdout
+                .take()
+                .map(|o| Box::new(o) as Box<dyn Read + Send>),
+            child
+                .stderr
+                .take()
+                .map(|o| Box::new(o) as Box<dyn Read + Send>),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            let tx = tx.clone();
+            std::thread::spawn(move || {
+                let mut r = r;
+                let mut buf = [0u8; 4096];
+                while let Ok(k) = r.read(&mut buf) {
+                    if k == 0
+                        || tx
+                            .send(String::from_utf8_lossy(&buf[..k]).into_owned())
+                            .is_err()
+                    {
+                        break;
+                    }
+                }
+            });
+        }
+        Running {
+            child,
+            chunks: rx,
+            seen: String::new(),
+        }
+    }
+
+    /// Waits (30 s at most) until the output holds `needle` followed by a line's end;
+    /// returns what is between them.
+    pub fn wait_for(&mut self, needle: &str) -> String {
+        let start = Instant::now();
+        loop {
+            if let Some(at) = self.seen.find(needle) {
+                let rest = &self.seen[at + needle.len()..];
+                if let Some(end) = rest.find(['\r', '\n']) {
+                    return rest[..end].to_string();
+                }
+            }
+            match self.chunks.recv_timeout(Duration::from_millis(100)) {
+                Ok(c) => self.seen.push_str(&c),
+                Err(_) if start.elapsed() > Duration::from_secs(30) => {
+                    let _ = self.child.kill();
+                    panic!("no {needle:?} after 30 s: {:?}", self.seen)
+                }
+                Err(_) => {}
+            }
+        }
+    }
+
+    /// Waits (30 s at most) until the output holds `needle` (a prompt: no line end needed).
+    pub fn wait_until(&mut self, needle: &str) {
+        let start = Instant::now();
+        while !self.seen.contains(needle) {
+            match self.chunks.recv_timeout(Duration::from_millis(100)) {
+                Ok(c) => self.seen.push_str(&c),
+                Err(_) if start.elapsed() > Duration::from_secs(30) => {
+                    let _ = self.child.kill();
+                    panic!("no {needle:?} after 30 s: {:?}", self.seen)
+                }
+                Err(_) => {}
+            }
+        }
+    }
+
+    /// The logind session id the remote command printed (`SESSION=<id>`).
+    pub fn session(&mut self) -> String {
+        self.wait_for("SESSION=")
+    }
+
+    /// Waits up to `bound` for the login to end; its end time (unix seconds, fractional).
+    pub fn ended_within(&mut self, bound: Duration) -> Option<f64> {
+        let start = Instant::now();
+        while start.elapsed() < bound {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return Some(unix_now());
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        None
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn unix_now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
+}
+
+/// Seconds of a systemd time span such as `29s` or `1min 5s`.
+pub fn span_seconds(span: &str) -> Option<u64> {
+    let mut total = 0;
+    for part in span.split_whitespace() {
+        let digits: String = part.chars().take_while(char::is_ascii_digit).collect();
+        let unit = &part[digits.len()..];
+        let v: u64 = digits.parse().ok()?;
+        total += match unit {
+            "s" => v,
+            "min" => v * 60,
+            "h" => v * 3600,
+            _ => return None,
+        };
+    }
+    Some(total)
 }

@@ -9,16 +9,14 @@
 //! them itself when they are missing.
 
 use std::collections::BTreeSet;
-use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use idtoken_e2e::accounts::PASSWORD;
 use idtoken_e2e::keys::{self, AUDIENCE, ISSUER, mint_exact_len, now, with};
-use idtoken_e2e::node::{self, Node};
-use idtoken_e2e::{docs, require, workspace_root};
+use idtoken_e2e::node::{self, Node, Running, debs, span_seconds};
+use idtoken_e2e::{docs, require};
 use serde_json::json;
 
 // ---------------------------------------------------------------------------------------
@@ -208,35 +206,6 @@ fn the_box_boots_systemd_and_leaves_the_host_as_it_was() {
 // ---------------------------------------------------------------------------------------
 // A site install
 
-/// The built .debs (idtoken, libpam-idtoken), built now if missing.
-fn debs() -> (PathBuf, PathBuf) {
-    let dir = std::env::var_os("IDTOKEN_BOX_DEBS")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| workspace_root().join("target/packaging/deb"));
-    let find = |prefix: &str| {
-        listing(&dir.display().to_string())
-            .into_iter()
-            .find(|n| n.starts_with(prefix) && n.ends_with(".deb") && !n.contains("dbgsym"))
-            .map(|n| dir.join(n))
-    };
-    if find("idtoken_").is_none() || find("libpam-idtoken_").is_none() {
-        eprintln!(
-            "building the .debs (tests/packaging/build-debs {})",
-            dir.display()
-        );
-        let st = Command::new("bash")
-            .arg(workspace_root().join("tests/packaging/build-debs"))
-            .arg(&dir)
-            .status()
-            .unwrap_or_else(|e| panic!("build-debs: {e}"));
-        assert!(st.success(), "build-debs failed");
-    }
-    match (find("idtoken_"), find("libpam-idtoken_")) {
-        (Some(a), Some(b)) => (a, b),
-        _ => panic!("no .debs in {}", dir.display()),
-    }
-}
-
 fn config(session_ends_at_exp: bool) -> String {
     format!(
         "[defaults]\nsession_ends_at_exp = {session_ends_at_exp}\n\n[[issuer]]\nname = \"gitlab\"\n\
@@ -252,125 +221,6 @@ fn token(tag: &str, ttl: i64) -> (String, i64) {
     (mint_exact_len(&c, 1900), n + ttl)
 }
 
-/// `ssh` in the box to its own sshd, keyboard-interactive, as a CI job runs it: the
-/// installed `idtoken-askpass` answering from `$IDTOKEN`.
-fn ssh(n: &Node, token: &str, remote: &str) -> Command {
-    let mut c = n.command(&format!(
-        "exec ssh -F /dev/null -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null \
-         -o PreferredAuthentications=keyboard-interactive -o PubkeyAuthentication=no \
-         -o NumberOfPasswordPrompts=1 -o ConnectTimeout=10 alice@127.0.0.1 '{remote}'"
-    ));
-    c.env("SSH_ASKPASS", "/usr/bin/idtoken-askpass")
-        .env("SSH_ASKPASS_REQUIRE", "force")
-        .env("IDTOKEN_HOST", "127.0.0.1")
-        .env("IDTOKEN", token);
-    c
-}
-
-/// A login left running (`sleep`): the child, and what it printed so far.
-struct Running {
-    child: Child,
-    chunks: mpsc::Receiver<String>,
-    seen: String,
-}
-
-impl Running {
-    fn start(mut c: Command) -> Running {
-        let mut child = c
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap_or_else(|e| panic!("{e}"));
-        let (tx, rx) = mpsc::channel();
-        for r in [
-            child
-                .stdout
-                .take()
-                .map(|o| Box::new(o) as Box<dyn Read + Send>),
-            child
-                .stderr
-                .take()
-                .map(|o| Box::new(o) as Box<dyn Read + Send>),
-        ]
-        .into_iter()
-        .flatten()
-        {
-            let tx = tx.clone();
-            std::thread::spawn(move || {
-                let mut r = r;
-                let mut buf = [0u8; 4096];
-                while let Ok(k) = r.read(&mut buf) {
-                    if k == 0
-                        || tx
-                            .send(String::from_utf8_lossy(&buf[..k]).into_owned())
-                            .is_err()
-                    {
-                        break;
-                    }
-                }
-            });
-        }
-        Running {
-            child,
-            chunks: rx,
-            seen: String::new(),
-        }
-    }
-
-    /// Waits (30 s at most) until the output holds `needle` followed by a line's end;
-    /// returns what is between them.
-    fn wait_for(&mut self, needle: &str) -> String {
-        let start = Instant::now();
-        loop {
-            if let Some(at) = self.seen.find(needle) {
-                let rest = &self.seen[at + needle.len()..];
-                if let Some(end) = rest.find(['\r', '\n']) {
-                    return rest[..end].to_string();
-                }
-            }
-            match self.chunks.recv_timeout(Duration::from_millis(100)) {
-                Ok(c) => self.seen.push_str(&c),
-                Err(_) if start.elapsed() > Duration::from_secs(30) => {
-                    let _ = self.child.kill();
-                    panic!("no {needle:?} after 30 s: {:?}", self.seen)
-                }
-                Err(_) => {}
-            }
-        }
-    }
-
-    /// The logind session id the remote command printed (`SESSION=<id>`).
-    fn session(&mut self) -> String {
-        self.wait_for("SESSION=")
-    }
-
-    /// Waits up to `bound` for the login to end; its end time (unix seconds, fractional).
-    fn ended_within(&mut self, bound: Duration) -> Option<f64> {
-        let start = Instant::now();
-        while start.elapsed() < bound {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return Some(unix_now());
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        None
-    }
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn unix_now() -> f64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs_f64())
-        .unwrap_or(0.0)
-}
-
 /// The session scope's RuntimeMaxUSec as systemd reports it (`infinity`, `29s`, ...).
 fn runtime_max(n: &Node, session: &str) -> String {
     n.sh(&format!(
@@ -378,23 +228,6 @@ fn runtime_max(n: &Node, session: &str) -> String {
     ))
     .trim()
     .to_string()
-}
-
-/// Seconds of a systemd time span such as `29s` or `1min 5s`.
-fn span_seconds(span: &str) -> Option<u64> {
-    let mut total = 0;
-    for part in span.split_whitespace() {
-        let digits: String = part.chars().take_while(char::is_ascii_digit).collect();
-        let unit = &part[digits.len()..];
-        let v: u64 = digits.parse().ok()?;
-        total += match unit {
-            "s" => v,
-            "min" => v * 60,
-            "h" => v * 3600,
-            _ => return None,
-        };
-    }
-    Some(total)
 }
 
 #[test]
@@ -487,11 +320,9 @@ fn a_site_install_logs_in_by_ssh_and_systemd_ends_the_session_at_exp() {
 
     // A CI-style login: a 2-part token through the installed askpass helper.
     let (t, _) = token("login", 300);
-    let o = idtoken_e2e::sshd::run_bounded(&mut ssh(
-        &n,
-        &t,
-        "echo LOGIN-OK; id -un; echo EXP=$IDTOKEN_EXP",
-    ));
+    let o = idtoken_e2e::sshd::run_bounded(
+        &mut n.ssh_token(&t, "echo LOGIN-OK; id -un; echo EXP=$IDTOKEN_EXP"),
+    );
     let out = String::from_utf8_lossy(&o.stdout);
     assert!(
         o.status.success() && out.contains("LOGIN-OK\nalice\n"),
@@ -518,7 +349,7 @@ fn a_site_install_logs_in_by_ssh_and_systemd_ends_the_session_at_exp() {
 
     // Session end at exp. A: session_ends_at_exp on, the token expires in 30 s.
     let (ta, exp_a) = token("exp-on", 30);
-    let mut a = Running::start(ssh(&n, &ta, "echo SESSION=$XDG_SESSION_ID; exec sleep 300"));
+    let mut a = Running::start(n.ssh_token(&ta, "echo SESSION=$XDG_SESSION_ID; exec sleep 300"));
     let sa = a.session();
     let limit = runtime_max(&n, &sa);
     let secs =
@@ -532,12 +363,7 @@ fn a_site_install_logs_in_by_ssh_and_systemd_ends_the_session_at_exp() {
         "loginctl show-session {sa} -p Name -p Scope -p Service -p Remote"
     ));
     // C: a password login (typed at `ID token: `, pam_unix takes it) with the setting on.
-    let mut pw = n.command(
-        "exec sshpass -P 'ID token' -e ssh -F /dev/null -o StrictHostKeyChecking=no \
-         -o UserKnownHostsFile=/dev/null -o PreferredAuthentications=keyboard-interactive \
-         -o PubkeyAuthentication=no alice@127.0.0.1 'echo SESSION=$XDG_SESSION_ID; exec sleep 300'",
-    );
-    pw.env("SSHPASS", PASSWORD);
+    let pw = n.ssh_password("echo SESSION=$XDG_SESSION_ID; exec sleep 300");
     let mut c = Running::start(pw);
     let sc = c.session();
     assert_eq!(runtime_max(&n, &sc), "infinity", "a password login's scope");
@@ -548,7 +374,7 @@ fn a_site_install_logs_in_by_ssh_and_systemd_ends_the_session_at_exp() {
         0o644,
     );
     let (tb, exp_b) = token("exp-off", 30);
-    let mut b = Running::start(ssh(&n, &tb, "echo SESSION=$XDG_SESSION_ID; exec sleep 300"));
+    let mut b = Running::start(n.ssh_token(&tb, "echo SESSION=$XDG_SESSION_ID; exec sleep 300"));
     let sb = b.session();
     assert_eq!(runtime_max(&n, &sb), "infinity", "the setting off");
 

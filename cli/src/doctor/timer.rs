@@ -1,5 +1,5 @@
-//! Doctor: the refresh timer is enabled and its last run succeeded, where systemd runs;
-//! where it does not, the check says so instead of guessing.
+//! Doctor: the refresh timer is enabled and started and its last run succeeded, where
+//! systemd runs; where it does not, the check says so instead of guessing.
 
 use std::ffi::OsStr;
 
@@ -39,30 +39,59 @@ pub fn check() -> Check {
             format!("idtoken refresh && systemctl enable --now {TIMER}"),
         );
     }
-    let result = run_command(
-        "systemctl",
-        &[
-            OsStr::new("show"),
-            OsStr::new(SERVICE),
-            OsStr::new("-p"),
-            OsStr::new("Result"),
-            OsStr::new("--value"),
-        ],
-    )
-    .map(|r| r.stdout)
-    .unwrap_or_default();
-    if result == "success" {
-        Check::ok(
+    // Enabled is not running: `systemctl enable` without `--now` starts nothing until the
+    // next boot, and no refresh runs until then.
+    let active = run_command("systemctl", &[OsStr::new("is-active"), OsStr::new(TIMER)])
+        .map(|r| r.stdout)
+        .unwrap_or_default();
+    if active != "active" {
+        return Check::warn(
             NAME,
-            format!("{TIMER} is enabled; the last refresh succeeded"),
+            format!(
+                "{TIMER} is enabled but not started ({}): no refresh runs before the next boot",
+                if active.is_empty() {
+                    "unknown"
+                } else {
+                    &active
+                }
+            ),
+            format!("systemctl start {TIMER}"),
+        );
+    }
+    let show = |property: &str| {
+        run_command(
+            "systemctl",
+            &[
+                OsStr::new("show"),
+                OsStr::new(SERVICE),
+                OsStr::new("-p"),
+                OsStr::new(property),
+                OsStr::new("--value"),
+            ],
         )
-    } else {
-        Check::warn(
+        .map(|r| r.stdout)
+        .unwrap_or_default()
+    };
+    let result = show("Result");
+    if result != "success" {
+        return Check::warn(
             NAME,
             format!("{TIMER} is enabled, but the last run of {SERVICE} ended with {result:?}"),
             format!(
                 "see `journalctl -u {SERVICE}`, fix what it says, then `systemctl start {SERVICE}`"
             ),
+        );
+    }
+    // A unit that never ran also says Result=success: tell the two apart.
+    if show("ExecMainExitTimestampMonotonic") == "0" {
+        Check::ok(
+            NAME,
+            format!("{TIMER} is enabled and started; {SERVICE} has not run since boot"),
+        )
+    } else {
+        Check::ok(
+            NAME,
+            format!("{TIMER} is enabled and started; the last refresh succeeded"),
         )
     }
 }
