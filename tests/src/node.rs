@@ -402,18 +402,30 @@ pub fn debs() -> (PathBuf, PathBuf) {
 }
 
 impl Node {
+    /// `dpkg -i` of the built .debs, copied in first: the box has a /tmp (and /var/tmp, /run)
+    /// of its own, so a checkout under the host's /tmp is not there.
+    pub fn install_debs(&self) {
+        let (cmd_deb, lib_deb) = debs();
+        let mut inside = Vec::new();
+        for deb in [&cmd_deb, &lib_deb] {
+            let name = deb
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            let bytes = std::fs::read(deb).unwrap_or_else(|e| panic!("{}: {e}", deb.display()));
+            self.write(&format!("/root/{name}"), &bytes, 0o644);
+            inside.push(format!("/root/{name}"));
+        }
+        self.sh(&format!("dpkg -i {}", inside.join(" ")));
+    }
+
     /// Installs the site as an admin does, profile left off: `dpkg -i` of the built .debs,
     /// the key cache of [`keys::ISSUER`] (key A) and `config` as /etc/security/idtoken.toml
     /// (which `idtoken config check` must accept), the README's sshd lines
     /// (`stack:sshd-config`) in a drop-in and ssh reloaded when ssh.service runs, and a user
     /// alice (password [`PASSWORD`]).
     pub fn install_site(&self, config: &str) {
-        let (cmd_deb, lib_deb) = debs();
-        self.sh(&format!(
-            "dpkg -i {} {}",
-            cmd_deb.display(),
-            lib_deb.display()
-        ));
+        self.install_debs();
         self.write(
             "/var/lib/idtoken/gitlab.jwks.json",
             keys::jwks(&[keys::Key::A]).to_string().as_bytes(),

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use idtoken_e2e::accounts::PASSWORD;
 use idtoken_e2e::keys::{self, AUDIENCE, ISSUER, mint_exact_len, now, with};
-use idtoken_e2e::node::{self, Node, Running, debs, span_seconds};
+use idtoken_e2e::node::{self, Node, Running, span_seconds};
 use idtoken_e2e::{docs, require};
 use serde_json::json;
 
@@ -237,23 +237,11 @@ fn a_site_install_logs_in_by_ssh_and_systemd_ends_the_session_at_exp() {
         "{}",
         node::available().err().unwrap_or_default()
     );
-    let (cmd_deb, lib_deb) = debs();
     let start = Instant::now();
     let n = Node::boot("site", &["ssh.service"]);
 
-    // Installed as a site installs it. The .debs are copied in: the box has a /tmp (and
-    // /var/tmp, /run) of its own, so a checkout under the host's /tmp is not there.
-    let mut inside = Vec::new();
-    for deb in [&cmd_deb, &lib_deb] {
-        let name = deb
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        let bytes = std::fs::read(deb).unwrap_or_else(|e| panic!("{}: {e}", deb.display()));
-        n.write(&format!("/root/{name}"), &bytes, 0o644);
-        inside.push(format!("/root/{name}"));
-    }
-    n.sh(&format!("dpkg -i {}", inside.join(" ")));
+    // Installed as a site installs it.
+    n.install_debs();
     n.write(
         "/var/lib/idtoken/gitlab.jwks.json",
         keys::jwks(&[keys::Key::A]).to_string().as_bytes(),
