@@ -261,6 +261,8 @@ fn a_complete_setup_is_all_ok_and_each_fault_is_reported_with_its_fix() {
             ("pam_stack.refused_token", "fail"),
             ("pam_stack.password", "fail"),
             ("pam_stack.unavailable", "warn"),
+            // pam_unix's success jumps past the module onto pam_deny: setcred fails too.
+            ("pam_stack.setcred", "fail"),
         ],
     );
 
@@ -389,6 +391,38 @@ fn a_complete_setup_is_all_ok_and_each_fault_is_reported_with_its_fix() {
         "services = [\"su\"]\n\n[[rule]]\nname = \"no-sandbox\"\nissuer = \"gitlab\"\ndeny = true\nservices = [\"sshd\"]\n[rule.claims]\nproject_path = \"hpc/sandbox/*\"\n",
     );
     assert_fault(&s, "config.service", "fail", "\"sshd\"");
+
+    // SPEC v3: the module answers PAM_IGNORE to setcred: a token-only stack ending in
+    // pam_deny would end every login in sshd's setcred.
+    let s = Setup::new("setcred");
+    s.sb.write(
+        "pam.d/common-auth",
+        format!(
+            "auth [success=done ignore=ignore default=die] pam_idtoken.so config={}\nauth requisite pam_deny.so\n",
+            s.config.display()
+        )
+        .as_bytes(),
+    );
+    let (_, checks) = s.doctor();
+    let c = find(&checks, "pam_stack.setcred");
+    assert_eq!(c["status"], "fail", "{c}");
+    assert!(
+        c["fix"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("auth optional pam_env.so"),
+        "{c}"
+    );
+    s.sb.write(
+        "pam.d/common-auth",
+        format!(
+            "auth [success=done ignore=ignore default=die] pam_idtoken.so config={}\nauth optional pam_env.so\n",
+            s.config.display()
+        )
+        .as_bytes(),
+    );
+    let (_, checks) = s.doctor();
+    assert_eq!(find(&checks, "pam_stack.setcred")["status"], "ok");
 
     // SPEC v3: session limits need the module's session line above pam_systemd's.
     let s = Setup::new("session-none");

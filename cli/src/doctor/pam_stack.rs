@@ -840,6 +840,34 @@ pub fn session_check(dir: &Path, service: &str, config: &idtoken_core::config::C
     }
 }
 
+/// The setcred walk as sshd runs it after a login (in the process that did not
+/// authenticate, so each line acts on its own setcred answer): the module answers
+/// PAM_IGNORE (SPEC v3), so some line after it must succeed, and none may end the walk in a
+/// failure first, or sshd and su end every login, token logins included.
+fn setcred_walk(entries: &[Entry], at: &str) -> Check {
+    // The other modules' setcred answers: pam_deny fails, the rest succeed (pam_unix,
+    // pam_sss, pam_permit, pam_env, pam_cap); the same as a password login's walk.
+    let setcred = walk(entries, Rc::Ignore, Rc::Success);
+    if setcred.result == Rc::Success {
+        return Check::ok(
+            "pam_stack.setcred",
+            "the setcred walk goes on past the module (PAM_IGNORE) and ends in success",
+        );
+    }
+    Check::fail(
+        "pam_stack.setcred",
+        format!(
+            "the module answers PAM_IGNORE to setcred, and after it this stack's setcred walk \
+             fails (the line at {at} maps ignore to a failure, or no line after it succeeds, as \
+             with a lone `pam_deny.so`): sshd and su then end every login"
+        ),
+        format!(
+            "give the line at {at} `ignore=ignore`, and after it a line whose setcred succeeds: \
+             a token-only stack ends with `auth optional pam_env.so`, not pam_deny"
+        ),
+    )
+}
+
 /// The module's `config=` argument must name the config being checked (none: the default).
 fn config_argument(module: &Entry, config: &Path) -> Check {
     let Kind::Module { args, .. } = &module.kind else {
@@ -904,6 +932,7 @@ fn outcomes(entries: &[Entry], module: &Entry, has_password: bool) -> Vec<Check>
     } else {
         Check::ok("pam_stack.refused_token", "a refused token ends the stack (no password check)")
     });
+    out.push(setcred_walk(entries, &at));
     if !has_password {
         out.push(Check::ok(
             "pam_stack.password",
