@@ -932,7 +932,7 @@ fn outcomes(entries: &[Entry], module: &Entry, has_password: bool) -> Vec<Check>
     } else {
         Check::ok("pam_stack.refused_token", "a refused token ends the stack (no password check)")
     });
-    out.push(setcred_walk(entries, &at));
+    out.push(setcred_walk(entries, at));
     if !has_password {
         out.push(Check::ok(
             "pam_stack.password",
