@@ -340,6 +340,10 @@ pub fn isolated(tag: &str) -> Option<Files> {
     let _ = std::fs::remove_dir_all(&dir);
     Files::create(&dir, &module());
     let drain = Drain::start(&dir.join("log.sock"));
+    // A private /run: the module, loaded by libpam in this process, writes its session
+    // records under /run/idtoken, which must not be the host's.
+    let run = dir.join("run");
+    std::fs::create_dir_all(&run).unwrap_or_else(|e| panic!("{}: {e}", run.display()));
     let wrap: Vec<String> = std::env::var(WRAP_ENV)
         .map(|w| w.split_whitespace().map(str::to_string).collect())
         .unwrap_or_default();
@@ -349,6 +353,8 @@ pub fn isolated(tag: &str) -> Option<Files> {
         .arg(&drain.path)
         .arg("--etc")
         .arg(dir.join("etc"))
+        .arg("--run")
+        .arg(&run)
         .arg("--")
         .args(&wrap)
         .arg(exe)

@@ -103,6 +103,14 @@ fn the_box_boots_systemd_and_leaves_the_host_as_it_was() {
     );
     let marker = PathBuf::from(format!("/tmp/idtoken-box-marker-{}", std::process::id()));
     std::fs::write(&marker, "the host's /tmp").unwrap();
+    // Removed when the test ends, also when it fails.
+    struct RemoveOnDrop(PathBuf);
+    impl Drop for RemoveOnDrop {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_file(&self.0);
+        }
+    }
+    let _marker_guard = RemoveOnDrop(marker.clone());
     let before = host_state();
 
     let mut n = Node::boot("harness", &[]);

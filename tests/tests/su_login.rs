@@ -33,6 +33,9 @@ fn su(h: &PamHarness, target: &str, token: &str) -> (i32, String) {
         .arg(&h.etc)
         .arg("--pamd")
         .arg(&h.confdir)
+        // Its private /run: su runs the module as root, whose session records (and any
+        // /run state of su's stack) must not reach the host's /run.
+        .args(h.isolate_args())
         .arg("--")
         .args([
             "setpriv",
