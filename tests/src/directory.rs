@@ -16,7 +16,6 @@
 
 use std::ffi::OsString;
 use std::net::TcpListener;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -94,18 +93,7 @@ fn spawn_isolated(options: &[OsString], command: &[OsString], log: &Path) -> Chi
         .stdin(Stdio::null())
         .stdout(out)
         .stderr(err);
-    let parent = std::process::id();
-    // SAFETY: between fork and exec the closure calls only prctl, getppid and _exit,
-    // which are async-signal-safe, and allocates nothing.
-    unsafe {
-        c.pre_exec(move || {
-            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-            if libc::getppid() as u32 != parent {
-                libc::_exit(1);
-            }
-            Ok(())
-        });
-    }
+    crate::child::die_with_parent(&mut c);
     c.spawn()
         .unwrap_or_else(|e| panic!("isolate {command:?}: {e}"))
 }

@@ -6,6 +6,7 @@
 
 pub mod accounts;
 pub mod bench;
+pub mod child;
 pub mod cli;
 pub mod directory;
 pub mod docs;

@@ -12,7 +12,6 @@
 
 use std::io::Read;
 use std::os::fd::{AsRawFd, OwnedFd};
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::{Mutex, mpsc};
@@ -92,18 +91,7 @@ impl Node {
             .stdin(Stdio::null())
             .stdout(file(&sandbox.path("stage1.out")))
             .stderr(file(&sandbox.path("stage1.err")));
-        let parent = std::process::id();
-        // SAFETY: between fork and exec the closure calls only prctl, getppid and _exit,
-        // which are async-signal-safe, and allocates nothing.
-        unsafe {
-            command.pre_exec(move || {
-                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-                if libc::getppid() as u32 != parent {
-                    libc::_exit(1);
-                }
-                Ok(())
-            });
-        }
+        crate::child::die_with_parent(&mut command);
         let start = Instant::now();
         let mut child = command
             .spawn()

@@ -3,7 +3,6 @@
 //! and the syslog socket as /dev/log; and the stock `ssh` client to log in to it.
 
 use std::net::TcpListener;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -145,19 +144,7 @@ impl Sshd {
                 .arg("-E")
                 .arg(&log)
                 .stdin(Stdio::null());
-            let parent = std::process::id();
-            // SAFETY: between fork and exec the closure calls only prctl, getppid and
-            // _exit, which are async-signal-safe, and allocates nothing.
-            unsafe {
-                command.pre_exec(move || {
-                    libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-                    // The parent may have died before prctl: then nothing would kill us.
-                    if libc::getppid() as u32 != parent {
-                        libc::_exit(1);
-                    }
-                    Ok(())
-                });
-            }
+            crate::child::die_with_parent(&mut command);
             let mut child = command.spawn().unwrap_or_else(|e| panic!("sshd: {e}"));
             match wait_ready(&mut child, &log, port) {
                 Ready::Listening => {

@@ -3,8 +3,10 @@
 //! CPU that sshd and every process it forks spend per login (`--tree-cpu N`).
 //!
 //! Both use the client a CI job uses (`ssh` with `SSH_ASKPASS` = `idtoken askpass`,
-//! `IDTOKEN_HOST` the host the ssh command names, a 1.6 KB token in two parts) and the
-//! same client against every stack, so the stacks differ only in what sshd does.
+//! `IDTOKEN_HOST` the host the ssh command names, a GitLab-shaped token of about 1.6 KB,
+//! which the helper sends packed in one answer) and the same client against every module
+//! stack, so those differ only in what sshd does. `--tree-cpu` also sets beside them what a
+//! site has without the module: an SSH key, and a password checked by pam_unix.
 
 use std::path::{Path, PathBuf};
 use std::process::Output;
@@ -14,7 +16,7 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 
 use crate::bench::{self, ACCOUNT};
-use crate::keys::{self, mint_exact_len};
+use crate::keys::{self, mint_gitlab_shaped};
 use crate::pam::PamHarness;
 use crate::sandbox::set_mode;
 use crate::sshd::{Sshd, run_bounded};
@@ -31,17 +33,24 @@ pub const LOADED_STACK: &str =
 pub const STOCK_MAX_STARTUPS: &str = "MaxStartups 10:30:100";
 /// What the harness (tests/src/sshd.rs) and docs/install.md recommend.
 pub const RECOMMENDED_MAX_STARTUPS: &str = "110:30:210";
-/// Length of the benchmark token: a GitLab ID token with a few `groups_direct`, two parts.
-pub const TOKEN_LEN: usize = 1600;
-/// A password answer: not JWT-shaped, so the module returns PAM_IGNORE.
-const PASSWORD: &str = "correct-horse-battery";
+/// A password answer: not JWT-shaped, so the module returns PAM_IGNORE; also the test
+/// accounts' password (tests/src/accounts.rs), which pam_unix checks.
+const PASSWORD: &str = crate::accounts::PASSWORD;
+/// [`PASSWORD`] hashed as Debian 12 hashes a password set with `passwd` (login.defs
+/// `ENCRYPT_METHOD YESCRYPT`, cost factor 5: `$y$j9T$`), so the pam_unix row costs what a
+/// site's password login costs. Made with `crypt.crypt(PASSWORD, "$y$j9T$idtokenbenchsalt$")`.
+const YESCRYPT_HASH: &str = "$y$j9T$idtokenbenchsalt$mshKm9jlT6zIViLbUQMSpfKSAYkU5beS/AC6MyuLF7D";
+/// The site's password stack without the module.
+const UNIX_STACK: &str = "auth required pam_unix.so";
 
 /// The CI template's retry policy (packaging/gitlab-ci/idtoken-ssh.gitlab-ci.yml):
 /// IDTOKEN_CONNECT_ATTEMPTS and IDTOKEN_RETRY_MS as it ships them.
 const ATTEMPTS: u32 = 5;
 const RETRY_MS: u64 = 1000;
 
-/// The benchmark token: the site's grantable claims, padded to [`TOKEN_LEN`].
+/// The benchmark token: the site's grantable claims in a token shaped as GitLab signs one
+/// (every claim GitLab sends, values as long and as random as real ones: 1.5-1.7 KB), so
+/// its packed form is as long as a real token's. Asserted to need two parts unpacked.
 pub fn token(now: i64) -> String {
     let mut c = keys::gitlab_claims(ACCOUNT);
     if let Some(m) = c.as_object_mut() {
@@ -49,12 +58,18 @@ pub fn token(now: i64) -> String {
         m.insert("nbf".into(), json!(now - 5));
         m.insert("exp".into(), json!(now + 86_000));
     }
-    mint_exact_len(&c, TOKEN_LEN)
+    let token = mint_gitlab_shaped(&c);
+    assert!(
+        token.len() > 1023,
+        "the benchmark token ({} B) must be longer than one OpenSSH answer",
+        token.len()
+    );
+    token
 }
 
-/// An sshd with the benchmark's site config and key cache behind `auth` (see
-/// [`Sshd::start`]), given `-o` options, and an askpass script that notes it was asked.
-pub fn site_sshd(tag: &str, auth: &str, options: &[&str]) -> Sshd {
+/// A harness with the benchmark's site config and key cache and an askpass script that
+/// notes each prompt it answers, before sshd starts (a case may still change its files).
+fn site_harness(tag: &str) -> PamHarness {
     let pam = PamHarness::new(tag);
     let cache = pam
         .sandbox
@@ -65,17 +80,31 @@ pub fn site_sshd(tag: &str, auth: &str, options: &[&str]) -> Sshd {
     );
     let askpass = pam.sandbox.path("bench-askpass");
     // `$BENCH_ASKED`: the template's helper leaves the same mark, so that a connection that
-    // reached a prompt is never retried.
+    // reached a prompt is never retried; one line per prompt, so a figure can say how many
+    // answers its logins took.
     std::fs::write(
         &askpass,
         format!(
-            "#!/bin/sh\n: > \"$BENCH_ASKED\"\nexec {} askpass \"$1\"\n",
+            "#!/bin/sh\necho asked >> \"$BENCH_ASKED\"\nexec {} askpass \"$1\"\n",
             crate::idtoken_bin().display()
         ),
     )
     .unwrap_or_else(|e| panic!("askpass: {e}"));
     set_mode(&askpass, 0o755);
-    Sshd::start_with_options(pam, auth, options)
+    // A password prompt (pam_unix's `Password: `) is not the token helper's to answer: a
+    // site's password users type it, or `sshpass` sends it; this helper stands in for them.
+    let password = pam.sandbox.write(
+        "bench-password",
+        b"#!/bin/sh\necho asked >> \"$BENCH_ASKED\"\nprintf '%s\\n' \"$BENCH_PASSWORD\"\n",
+    );
+    set_mode(&password, 0o755);
+    pam
+}
+
+/// An sshd with the benchmark's site config and key cache behind `auth` (see
+/// [`Sshd::start`]), given `-o` options, and an askpass script that notes it was asked.
+pub fn site_sshd(tag: &str, auth: &str, options: &[&str]) -> Sshd {
+    Sshd::start_with_options(site_harness(tag), auth, options)
 }
 
 /// One askpass login running `remote`; `mark` is the file the helper touches when asked.
@@ -114,25 +143,33 @@ fn module_lines(s: &Sshd, what: &str, want: usize) -> usize {
 /// What the module must have done in a benchmark's logins for its figure to be the module's.
 #[derive(Clone, Copy, PartialEq)]
 enum Module {
-    /// Not in the stack: nothing asked.
+    /// Not in the stack.
     Absent,
-    /// Loaded by libpam but never called: nothing asked, no line of the module at all.
+    /// Loaded by libpam but never called: no line of the module at all.
     LoadedOnly,
-    /// Asked in each login, and one `decision=allow` audit line per login (a token).
+    /// One `decision=allow` audit line per login (a token).
     AllowsEach,
-    /// Asked in each login, and no decision (a password, passed on with PAM_IGNORE).
+    /// Called in each login, no decision (a password, passed on with PAM_IGNORE).
     PassesEachOn,
 }
 
-/// Refuses (panics) unless the module did in `s`'s `n` logins what `expect` says, `asked`
-/// of which reached the askpass helper: a stack that logs in without the module deciding
-/// (pam_permit after a module that stepped aside) would otherwise be reported as the
-/// module's cost.
-fn check_module(s: &Sshd, tag: &str, n: usize, asked: usize, expect: Module) {
-    let prompted = match expect {
-        Module::Absent | Module::LoadedOnly => 0,
-        Module::AllowsEach | Module::PassesEachOn => n,
-    };
+/// The lines the askpass helper wrote to `mark`: one per prompt it answered.
+fn prompts(mark: &Path) -> usize {
+    std::fs::read_to_string(mark).map_or(0, |t| t.lines().count())
+}
+
+/// Refuses (panics) unless `s`'s `n` logins took `want_prompts` prompts each (`prompts`
+/// in all) and the module did in them what `expect` says: a stack that logs in without the
+/// module deciding (pam_permit after a module that stepped aside), or a token sent in two
+/// answers where one was meant, would otherwise be reported as another case's cost.
+fn check_module(
+    s: &Sshd,
+    tag: &str,
+    n: usize,
+    prompts: usize,
+    want_prompts: usize,
+    expect: Module,
+) {
     let (what, want) = match expect {
         Module::Absent => ("", None),
         Module::LoadedOnly => ("", Some(0)),
@@ -146,10 +183,11 @@ fn check_module(s: &Sshd, tag: &str, n: usize, asked: usize, expect: Module) {
         module_lines(s, what, want)
     });
     assert!(
-        asked == prompted && got == want,
-        "ssh-bench: {tag}: {n} logins, {asked} prompted (want {prompted}), {got:?} module lines \
-         with {what:?} (want {want:?}): the module did not do what this figure is about, so \
-         none is reported\nsshd log:\n{}",
+        prompts == n * want_prompts && got == want,
+        "ssh-bench: {tag}: {n} logins, {prompts} prompts answered (want {}), {got:?} module \
+         lines with {what:?} (want {want:?}): the logins did not do what this figure is about, \
+         so none is reported\nsshd log:\n{}",
+        n * want_prompts,
         s.sshd_log()
     );
 }
@@ -253,10 +291,9 @@ fn burst_once(s: &Sshd, n: usize, answer: &str, retry: bool) -> Vec<JobResult> {
 pub fn burst(n: usize) {
     let now = bench::now();
     let token = token(now);
-    assert!(token.len() > 1023, "the burst token must need two parts");
     let recommended = format!("MaxStartups {RECOMMENDED_MAX_STARTUPS}");
     println!(
-        "burst of {n} askpass logins ({} B token, 2 parts) against one sshd, loopback",
+        "burst of {n} askpass logins ({} B token, packed in one answer) against one sshd, loopback",
         token.len()
     );
     println!(
@@ -358,24 +395,147 @@ fn cpu_ms(u: &libc::rusage) -> f64 {
     tv(u.ru_utime) + tv(u.ru_stime)
 }
 
-/// Starts an sshd with `auth`, makes `n` sequential logins answering with `answer` and
-/// running `remote`, checks the module did what `module` says in each, stops it; the
-/// tree's CPU (ms) and the last login's output.
+/// How a `--tree-cpu` case's client logs in.
+#[derive(Clone, Copy)]
+enum Client<'a> {
+    /// `ssh` with the askpass helper answering `answer`: a token packed into one answer
+    /// when it fits (the helper's default), or with `parts` in the answers of the prompts
+    /// as they come (`IDTOKEN_PACK=no`).
+    Askpass { answer: &'a str, parts: bool },
+    /// `ssh` with an askpass helper answering the account's password.
+    Password,
+    /// `ssh -i` with an ed25519 key and publickey only, no prompt: the key in a CI variable
+    /// that this project replaces.
+    Publickey,
+}
+
+/// One `--tree-cpu` row: the sshd it runs against and what each login must have done.
+struct Case<'a> {
+    name: &'a str,
+    /// The auth lines of sshd's PAM service (account and session: pam_permit everywhere).
+    auth: &'a str,
+    client: Client<'a>,
+    /// pam_unix checks the account's password, hashed as Debian hashes it.
+    unix_password: bool,
+    /// Prompts each login answers.
+    prompts: usize,
+    module: Module,
+}
+
+/// The ed25519 key of the publickey case, made once per run, and its authorized_keys line.
+struct ClientKey {
+    dir: crate::sandbox::Sandbox,
+    key: PathBuf,
+}
+
+impl ClientKey {
+    fn new() -> ClientKey {
+        let dir = crate::sandbox::Sandbox::new("bench-key");
+        let key = dir.path("id_ed25519");
+        let status = std::process::Command::new("ssh-keygen")
+            .args(["-q", "-t", "ed25519", "-N", "", "-C", "ci-job", "-f"])
+            .arg(&key)
+            .status()
+            .unwrap_or_else(|e| panic!("ssh-keygen: {e}"));
+        assert!(status.success(), "ssh-keygen failed");
+        set_mode(&key, 0o600);
+        ClientKey { dir, key }
+    }
+
+    fn public(&self) -> String {
+        std::fs::read_to_string(self.dir.path("id_ed25519.pub"))
+            .unwrap_or_else(|e| panic!("the bench key's public half: {e}"))
+    }
+}
+
+/// Starts an sshd for `case`, makes `n` sequential logins running `remote`, checks each
+/// did what the case says, stops sshd; the tree's CPU (ms) and the last login's output.
 fn tree_run(
     tag: &str,
-    auth: &str,
+    case: &Case,
+    key: &ClientKey,
     n: usize,
-    answer: &str,
     remote: &str,
-    module: Module,
 ) -> (f64, Option<Output>) {
-    let s = site_sshd(tag, auth, &[]);
+    let pam = site_harness(tag);
+    if case.unix_password {
+        let shadow = pam.etc.join("shadow");
+        let text = std::fs::read_to_string(&shadow).unwrap_or_else(|e| panic!("shadow: {e}"));
+        let prefix = format!("{ACCOUNT}:");
+        let text: String = text
+            .lines()
+            .map(|l| match l.strip_prefix(&prefix) {
+                Some(rest) => {
+                    let after_hash = rest.split_once(':').map_or("", |(_, r)| r);
+                    format!("{prefix}{YESCRYPT_HASH}:{after_hash}\n")
+                }
+                None => format!("{l}\n"),
+            })
+            .collect();
+        assert!(text.contains(YESCRYPT_HASH), "no shadow line for {ACCOUNT}");
+        std::fs::write(&shadow, text).unwrap_or_else(|e| panic!("shadow: {e}"));
+    }
+    let mut options = Vec::new();
+    if let Client::Publickey = case.client {
+        let keys = pam
+            .sandbox
+            .write("authorized_keys", key.public().as_bytes());
+        options = vec![
+            "PubkeyAuthentication yes".to_string(),
+            "AuthenticationMethods publickey".to_string(),
+            format!("AuthorizedKeysFile {}", keys.display()),
+        ];
+    }
+    let options: Vec<&str> = options.iter().map(String::as_str).collect();
+    let s = Sshd::start_with_options(pam, case.auth, &options);
     let mut last = None;
     let mut asked = 0;
     for i in 0..n {
         let mark = s.pam.sandbox.path(&format!("asked-{i}"));
-        let out = askpass_login(&s, answer, &mark, remote);
-        asked += usize::from(mark.exists());
+        let out = match case.client {
+            Client::Askpass { answer, parts } => run_bounded(
+                s.ssh(ACCOUNT, remote)
+                    .env("SSH_ASKPASS", s.pam.sandbox.path("bench-askpass"))
+                    .env("SSH_ASKPASS_REQUIRE", "force")
+                    .env("IDTOKEN_HOST", "127.0.0.1")
+                    .env("IDTOKEN", answer)
+                    .env("IDTOKEN_PACK", if parts { "no" } else { "yes" })
+                    .env("BENCH_ASKED", &mark),
+            ),
+            Client::Password => run_bounded(
+                s.ssh(ACCOUNT, remote)
+                    .env("SSH_ASKPASS", s.pam.sandbox.path("bench-password"))
+                    .env("SSH_ASKPASS_REQUIRE", "force")
+                    .env("BENCH_PASSWORD", PASSWORD)
+                    .env("BENCH_ASKED", &mark),
+            ),
+            Client::Publickey => run_bounded(
+                // Not Sshd::ssh: its keyboard-interactive options come first, and ssh keeps
+                // the first value of an option.
+                std::process::Command::new("ssh")
+                    .args(["-F", "/dev/null", "-p", &s.port.to_string()])
+                    .args([
+                        "-o",
+                        "StrictHostKeyChecking=no",
+                        "-o",
+                        "UserKnownHostsFile=/dev/null",
+                    ])
+                    .args([
+                        "-o",
+                        "PreferredAuthentications=publickey",
+                        "-o",
+                        "IdentitiesOnly=yes",
+                    ])
+                    .args(["-o", "BatchMode=yes", "-o", "ConnectTimeout=10", "-i"])
+                    .arg(&key.key)
+                    .arg(format!("{ACCOUNT}@127.0.0.1"))
+                    .arg(remote)
+                    .stdin(std::process::Stdio::null())
+                    .env_remove("SSH_AUTH_SOCK")
+                    .env_remove("DISPLAY"),
+            ),
+        };
+        asked += prompts(&mark);
         assert!(
             out.status.success(),
             "{tag}: login {i} failed:\n{}\nsshd log:\n{}",
@@ -384,7 +544,7 @@ fn tree_run(
         );
         last = Some(out);
     }
-    check_module(&s, tag, n, asked, module);
+    check_module(&s, tag, n, asked, case.prompts, case.module);
     let usage = s.stop().unwrap_or_else(|e| panic!("{tag}: {e}"));
     (cpu_ms(&usage), last)
 }
@@ -401,23 +561,49 @@ fn shell_times_ms(out: &str) -> Option<f64> {
     Some(total)
 }
 
+fn median(v: &[f64]) -> f64 {
+    let mut v = v.to_vec();
+    v.sort_by(f64::total_cmp);
+    let m = v.len() / 2;
+    match v.len() {
+        0 => f64::NAN,
+        l if l % 2 == 1 => v[m],
+        _ => (v[m - 1] + v[m]) / 2.0,
+    }
+}
+
+/// Relative standard deviation (sample) of `v`; NaN under two values.
+fn relative_sd(v: &[f64]) -> f64 {
+    if v.len() < 2 {
+        return f64::NAN;
+    }
+    let mean = v.iter().sum::<f64>() / v.len() as f64;
+    let var = v.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (v.len() - 1) as f64;
+    var.sqrt() / mean
+}
+
 /// `ssh-bench --tree-cpu N [--rounds R]`: per-login CPU of the whole sshd tree.
 pub fn tree_cpu(n: usize, rounds: usize) {
     let now = bench::now();
     let token = token(now);
+    let key = ClientKey::new();
+    let permit = Case {
+        name: "pam_permit",
+        auth: PERMIT_STACK,
+        client: Client::Askpass {
+            answer: &token,
+            parts: false,
+        },
+        unix_password: false,
+        prompts: 0,
+        module: Module::Absent,
+    };
     // Does the tree's figure really hold the session's processes? One login whose remote
     // shell burns CPU and reports it with `times`, against one running `true`: the tree must
     // grow by what the shell reports.
     let burn = "i=0; while [ $i -lt 300000 ]; do i=$((i+1)); done; times";
-    let (with_burn, out) = tree_run("tree-check", PERMIT_STACK, 1, &token, burn, Module::Absent);
-    let (plain, _) = tree_run(
-        "tree-check",
-        PERMIT_STACK,
-        1,
-        &token,
-        "true",
-        Module::Absent,
-    );
+    let (with_burn, out) = tree_run("tree-check", &permit, &key, 1, burn);
+    let (plain, _) = tree_run("tree-check", &permit, &key, 1, "true");
     let shell = out
         .and_then(|o| shell_times_ms(&String::from_utf8_lossy(&o.stdout)))
         .unwrap_or(f64::NAN);
@@ -439,80 +625,142 @@ pub fn tree_cpu(n: usize, rounds: usize) {
         with_burn - plain
     );
 
-    let cases: [(&str, &str, &str, Module); 4] = [
-        ("pam_permit", PERMIT_STACK, &token, Module::Absent),
-        (
-            "module loaded only",
-            LOADED_STACK,
-            &token,
-            Module::LoadedOnly,
-        ),
-        (
-            "module, password",
-            MODULE_STACK,
-            PASSWORD,
-            Module::PassesEachOn,
-        ),
-        ("module, token", MODULE_STACK, &token, Module::AllowsEach),
+    let packed = idtoken_core::packed::pack(&token)
+        .unwrap_or_else(|e| panic!("the benchmark token does not pack: {e}"));
+    let cases = [
+        permit,
+        Case {
+            name: "publickey (ed25519)",
+            auth: PERMIT_STACK,
+            client: Client::Publickey,
+            unix_password: false,
+            prompts: 0,
+            module: Module::Absent,
+        },
+        Case {
+            name: "pam_unix password",
+            auth: UNIX_STACK,
+            client: Client::Password,
+            unix_password: true,
+            prompts: 1,
+            module: Module::Absent,
+        },
+        Case {
+            name: "module loaded only",
+            auth: LOADED_STACK,
+            client: Client::Askpass {
+                answer: &token,
+                parts: false,
+            },
+            unix_password: false,
+            prompts: 0,
+            module: Module::LoadedOnly,
+        },
+        Case {
+            name: "module, password",
+            auth: MODULE_STACK,
+            client: Client::Askpass {
+                answer: PASSWORD,
+                parts: false,
+            },
+            unix_password: false,
+            prompts: 1,
+            module: Module::PassesEachOn,
+        },
+        Case {
+            name: "module, packed token",
+            auth: MODULE_STACK,
+            client: Client::Askpass {
+                answer: &token,
+                parts: false,
+            },
+            unix_password: false,
+            prompts: 1,
+            module: Module::AllowsEach,
+        },
+        Case {
+            name: "module, token in 2 parts",
+            auth: MODULE_STACK,
+            client: Client::Askpass {
+                answer: &token,
+                parts: true,
+            },
+            unix_password: false,
+            prompts: 2,
+            module: Module::AllowsEach,
+        },
     ];
     let mut idle = Vec::new();
     let mut per_login: Vec<Vec<f64>> = vec![Vec::new(); cases.len()];
     for round in 0..rounds {
         // The idle sshd (started and stopped, no login) is isolate's and sshd's fixed cost.
-        let (i, _) = tree_run("tree-idle", PERMIT_STACK, 0, "", "true", Module::Absent);
+        let (i, _) = tree_run("tree-idle", &cases[0], &key, 0, "true");
         idle.push(i);
         // Rotate the order each round, so no case always runs after the same one.
         for k in 0..cases.len() {
             let c = (k + round) % cases.len();
-            let (name, auth, answer, module) = cases[c];
-            let (ms, _) = tree_run(&format!("tree-{c}"), auth, n, answer, "true", module);
+            let (ms, _) = tree_run(&format!("tree-{c}"), &cases[c], &key, n, "true");
             per_login[c].push((ms - i) / n as f64);
             eprintln!(
-                "round {round}: {name}: {:.3} ms per login",
+                "round {round}: {}: {:.3} ms per login",
+                cases[c].name,
                 (ms - i) / n as f64
             );
         }
     }
-    let median = |v: &[f64]| {
-        let mut v = v.to_vec();
-        v.sort_by(f64::total_cmp);
-        let m = v.len() / 2;
-        if v.len() % 2 == 1 {
-            v[m]
-        } else {
-            (v[m - 1] + v[m]) / 2.0
-        }
-    };
-    let spread = |v: &[f64]| {
-        let lo = v.iter().copied().fold(f64::INFINITY, f64::min);
-        let hi = v.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-        (lo, hi)
-    };
     println!(
-        "sshd tree CPU (user+sys) per askpass login: {n} sequential logins per sshd, {rounds} \
-         interleaved rounds; idle sshd (subtracted) median {:.1} ms",
-        median(&idle)
+        "sshd tree CPU (user+sys) per login: {n} sequential logins per sshd, {rounds} \
+         interleaved rounds; idle sshd (subtracted) median {:.1} ms; token {} B, packed {} B",
+        median(&idle),
+        token.len(),
+        packed.len()
     );
     println!(
-        "{:<18} {:>9} {:>9} {:>9} {:>10}",
-        "stack", "median", "min", "max", "vs permit"
+        "{:<26} {:>8} {:>8} {:>8} {:>7} {:>10} {:>10}",
+        "stack", "median", "min", "max", "rsd", "vs permit", "vs pubkey"
     );
     let base = median(&per_login[0]);
+    let pubkey = median(&per_login[1]);
     let mut rows = Vec::new();
-    for (c, (name, _, _, _)) in cases.iter().enumerate() {
-        let m = median(&per_login[c]);
-        let (lo, hi) = spread(&per_login[c]);
+    for (c, case) in cases.iter().enumerate() {
+        let v = &per_login[c];
+        let m = median(v);
+        let lo = v.iter().copied().fold(f64::INFINITY, f64::min);
+        let hi = v.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        let rsd = relative_sd(v);
         println!(
-            "{name:<18} {m:>9.3} {lo:>9.3} {hi:>9.3} {:>+9.2}%",
-            (m / base - 1.0) * 100.0
+            "{:<26} {m:>8.3} {lo:>8.3} {hi:>8.3} {:>6.1}% {:>+9.2}% {:>10.3}",
+            case.name,
+            rsd * 100.0,
+            (m / base - 1.0) * 100.0,
+            m / pubkey
         );
-        rows.push(
-            json!({"stack": name, "median_ms": m, "min_ms": lo, "max_ms": hi,
-                         "vs_permit": m / base - 1.0, "rounds_ms": per_login[c]}),
-        );
+        rows.push(json!({"stack": case.name, "median_ms": m, "min_ms": lo, "max_ms": hi,
+                         "relative_sd": rsd, "vs_permit": m / base - 1.0, "vs_publickey": m / pubkey,
+                         "rounds_ms": v}));
     }
+    // How many logins it takes here to tell two stacks 1 % apart: the rounds of one case
+    // scatter by `rsd` (pooled over the cases); the difference of two cases' means over R
+    // rounds has a standard error of rsd * sqrt(2 / R); two of those within 1 % of the mean
+    // needs R = 8 * rsd^2 / 0.01^2.
+    let pooled = (per_login
+        .iter()
+        .map(|v| relative_sd(v).powi(2))
+        .sum::<f64>()
+        / cases.len() as f64)
+        .sqrt();
+    let rounds_for_1pc = (8.0 * pooled * pooled / 1e-4).ceil();
+    println!(
+        "spread: one round of {n} logins scatters by {:.1}% (relative sd, pooled); telling two \
+         stacks 1% apart (two standard errors of the difference) takes about {rounds_for_1pc:.0} \
+         rounds per stack here, {:.0} logins",
+        pooled * 100.0,
+        rounds_for_1pc * n as f64
+    );
     println!(
         "{}",
-        json!({"tree_cpu": {"logins": n, "rounds": rounds, "idle_ms": idle, "rows": rows}})
+        json!({"tree_cpu": {"logins": n, "rounds": rounds, "idle_ms": idle, "rows": rows,
+               "token_bytes": token.len(), "packed_bytes": packed.len(),
+               "pooled_relative_sd": pooled, "rounds_to_tell_1pc": rounds_for_1pc}})
     );
 }

@@ -11,7 +11,7 @@
 //!
 //! `sshpass`: `sshpass -P 'ID token' -e ssh ...` answering the one prompt with a token under
 //! 1000 characters (one part). `askpass`: SSH_ASKPASS=`idtoken askpass` with a full-size
-//! GitLab-shaped token (about 1.3 KB, two parts), as the CI template does; with pam_permit
+//! GitLab-shaped token (1.5-1.7 KB) in two parts (`IDTOKEN_PACK=no`); with pam_permit
 //! nothing is asked, so that login never runs the askpass helper. Prints a table and one
 //! JSON line.
 
@@ -88,7 +88,9 @@ const USAGE: &str =
   --burst N     N askpass logins started at once, stock and recommended MaxStartups,
                 the module and pam_permit (successes, p50/p99 login time)
   --tree-cpu N  CPU of the whole sshd tree per login (wait4), N logins a round,
-                interleaved stacks; --rounds R rounds (default 5)
+                interleaved: pam_permit, publickey, pam_unix (yescrypt), the module
+                loaded only, passing a password on, a packed token, a token in 2
+                parts; --rounds R rounds (default 5)
 Starts throwaway sshd on 127.0.0.1, prints a table and one JSON line.";
 
 fn main() {
