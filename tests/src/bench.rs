@@ -63,8 +63,9 @@ impl Files {
         set_mode(path, mode);
     }
 
-    /// Writes config, key cache, test accounts and two PAM services: `sshd`
-    /// (the module, then `account required pam_permit.so`) and `permit` (pam_permit only).
+    /// Writes config, key cache, test accounts and the PAM services: `sshd` (the module,
+    /// then `account required pam_permit.so`), `permit` (pam_permit only), `loaded` (the
+    /// module loaded, never called) and `passing-on` (the module, then pam_permit).
     pub fn create(dir: &Path, module: &Path) -> Files {
         let f = Files {
             dir: dir.to_path_buf(),
@@ -102,6 +103,27 @@ impl Files {
         Files::write(
             &f.confdir().join("permit"),
             "auth required pam_permit.so\naccount required pam_permit.so\n",
+            0o644,
+        );
+        // The module loaded (libpam loads every module of a service) but never called.
+        Files::write(
+            &f.confdir().join("loaded"),
+            &format!(
+                "auth [success=done default=die] pam_permit.so\nauth required {} config={}\n",
+                module.display(),
+                f.config().display()
+            ),
+            0o644,
+        );
+        // The module in front of a password module, as a site stacks it: a password answer
+        // is passed on (PAM_IGNORE) to pam_permit.
+        Files::write(
+            &f.confdir().join("passing-on"),
+            &format!(
+                "auth [success=done ignore=ignore default=die] {} config={}\nauth required pam_permit.so\n",
+                module.display(),
+                f.config().display()
+            ),
             0o644,
         );
         crate::accounts::write_etc(dir);
@@ -265,8 +287,13 @@ pub struct ColdProcess {
 
 impl ColdProcess {
     pub fn new(files: &Files, service: &str) -> ColdProcess {
+        ColdProcess::answering(files, service, &token(now()))
+    }
+
+    /// [`ColdProcess::new`] answering every prompt with `answer`.
+    pub fn answering(files: &Files, service: &str, answer: &str) -> ColdProcess {
         let answers = files.dir.join(format!("answers-{service}"));
-        Files::write(&answers, &format!("{}\n", token(now())), 0o600);
+        Files::write(&answers, &format!("{answer}\n"), 0o600);
         ColdProcess {
             driver: cold_driver(files),
             confdir: files.confdir(),
@@ -340,10 +367,6 @@ pub fn isolated(tag: &str) -> Option<Files> {
     let _ = std::fs::remove_dir_all(&dir);
     Files::create(&dir, &module());
     let drain = Drain::start(&dir.join("log.sock"));
-    // A private /run: the module, loaded by libpam in this process, writes its session
-    // records under /run/idtoken, which must not be the host's.
-    let run = dir.join("run");
-    std::fs::create_dir_all(&run).unwrap_or_else(|e| panic!("{}: {e}", run.display()));
     let wrap: Vec<String> = std::env::var(WRAP_ENV)
         .map(|w| w.split_whitespace().map(str::to_string).collect())
         .unwrap_or_default();
@@ -353,8 +376,11 @@ pub fn isolated(tag: &str) -> Option<Files> {
         .arg(&drain.path)
         .arg("--etc")
         .arg(dir.join("etc"))
-        .arg("--run")
-        .arg(&run)
+        // A private /run on tmpfs, as on a login node: the module, loaded by libpam in this
+        // process, writes its session records under /run/idtoken, which must not be the
+        // host's, and a record on the disk under the test's directory would cost an inode
+        // allocation that a login node's tmpfs does not.
+        .arg("--run-tmpfs")
         .arg("--")
         .args(&wrap)
         .arg(exe)

@@ -89,6 +89,10 @@ pub struct PamHarness {
     /// (/run/faillock) and sshd's privilege separation directory are the test's, never the
     /// host's.
     pub run: Option<PathBuf>,
+    /// A fresh tmpfs as that /run instead of `run` (`isolate --run-tmpfs`), as /run is on a
+    /// booted host: for the benchmarks, whose figures must not hold the inode allocation of
+    /// the disk under the test's directory (a session record is a file made per login).
+    pub run_tmpfs: bool,
 }
 
 impl PamHarness {
@@ -112,6 +116,7 @@ impl PamHarness {
             drive_env: std::sync::Mutex::new(Vec::new()),
             sss: None,
             run: Some(run),
+            run_tmpfs: false,
         }
     }
 
@@ -122,7 +127,9 @@ impl PamHarness {
             Some(dir) => vec!["--sss".into(), dir.into()],
             None => Vec::new(),
         };
-        if let Some(run) = &self.run {
+        if self.run_tmpfs {
+            args.push("--run-tmpfs".into());
+        } else if let Some(run) = &self.run {
             args.extend(["--run".into(), run.into()]);
         }
         args

@@ -434,8 +434,8 @@ fn verify_signature(
     d: &mut Decision,
 ) -> Result<(), Stop> {
     let input = token.signing_input.as_bytes();
-    match jsonwebtoken::crypto::verify(&token.signature, input, &key.key, alg) {
-        Ok(true) => {
+    match crate::signature::verifies(alg, &key.key, input, &token.signature) {
+        true => {
             d.verified = true;
             d.pass(StepName::Signature, "verifies");
             Ok(())

@@ -6,7 +6,9 @@
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use jsonwebtoken::{Algorithm, DecodingKey};
+use jsonwebtoken::Algorithm;
+
+use crate::signature::PublicKey;
 use serde_json::Value;
 
 /// The smallest RSA modulus accepted, in bits.
@@ -61,7 +63,7 @@ pub struct VerifyKey {
     pub alg: Option<String>,
     /// Set when the issuer no longer publishes the key (see [`RETIRED_AT`]).
     pub retired_at: Option<i64>,
-    pub key: DecodingKey,
+    pub key: PublicKey,
 }
 
 impl std::fmt::Debug for VerifyKey {
@@ -153,27 +155,22 @@ fn parse_key(jwk: &Value) -> Result<VerifyKey, String> {
             if e.is_empty() || e.len() > 8 {
                 return Err(format!("kid {kid:?}: implausible RSA exponent"));
             }
-            (
-                KeyKind::Rsa { bits },
-                DecodingKey::from_rsa_raw_components(&n, &e),
-            )
+            (KeyKind::Rsa { bits }, PublicKey::rsa(&n, &e))
         }
         Some("EC") => {
-            let kind = match field("crv") {
-                Some("P-256") => KeyKind::EcP256,
-                Some("P-384") => KeyKind::EcP384,
+            let (kind, len) = match field("crv") {
+                Some("P-256") => (KeyKind::EcP256, 32),
+                Some("P-384") => (KeyKind::EcP384, 48),
                 other => return Err(format!("kid {kid:?}: unsupported EC curve {other:?}")),
             };
-            let x = field("x").ok_or(format!("kid {kid:?}: EC key without x"))?;
-            let y = field("y").ok_or(format!("kid {kid:?}: EC key without y"))?;
-            let key =
-                DecodingKey::from_ec_components(x, y).map_err(|e| format!("kid {kid:?}: {e}"))?;
+            let x = b64_field(jwk, "x", kid)?;
+            let y = b64_field(jwk, "y", kid)?;
+            let key = PublicKey::ec(&x, &y, len).map_err(|e| format!("kid {kid:?}: {e}"))?;
             (kind, key)
         }
         Some("OKP") if field("crv") == Some("Ed25519") => {
-            let x = field("x").ok_or(format!("kid {kid:?}: OKP key without x"))?;
-            let key =
-                DecodingKey::from_ed_components(x).map_err(|e| format!("kid {kid:?}: {e}"))?;
+            let x = b64_field(jwk, "x", kid)?;
+            let key = PublicKey::ed25519(&x).map_err(|e| format!("kid {kid:?}: {e}"))?;
             (KeyKind::Ed25519, key)
         }
         Some(other) => return Err(format!("kid {kid:?}: unsupported key type {other:?}")),

@@ -17,8 +17,8 @@ pub struct UnverifiedToken {
     pub claims: Map<String, Value>,
     /// `base64url(header) "." base64url(payload)`: what the signature covers.
     pub signing_input: Zeroizing<String>,
-    /// The third part, still base64url.
-    pub signature: Zeroizing<String>,
+    /// The third part, decoded.
+    pub signature: Zeroizing<Vec<u8>>,
 }
 
 impl UnverifiedToken {
@@ -100,8 +100,8 @@ pub fn parse(raw: &str) -> Result<UnverifiedToken, String> {
     if s.is_empty() {
         return Err("the signature part is empty".to_string());
     }
-    // Decoded only to check it is base64url; the decoded signature is wiped as well.
-    URL_SAFE_NO_PAD
+    // Decoded into a buffer that is wiped on drop, like the rest of the credential.
+    let signature = URL_SAFE_NO_PAD
         .decode(s)
         .map(Zeroizing::new)
         .map_err(|_| "the signature part is not base64url".to_string())?;
@@ -127,7 +127,7 @@ pub fn parse(raw: &str) -> Result<UnverifiedToken, String> {
         header,
         claims,
         signing_input,
-        signature: Zeroizing::new(s.to_string()),
+        signature,
     })
 }
 

@@ -42,6 +42,7 @@ pub mod revocations;
 pub mod sanitize;
 pub mod session_limits;
 pub mod session_record;
+pub mod signature;
 pub mod timefmt;
 pub mod usermap;
 pub mod uses;

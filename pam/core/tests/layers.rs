@@ -11,6 +11,8 @@ use std::path::Path;
 /// decision and is the top. (jws is a leaf: config names algorithms through it; packed is
 /// a leaf: the decision unpacks a packed token before parsing it.)
 const LAYERS: &[&[&str]] = &[
+    // The signature check: the key form jwks builds and the decision verifies with.
+    &["signature"],
     &[
         "sanitize",
         "claims",

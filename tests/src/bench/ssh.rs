@@ -70,7 +70,9 @@ pub fn token(now: i64) -> String {
 /// A harness with the benchmark's site config and key cache and an askpass script that
 /// notes each prompt it answers, before sshd starts (a case may still change its files).
 fn site_harness(tag: &str) -> PamHarness {
-    let pam = PamHarness::new(tag);
+    let mut pam = PamHarness::new(tag);
+    // /run on tmpfs, as on a login node: the module writes a session record per token login.
+    pam.run_tmpfs = true;
     let cache = pam
         .sandbox
         .write("gitlab.jwks.json", bench::key_cache_json().as_bytes());
@@ -448,15 +450,9 @@ impl ClientKey {
     }
 }
 
-/// Starts an sshd for `case`, makes `n` sequential logins running `remote`, checks each
-/// did what the case says, stops sshd; the tree's CPU (ms) and the last login's output.
-fn tree_run(
-    tag: &str,
-    case: &Case,
-    key: &ClientKey,
-    n: usize,
-    remote: &str,
-) -> (f64, Option<Output>) {
+/// Starts an sshd for `case`: the account's password hashed as Debian hashes it for
+/// pam_unix, the client key authorized for publickey.
+fn tree_start(tag: &str, case: &Case, key: &ClientKey) -> Sshd {
     let pam = site_harness(tag);
     if case.unix_password {
         let shadow = pam.etc.join("shadow");
@@ -487,66 +483,78 @@ fn tree_run(
         ];
     }
     let options: Vec<&str> = options.iter().map(String::as_str).collect();
-    let s = Sshd::start_with_options(pam, case.auth, &options);
+    Sshd::start_with_options(pam, case.auth, &options)
+}
+
+/// Login `i` of `case` against `s`, running `remote`; refuses (panics) when it fails. The
+/// login's output and the prompts it answered.
+fn tree_login(s: &Sshd, case: &Case, key: &ClientKey, i: usize, remote: &str) -> (Output, usize) {
+    let mark = s.pam.sandbox.path(&format!("asked-{i}"));
+    let out = match case.client {
+        Client::Askpass { answer, parts } => run_bounded(
+            s.ssh(ACCOUNT, remote)
+                .env("SSH_ASKPASS", s.pam.sandbox.path("bench-askpass"))
+                .env("SSH_ASKPASS_REQUIRE", "force")
+                .env("IDTOKEN_HOST", "127.0.0.1")
+                .env("IDTOKEN", answer)
+                .env("IDTOKEN_PACK", if parts { "no" } else { "yes" })
+                .env("BENCH_ASKED", &mark),
+        ),
+        Client::Password => run_bounded(
+            s.ssh(ACCOUNT, remote)
+                .env("SSH_ASKPASS", s.pam.sandbox.path("bench-password"))
+                .env("SSH_ASKPASS_REQUIRE", "force")
+                .env("BENCH_PASSWORD", PASSWORD)
+                .env("BENCH_ASKED", &mark),
+        ),
+        Client::Publickey => run_bounded(
+            // Not Sshd::ssh: its keyboard-interactive options come first, and ssh keeps the
+            // first value of an option.
+            std::process::Command::new("ssh")
+                .args(["-F", "/dev/null", "-p", &s.port.to_string()])
+                .args(["-o", "StrictHostKeyChecking=no"])
+                .args(["-o", "UserKnownHostsFile=/dev/null"])
+                .args(["-o", "PreferredAuthentications=publickey"])
+                .args(["-o", "IdentitiesOnly=yes", "-o", "BatchMode=yes"])
+                .args(["-o", "ConnectTimeout=10", "-i"])
+                .arg(&key.key)
+                .arg(format!("{ACCOUNT}@127.0.0.1"))
+                .arg(remote)
+                .stdin(std::process::Stdio::null())
+                .env_remove("SSH_AUTH_SOCK")
+                .env_remove("DISPLAY"),
+        ),
+    };
+    assert!(
+        out.status.success(),
+        "{}: login {i} failed:\n{}\nsshd log:\n{}",
+        case.name,
+        String::from_utf8_lossy(&out.stderr),
+        s.sshd_log()
+    );
+    let asked = prompts(&mark);
+    (out, asked)
+}
+
+/// Checks that `s`'s `n` logins did what `case` says, stops sshd; the tree's CPU (ms).
+fn tree_finish(s: Sshd, case: &Case, n: usize, asked: usize) -> f64 {
+    check_module(&s, case.name, n, asked, case.prompts, case.module);
+    let usage = s.stop().unwrap_or_else(|e| panic!("{}: {e}", case.name));
+    cpu_ms(&usage)
+}
+
+/// One sshd for `case`, `n` sequential logins running `remote`: the tree's CPU (ms) and
+/// the last login's output.
+fn tree_run(case: &Case, key: &ClientKey, n: usize, remote: &str) -> (f64, Option<Output>) {
+    let s = tree_start("tree-check", case, key);
     let mut last = None;
     let mut asked = 0;
     for i in 0..n {
-        let mark = s.pam.sandbox.path(&format!("asked-{i}"));
-        let out = match case.client {
-            Client::Askpass { answer, parts } => run_bounded(
-                s.ssh(ACCOUNT, remote)
-                    .env("SSH_ASKPASS", s.pam.sandbox.path("bench-askpass"))
-                    .env("SSH_ASKPASS_REQUIRE", "force")
-                    .env("IDTOKEN_HOST", "127.0.0.1")
-                    .env("IDTOKEN", answer)
-                    .env("IDTOKEN_PACK", if parts { "no" } else { "yes" })
-                    .env("BENCH_ASKED", &mark),
-            ),
-            Client::Password => run_bounded(
-                s.ssh(ACCOUNT, remote)
-                    .env("SSH_ASKPASS", s.pam.sandbox.path("bench-password"))
-                    .env("SSH_ASKPASS_REQUIRE", "force")
-                    .env("BENCH_PASSWORD", PASSWORD)
-                    .env("BENCH_ASKED", &mark),
-            ),
-            Client::Publickey => run_bounded(
-                // Not Sshd::ssh: its keyboard-interactive options come first, and ssh keeps
-                // the first value of an option.
-                std::process::Command::new("ssh")
-                    .args(["-F", "/dev/null", "-p", &s.port.to_string()])
-                    .args([
-                        "-o",
-                        "StrictHostKeyChecking=no",
-                        "-o",
-                        "UserKnownHostsFile=/dev/null",
-                    ])
-                    .args([
-                        "-o",
-                        "PreferredAuthentications=publickey",
-                        "-o",
-                        "IdentitiesOnly=yes",
-                    ])
-                    .args(["-o", "BatchMode=yes", "-o", "ConnectTimeout=10", "-i"])
-                    .arg(&key.key)
-                    .arg(format!("{ACCOUNT}@127.0.0.1"))
-                    .arg(remote)
-                    .stdin(std::process::Stdio::null())
-                    .env_remove("SSH_AUTH_SOCK")
-                    .env_remove("DISPLAY"),
-            ),
-        };
-        asked += prompts(&mark);
-        assert!(
-            out.status.success(),
-            "{tag}: login {i} failed:\n{}\nsshd log:\n{}",
-            String::from_utf8_lossy(&out.stderr),
-            s.sshd_log()
-        );
+        let (out, a) = tree_login(&s, case, key, i, remote);
+        asked += a;
         last = Some(out);
     }
-    check_module(&s, tag, n, asked, case.prompts, case.module);
-    let usage = s.stop().unwrap_or_else(|e| panic!("{tag}: {e}"));
-    (cpu_ms(&usage), last)
+    (tree_finish(s, case, n, asked), last)
 }
 
 /// Parses `times`' first line (the shell's own user and system time, `0m0.123456s
@@ -602,8 +610,8 @@ pub fn tree_cpu(n: usize, rounds: usize) {
     // shell burns CPU and reports it with `times`, against one running `true`: the tree must
     // grow by what the shell reports.
     let burn = "i=0; while [ $i -lt 300000 ]; do i=$((i+1)); done; times";
-    let (with_burn, out) = tree_run("tree-check", &permit, &key, 1, burn);
-    let (plain, _) = tree_run("tree-check", &permit, &key, 1, "true");
+    let (with_burn, out) = tree_run(&permit, &key, 1, burn);
+    let (plain, _) = tree_run(&permit, &key, 1, "true");
     let shell = out
         .and_then(|o| shell_times_ms(&String::from_utf8_lossy(&o.stdout)))
         .unwrap_or(f64::NAN);
@@ -690,16 +698,30 @@ pub fn tree_cpu(n: usize, rounds: usize) {
             module: Module::AllowsEach,
         },
     ];
+    // Each round starts one sshd per case and an idle one (no login: isolate's and sshd's
+    // fixed cost, subtracted), then logs in to them in turn, one login each, the order
+    // rotated every pass: a drift in the machine's speed (this VM's neighbours) then falls
+    // on every case alike instead of on whichever case ran at the time.
     let mut idle = Vec::new();
     let mut per_login: Vec<Vec<f64>> = vec![Vec::new(); cases.len()];
     for round in 0..rounds {
-        // The idle sshd (started and stopped, no login) is isolate's and sshd's fixed cost.
-        let (i, _) = tree_run("tree-idle", &cases[0], &key, 0, "true");
+        let idle_sshd = tree_start("tree-idle", &cases[0], &key);
+        let running: Vec<Sshd> = cases
+            .iter()
+            .enumerate()
+            .map(|(c, case)| tree_start(&format!("tree-{c}"), case, &key))
+            .collect();
+        let mut asked = vec![0; cases.len()];
+        for i in 0..n {
+            for k in 0..cases.len() {
+                let c = (k + i + round) % cases.len();
+                asked[c] += tree_login(&running[c], &cases[c], &key, i, "true").1;
+            }
+        }
+        let i = tree_finish(idle_sshd, &cases[0], 0, 0);
         idle.push(i);
-        // Rotate the order each round, so no case always runs after the same one.
-        for k in 0..cases.len() {
-            let c = (k + round) % cases.len();
-            let (ms, _) = tree_run(&format!("tree-{c}"), &cases[c], &key, n, "true");
+        for (c, s) in running.into_iter().enumerate() {
+            let ms = tree_finish(s, &cases[c], n, asked[c]);
             per_login[c].push((ms - i) / n as f64);
             eprintln!(
                 "round {round}: {}: {:.3} ms per login",
@@ -709,8 +731,8 @@ pub fn tree_cpu(n: usize, rounds: usize) {
         }
     }
     println!(
-        "sshd tree CPU (user+sys) per login: {n} sequential logins per sshd, {rounds} \
-         interleaved rounds; idle sshd (subtracted) median {:.1} ms; token {} B, packed {} B",
+        "sshd tree CPU (user+sys) per login: {rounds} rounds of {n} logins per stack, one \
+         login per stack in turn; idle sshd (subtracted) median {:.1} ms; token {} B, packed {} B",
         median(&idle),
         token.len(),
         packed.len()

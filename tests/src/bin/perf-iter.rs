@@ -5,8 +5,10 @@
 //!
 //! SCENARIO: raw_verify, decision, per_login, per_login_no_groups, libpam_one_handle,
 //! libpam_one_handle_no_groups, libpam_one_handle_permit,
-//! libpam_start_end, libpam_start_end_permit, cold_process, cold_process_permit (a fresh
-//! `pam-cold` process per login, tests/bench/pam-cold.c); and parts of the per-login path: config_load,
+//! libpam_start_end, libpam_start_end_permit, cold_process, cold_process_permit,
+//! cold_process_loaded (the module loaded, not called), cold_process_password (the module
+//! passing a password on), cold_process_packed (a packed token) (a fresh `pam-cold` process
+//! per login, tests/bench/pam-cold.c); and parts of the per-login path: config_load,
 //! key_cache_load, token_parse, nss_account, nss_group_entry, nss_groups, audit_line. Without `--cold` one untimed run comes first,
 //! so N counts warm runs; with it, the first of the N is the process's first login (libpam,
 //! the module, NSS and syslog all starting cold, as in a fresh sshd child). The per-run
@@ -70,13 +72,22 @@ fn main() {
             let s = LibpamStartEnd::new(&files.confdir(), service);
             Box::new(move || s.run() == 0)
         }
-        "cold_process" | "cold_process_permit" => {
-            let service = if scenario.ends_with("_permit") {
-                "permit"
-            } else {
-                SERVICE
+        "cold_process" | "cold_process_permit" | "cold_process_loaded" => {
+            let service = match scenario.as_str() {
+                "cold_process_permit" => "permit",
+                "cold_process_loaded" => "loaded",
+                _ => SERVICE,
             };
             let c = ColdProcess::new(&files, service);
+            Box::new(move || c.run())
+        }
+        "cold_process_password" => {
+            let c = ColdProcess::answering(&files, "passing-on", "correct-horse-battery");
+            Box::new(move || c.run())
+        }
+        "cold_process_packed" => {
+            let packed = idtoken_core::packed::pack(&bench::token(bench::now())).unwrap();
+            let c = ColdProcess::answering(&files, SERVICE, &packed);
             Box::new(move || c.run())
         }
         "config_load" => {
