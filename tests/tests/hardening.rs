@@ -45,9 +45,9 @@ fn load_64_threads_with_the_key_cache_replaced_underneath() {
             json!("https://elsewhere"),
         )),
         mint_with(&live("alice", "load-forged"), Key::B),
-        // kid of key A, signed by key B: the crypto library's own failure path (aws-lc's
-        // error queue is per thread), in threads that then exit while the module is loaded
-        // and unloaded by every login.
+        // kid of key A, signed by key B: the crypto library's own failure path (a library
+        // may keep it per thread, as aws-lc's error queue was), in threads that then exit
+        // while the module is loaded and unloaded by every login.
         keys::sign_raw(
             &json!({"alg": "RS256", "kid": Key::A.kid(), "typ": "JWT"}),
             &live("alice", "load-bad-signature"),

@@ -167,7 +167,7 @@ pub fn sign_raw(header: &Value, claims: &Value, key: Key, alg: Algorithm) -> Str
     )
 }
 
-/// An RSA PKCS#1 v1.5 signature made by `openssl dgst`: the workspace's backend (aws-lc)
+/// An RSA PKCS#1 v1.5 signature made by `openssl dgst`: the test kit's backend (aws-lc)
 /// refuses to sign with a key under 2048 bits, and the 1024-bit test key must still make
 /// real signatures (the module must refuse its tokens for the key, not the signature).
 fn openssl_sign(input: &[u8], key: Key, alg: Algorithm) -> String {

@@ -580,14 +580,13 @@ fn median(v: &[f64]) -> f64 {
     }
 }
 
-/// Relative standard deviation (sample) of `v`; NaN under two values.
-fn relative_sd(v: &[f64]) -> f64 {
+/// Standard deviation (sample) of `v`; NaN under two values.
+fn absolute_sd(v: &[f64]) -> f64 {
     if v.len() < 2 {
         return f64::NAN;
     }
     let mean = v.iter().sum::<f64>() / v.len() as f64;
-    let var = v.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (v.len() - 1) as f64;
-    var.sqrt() / mean
+    (v.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (v.len() - 1) as f64).sqrt()
 }
 
 /// `ssh-bench --tree-cpu N [--rounds R]`: per-login CPU of the whole sshd tree.
@@ -737,52 +736,72 @@ pub fn tree_cpu(n: usize, rounds: usize) {
         token.len(),
         packed.len()
     );
+    // The rounds share the machine's state of the moment and the idle sshd subtracted, so
+    // stacks are compared round by round: the difference to pam_permit and to publickey in
+    // each round, then their median (and spread) over the rounds.
     println!(
-        "{:<26} {:>8} {:>8} {:>8} {:>7} {:>10} {:>10}",
-        "stack", "median", "min", "max", "rsd", "vs permit", "vs pubkey"
+        "{:<26} {:>8} {:>8} {:>8} {:>17} {:>17} {:>9}",
+        "stack", "median", "min", "max", "-permit ms (sd)", "-pubkey ms (sd)", "/pubkey"
     );
-    let base = median(&per_login[0]);
-    let pubkey = median(&per_login[1]);
+    let paired = |c: usize, base: usize, f: fn(f64, f64) -> f64| -> Vec<f64> {
+        per_login[c]
+            .iter()
+            .zip(&per_login[base])
+            .map(|(x, b)| f(*x, *b))
+            .collect()
+    };
     let mut rows = Vec::new();
     for (c, case) in cases.iter().enumerate() {
         let v = &per_login[c];
         let m = median(v);
         let lo = v.iter().copied().fold(f64::INFINITY, f64::min);
         let hi = v.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-        let rsd = relative_sd(v);
+        let over_permit = paired(c, 0, |x, b| x - b);
+        let over_pubkey = paired(c, 1, |x, b| x - b);
+        let ratio_pubkey = median(&paired(c, 1, |x, b| x / b));
+        let spread = absolute_sd;
         println!(
-            "{:<26} {m:>8.3} {lo:>8.3} {hi:>8.3} {:>6.1}% {:>+9.2}% {:>10.3}",
+            "{:<26} {m:>8.3} {lo:>8.3} {hi:>8.3} {:>+9.2} ({:>5.2}) {:>+9.2} ({:>5.2}) {ratio_pubkey:>9.3}",
             case.name,
-            rsd * 100.0,
-            (m / base - 1.0) * 100.0,
-            m / pubkey
+            median(&over_permit),
+            spread(&over_permit),
+            median(&over_pubkey),
+            spread(&over_pubkey),
         );
-        rows.push(json!({"stack": case.name, "median_ms": m, "min_ms": lo, "max_ms": hi,
-                         "relative_sd": rsd, "vs_permit": m / base - 1.0, "vs_publickey": m / pubkey,
-                         "rounds_ms": v}));
+        rows.push(
+            json!({"stack": case.name, "median_ms": m, "min_ms": lo, "max_ms": hi,
+                         "over_permit_ms": median(&over_permit),
+                         "over_permit_sd_ms": spread(&over_permit),
+                         "over_publickey_ms": median(&over_pubkey),
+                         "over_publickey_sd_ms": spread(&over_pubkey),
+                         "vs_permit": median(&paired(c, 0, |x, b| x / b)) - 1.0,
+                         "vs_publickey": ratio_pubkey, "rounds_ms": v}),
+        );
     }
-    // How many logins it takes here to tell two stacks 1 % apart: the rounds of one case
-    // scatter by `rsd` (pooled over the cases); the difference of two cases' means over R
-    // rounds has a standard error of rsd * sqrt(2 / R); two of those within 1 % of the mean
-    // needs R = 8 * rsd^2 / 0.01^2.
-    let pooled = (per_login
+    // How many logins it takes here to tell two stacks 1 % apart: a stack's difference to
+    // another scatters over the rounds by `pooled` ms (pooled over every stack's difference
+    // to publickey but pam_unix's and publickey's own); its median over R rounds has a
+    // standard error of about pooled / sqrt(R), and two of those within 1 % of a login
+    // needs R = (2 * pooled / (0.01 * publickey's median))^2 rounds.
+    let module_cases: Vec<usize> = (0..cases.len()).filter(|c| *c != 1 && *c != 2).collect();
+    let pooled = (module_cases
         .iter()
-        .map(|v| relative_sd(v).powi(2))
+        .map(|c| absolute_sd(&paired(*c, 1, |x, b| x - b)).powi(2))
         .sum::<f64>()
-        / cases.len() as f64)
+        / module_cases.len() as f64)
         .sqrt();
-    let rounds_for_1pc = (8.0 * pooled * pooled / 1e-4).ceil();
+    let one_pc = 0.01 * median(&per_login[1]);
+    let rounds_for_1pc = (2.0 * pooled / one_pc).powi(2).ceil();
     println!(
-        "spread: one round of {n} logins scatters by {:.1}% (relative sd, pooled); telling two \
-         stacks 1% apart (two standard errors of the difference) takes about {rounds_for_1pc:.0} \
-         rounds per stack here, {:.0} logins",
-        pooled * 100.0,
+        "spread: a stack's difference to another scatters by {pooled:.2} ms (sd over the rounds, \
+         pooled); telling two stacks 1% ({one_pc:.2} ms) apart (two standard errors) takes about \
+         {rounds_for_1pc:.0} rounds of {n} here, {:.0} logins per stack",
         rounds_for_1pc * n as f64
     );
     println!(
         "{}",
         json!({"tree_cpu": {"logins": n, "rounds": rounds, "idle_ms": idle, "rows": rows,
                "token_bytes": token.len(), "packed_bytes": packed.len(),
-               "pooled_relative_sd": pooled, "rounds_to_tell_1pc": rounds_for_1pc}})
+               "paired_sd_ms": pooled, "rounds_to_tell_1pc": rounds_for_1pc}})
     );
 }
