@@ -76,56 +76,59 @@ impl Files {
         let cache = dir.join("gitlab.jwks.json");
         Files::write(&cache, &key_cache_json(), 0o644);
         Files::write(&f.config(), &config_text(&cache, &dir.join("uses")), 0o644);
-        Files::write(
-            &f.confdir().join(SERVICE),
-            &format!(
-                "auth required {} config={}\naccount required pam_permit.so\n",
-                module.display(),
-                f.config().display()
-            ),
-            0o644,
-        );
         let nogroups =
             config_text(&cache, &dir.join("uses")).replace("local_groups = [\"hpc-ci\"]\n", "");
         assert!(!nogroups.contains("local_groups"));
         Files::write(&f.config_without_groups(), &nogroups, 0o644);
         std::fs::create_dir_all(f.confdir_without_groups()).unwrap();
         set_mode(&f.confdir_without_groups(), 0o755);
-        Files::write(
-            &f.confdir_without_groups().join(SERVICE),
-            &format!(
-                "auth required {} config={}\naccount required pam_permit.so\n",
-                module.display(),
-                f.config_without_groups().display()
+        let module_line =
+            |config: &Path| format!("{} config={}", module.display(), config.display());
+        let services = [
+            (
+                f.confdir(),
+                SERVICE,
+                format!(
+                    "auth required {}\naccount required pam_permit.so\n",
+                    module_line(&f.config())
+                ),
             ),
-            0o644,
-        );
-        Files::write(
-            &f.confdir().join("permit"),
-            "auth required pam_permit.so\naccount required pam_permit.so\n",
-            0o644,
-        );
-        // The module loaded (libpam loads every module of a service) but never called.
-        Files::write(
-            &f.confdir().join("loaded"),
-            &format!(
-                "auth [success=done default=die] pam_permit.so\nauth required {} config={}\n",
-                module.display(),
-                f.config().display()
+            (
+                f.confdir_without_groups(),
+                SERVICE,
+                format!(
+                    "auth required {}\naccount required pam_permit.so\n",
+                    module_line(&f.config_without_groups())
+                ),
             ),
-            0o644,
-        );
-        // The module in front of a password module, as a site stacks it: a password answer
-        // is passed on (PAM_IGNORE) to pam_permit.
-        Files::write(
-            &f.confdir().join("passing-on"),
-            &format!(
-                "auth [success=done ignore=ignore default=die] {} config={}\nauth required pam_permit.so\n",
-                module.display(),
-                f.config().display()
+            (
+                f.confdir(),
+                "permit",
+                "auth required pam_permit.so\naccount required pam_permit.so\n".to_string(),
             ),
-            0o644,
-        );
+            // The module loaded (libpam loads every module of a service) but never called.
+            (
+                f.confdir(),
+                "loaded",
+                format!(
+                    "auth [success=done default=die] pam_permit.so\nauth required {}\n",
+                    module_line(&f.config())
+                ),
+            ),
+            // The module in front of a password module, as a site stacks it: a password
+            // answer is passed on (PAM_IGNORE) to pam_permit.
+            (
+                f.confdir(),
+                "passing-on",
+                format!(
+                    "auth [success=done ignore=ignore default=die] {}\nauth required pam_permit.so\n",
+                    module_line(&f.config())
+                ),
+            ),
+        ];
+        for (confdir, name, text) in services {
+            Files::write(&confdir.join(name), &text, 0o644);
+        }
         crate::accounts::write_etc(dir);
         f
     }
