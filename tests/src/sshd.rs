@@ -91,13 +91,7 @@ impl Sshd {
         let stack = stack.replace("CONFIG", &sb.path("idtoken.toml").display().to_string());
         pam.service("sshd", &stack);
         let hostkey = sb.path("ssh_host_ed25519_key");
-        let status = Command::new("ssh-keygen")
-            .args(["-q", "-t", "ed25519", "-N", "", "-f"])
-            .arg(&hostkey)
-            .status()
-            .unwrap_or_else(|e| panic!("ssh-keygen: {e}"));
-        assert!(status.success());
-        set_mode(&hostkey, 0o600);
+        ed25519_key(&hostkey);
         // sshd's privilege separation directory is the harness's private /run/sshd.
         let log = sb.path("sshd.log");
         // sshd cannot be handed a listening socket, so the port is chosen here and may be
@@ -347,6 +341,18 @@ fn wait_ready(child: &mut Child, log: &Path, port: u16) -> Ready {
         std::thread::sleep(Duration::from_millis(50));
     }
     Ready::Failed
+}
+
+/// Makes an ed25519 key pair without a passphrase at `path` (and `path.pub`), mode 0600:
+/// sshd's host key, or a client's key.
+pub fn ed25519_key(path: &Path) {
+    let status = Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+        .arg(path)
+        .status()
+        .unwrap_or_else(|e| panic!("ssh-keygen: {e}"));
+    assert!(status.success(), "ssh-keygen -f {} failed", path.display());
+    set_mode(path, 0o600);
 }
 
 /// Runs a client command with a time bound, so a hung login fails the test, not CI.

@@ -111,15 +111,19 @@ pub fn site_sshd(tag: &str, auth: &str, options: &[&str]) -> Sshd {
 
 /// One askpass login running `remote`; `mark` is the file the helper touches when asked.
 pub fn askpass_login(s: &Sshd, answer: &str, mark: &Path, remote: &str) -> Output {
-    run_bounded(
-        s.ssh(ACCOUNT, remote)
-            .env("SSH_ASKPASS", s.pam.sandbox.path("bench-askpass"))
-            .env("SSH_ASKPASS_REQUIRE", "force")
-            // The host exactly as the ssh command line names it (Sshd::ssh: 127.0.0.1).
-            .env("IDTOKEN_HOST", "127.0.0.1")
-            .env("IDTOKEN", answer)
-            .env("BENCH_ASKED", mark),
-    )
+    run_bounded(&mut askpass_command(s, answer, mark, remote))
+}
+
+/// The `ssh` command of [`askpass_login`], not yet run (a caller may add to its environment).
+fn askpass_command(s: &Sshd, answer: &str, mark: &Path, remote: &str) -> std::process::Command {
+    let mut c = s.ssh(ACCOUNT, remote);
+    c.env("SSH_ASKPASS", s.pam.sandbox.path("bench-askpass"))
+        .env("SSH_ASKPASS_REQUIRE", "force")
+        // The host exactly as the ssh command line names it (Sshd::ssh: 127.0.0.1).
+        .env("IDTOKEN_HOST", "127.0.0.1")
+        .env("IDTOKEN", answer)
+        .env("BENCH_ASKED", mark);
+    c
 }
 
 /// The module's syslog lines in `s` that contain `what` (`decision=allow`, `passing it on`,
@@ -404,7 +408,8 @@ enum Client<'a> {
     /// when it fits (the helper's default), or with `parts` in the answers of the prompts
     /// as they come (`IDTOKEN_PACK=no`).
     Askpass { answer: &'a str, parts: bool },
-    /// `ssh` with an askpass helper answering the account's password.
+    /// `ssh` with an askpass helper answering the account's password, which pam_unix
+    /// checks against a yescrypt hash ([`YESCRYPT_HASH`]).
     Password,
     /// `ssh -i` with an ed25519 key and publickey only, no prompt: the key in a CI variable
     /// that this project replaces.
@@ -417,8 +422,6 @@ struct Case<'a> {
     /// The auth lines of sshd's PAM service (account and session: pam_permit everywhere).
     auth: &'a str,
     client: Client<'a>,
-    /// pam_unix checks the account's password, hashed as Debian hashes it.
-    unix_password: bool,
     /// Prompts each login answers.
     prompts: usize,
     module: Module,
@@ -434,13 +437,7 @@ impl ClientKey {
     fn new() -> ClientKey {
         let dir = crate::sandbox::Sandbox::new("bench-key");
         let key = dir.path("id_ed25519");
-        let status = std::process::Command::new("ssh-keygen")
-            .args(["-q", "-t", "ed25519", "-N", "", "-C", "ci-job", "-f"])
-            .arg(&key)
-            .status()
-            .unwrap_or_else(|e| panic!("ssh-keygen: {e}"));
-        assert!(status.success(), "ssh-keygen failed");
-        set_mode(&key, 0o600);
+        crate::sshd::ed25519_key(&key);
         ClientKey { dir, key }
     }
 
@@ -454,7 +451,9 @@ impl ClientKey {
 /// pam_unix, the client key authorized for publickey.
 fn tree_start(tag: &str, case: &Case, key: &ClientKey) -> Sshd {
     let pam = site_harness(tag);
-    if case.unix_password {
+    // The password client logs in through pam_unix: the account's password as Debian
+    // hashes it.
+    if let Client::Password = case.client {
         let shadow = pam.etc.join("shadow");
         let text = std::fs::read_to_string(&shadow).unwrap_or_else(|e| panic!("shadow: {e}"));
         let prefix = format!("{ACCOUNT}:");
@@ -492,13 +491,8 @@ fn tree_login(s: &Sshd, case: &Case, key: &ClientKey, i: usize, remote: &str) ->
     let mark = s.pam.sandbox.path(&format!("asked-{i}"));
     let out = match case.client {
         Client::Askpass { answer, parts } => run_bounded(
-            s.ssh(ACCOUNT, remote)
-                .env("SSH_ASKPASS", s.pam.sandbox.path("bench-askpass"))
-                .env("SSH_ASKPASS_REQUIRE", "force")
-                .env("IDTOKEN_HOST", "127.0.0.1")
-                .env("IDTOKEN", answer)
-                .env("IDTOKEN_PACK", if parts { "no" } else { "yes" })
-                .env("BENCH_ASKED", &mark),
+            askpass_command(s, answer, &mark, remote)
+                .env("IDTOKEN_PACK", if parts { "no" } else { "yes" }),
         ),
         Client::Password => run_bounded(
             s.ssh(ACCOUNT, remote)
@@ -601,7 +595,6 @@ pub fn tree_cpu(n: usize, rounds: usize) {
             answer: &token,
             parts: false,
         },
-        unix_password: false,
         prompts: 0,
         module: Module::Absent,
     };
@@ -640,7 +633,6 @@ pub fn tree_cpu(n: usize, rounds: usize) {
             name: "publickey (ed25519)",
             auth: PERMIT_STACK,
             client: Client::Publickey,
-            unix_password: false,
             prompts: 0,
             module: Module::Absent,
         },
@@ -648,7 +640,6 @@ pub fn tree_cpu(n: usize, rounds: usize) {
             name: "pam_unix password",
             auth: UNIX_STACK,
             client: Client::Password,
-            unix_password: true,
             prompts: 1,
             module: Module::Absent,
         },
@@ -659,7 +650,6 @@ pub fn tree_cpu(n: usize, rounds: usize) {
                 answer: &token,
                 parts: false,
             },
-            unix_password: false,
             prompts: 0,
             module: Module::LoadedOnly,
         },
@@ -670,7 +660,6 @@ pub fn tree_cpu(n: usize, rounds: usize) {
                 answer: PASSWORD,
                 parts: false,
             },
-            unix_password: false,
             prompts: 1,
             module: Module::PassesEachOn,
         },
@@ -681,7 +670,6 @@ pub fn tree_cpu(n: usize, rounds: usize) {
                 answer: &token,
                 parts: false,
             },
-            unix_password: false,
             prompts: 1,
             module: Module::AllowsEach,
         },
@@ -692,7 +680,6 @@ pub fn tree_cpu(n: usize, rounds: usize) {
                 answer: &token,
                 parts: true,
             },
-            unix_password: false,
             prompts: 2,
             module: Module::AllowsEach,
         },
